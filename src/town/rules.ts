@@ -1,0 +1,195 @@
+/**
+ * Rules that span several fields: uniqueness, ranges, references between
+ * parts of the declaration, and values whose meaning depends on their key.
+ * Pure: the host-dependent checks (a uid owned by a foreign account) belong
+ * to the host planner.
+ */
+import { formatPath, type PathPart, type Problem } from "./problems.ts";
+import type { TownParsed } from "./schema.ts";
+import type { CloudTier, ResolvedAgent, ResolvedTown } from "./types.ts";
+
+const TIERS: readonly CloudTier[] = ["small", "standard", "large", "gpu"];
+export const tierRank = (tier: CloudTier): number => TIERS.indexOf(tier);
+
+export function isWithin(parent: string, child: string): boolean {
+  return child === parent || child.startsWith(`${parent}/`);
+}
+
+/** Accounts every Debian-like system has, plus our own group's prefix. */
+const RESERVED_NAMES = new Set([
+  "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+  "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "sshd", "messagebus",
+  "polkitd", "_apt", "adm", "wheel", "sudo", "users", "staff", "plugdev", "dialout", "video",
+  "audio", "input", "render", "kvm", "disk", "tty", "utmp", "shadow", "systemd-network",
+  "systemd-resolve", "systemd-timesync", "systemd-journal",
+]);
+
+/** Home files nuketown writes itself; a declared file there would be overwritten. */
+export function generatedHomeFiles(agent: Pick<ResolvedAgent, "name" | "role">): string[] {
+  return [
+    ".config/nuketown/identity.toml",
+    "AGENTS.md",
+    `.claude/agents/${agent.name}-${agent.role}.md`,
+    ".config/git/config",
+    ".config/git/allowed_signers",
+    ".ssh/config",
+  ];
+}
+
+const HEX4 = /^[0-9a-f]{4}$/;
+
+export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
+  const problems: Problem[] = [];
+  const at = (parts: PathPart[], message: string) => problems.push({ path: formatPath(parts), message });
+
+  const { min, max } = town.uidRange;
+  if (min > max) at(["uidRange"], `min ${min} is above max ${max}`);
+
+  // Names: agents, humans' Unix accounts and our own group share one namespace.
+  const owners = new Map<string, string>();
+  const claim = (name: string, where: PathPart[]) => {
+    const previous = owners.get(name);
+    if (previous !== undefined) at(where, `name "${name}" is already taken by ${previous}`);
+    else owners.set(name, formatPath(where));
+  };
+  for (const name of Object.keys(decl.agents)) {
+    if (RESERVED_NAMES.has(name) || name.startsWith("nuketown") || name.startsWith("systemd-")) {
+      at(["agents", name], `"${name}" is a system or nuketown account name; choose another`);
+    }
+    claim(name, ["agents", name]);
+  }
+  for (const human of town.humans) {
+    claim(human.unixUser, ["humans", human.name, ...(human.unixUser === human.name ? [] : ["unixUser"])]);
+  }
+
+  // Uids: every declared agent, enabled or not, keeps its uid.
+  const uids = new Map<number, string>();
+  for (const [name, agent] of Object.entries(decl.agents)) {
+    if (agent.uid < min || agent.uid > max) {
+      at(["agents", name, "uid"], `${agent.uid} is outside uidRange ${min}–${max}`);
+    }
+    const previous = uids.get(agent.uid);
+    if (previous !== undefined) at(["agents", name, "uid"], `${agent.uid} is already used by agents.${previous}`);
+    else uids.set(agent.uid, name);
+  }
+
+  if (decl.mayor !== undefined && !town.humans.some((h) => h.name === decl.mayor)) {
+    at(["mayor"], `"${decl.mayor}" is not declared in humans`);
+  }
+  if (town.homes.backend === "btrfs" && town.homes.device === undefined) {
+    at(["homes", "device"], 'backend "btrfs" needs a device (a block device or a mounted btrfs)');
+  }
+  if (town.chat.transport === "matrix" && !town.chat.matrix) {
+    at(["chat", "matrix"], 'transport "matrix" needs chat.matrix.homeserver');
+  }
+  if (town.chat.transport === "xmpp" && !town.chat.xmpp) {
+    at(["chat", "xmpp"], 'transport "xmpp" needs chat.xmpp.service and domain');
+  }
+  checkSecretFiles(decl, town, at);
+
+  const approvers = town.humans.filter((h) => h.approver);
+  const hostNames = new Set(town.hosts.map((h) => h.name));
+  const names = new Set([...Object.keys(decl.agents), ...town.humans.map((h) => h.name)]);
+
+  for (const agent of town.agents) {
+    const here = (...parts: PathPart[]) => ["agents", agent.name, ...parts];
+
+    agent.devices.forEach((device, i) => {
+      for (const [key, value] of device.attrs) {
+        if ((key === "idVendor" || key === "idProduct") && !HEX4.test(value)) {
+          at(here("devices", i, "attrs", key), `expected 4 lowercase hex digits, got ${JSON.stringify(value)}`);
+        }
+      }
+    });
+
+    if (agent.sudo.enable && approvers.length === 0) {
+      at(here("sudo", "enable"), "sudo needs at least one human with approver = true");
+    }
+
+    const declared = agent.persist.filter((p) => !p.implicit);
+    declared.forEach((p, i) => {
+      if (declared.slice(0, i).some((q) => q.path === p.path)) {
+        at(here("persist", i), `"${p.path}" is listed twice`);
+      }
+      const outer = declared.find((q) => q.path !== p.path && isWithin(q.path, p.path));
+      if (outer) at(here("persist", i), `"${p.path}" is inside persisted "${outer.path}"`);
+    });
+
+    const reserved = new Set(generatedHomeFiles(agent));
+    for (const file of agent.files) {
+      if (reserved.has(file.path)) at(here("files", file.path), "is written by nuketown itself");
+    }
+
+    const { signing } = agent.git;
+    if (signing.format === "ssh" && !agent.secrets.sshKey && signing.key === undefined) {
+      at(here("git", "signing", "format"), 'ssh signing needs secrets.sshKey or git.signing.key');
+    }
+    if (signing.format === "openpgp" && !agent.secrets.gpgKey && signing.key === undefined) {
+      at(here("git", "signing", "format"), "openpgp signing needs secrets.gpgKey or git.signing.key");
+    }
+
+    if (agent.runtime.kind === "command" && agent.runtime.command === "") {
+      at(here("runtime", "command"), 'required when runtime.kind = "command"');
+    }
+    const { layout } = agent.portal;
+    if (layout.agent + layout.human !== 100 || layout.agent < 10 || layout.human < 10) {
+      at(here("portal", "layout"), `"${layout.agent}/${layout.human}" must be two parts of at least 10 adding up to 100`);
+    }
+
+    if (agent.chat.enable) {
+      if (town.chat.transport === "matrix" && !agent.chat.matrix) {
+        at(here("chat", "matrix"), "the town chats over Matrix: the agent needs chat.matrix.userId and tokenSecret");
+      }
+      if (town.chat.transport === "xmpp" && !agent.chat.xmpp) {
+        at(here("chat", "xmpp"), "the town chats over XMPP: the agent needs chat.xmpp.jid and passwordSecret");
+      }
+    }
+    agent.chat.allow.forEach((who, i) => {
+      if (!names.has(who)) at(here("chat", "allow", i), `"${who}" is neither a declared human nor an agent`);
+    });
+
+    const repoPaths = new Map<string, number>();
+    agent.repos.forEach((repo, i) => {
+      if (repo.url.startsWith("-")) at(here("repos", i), "a git URL must not start with -");
+      if (/\s/.test(repo.url)) at(here("repos", i), "a git URL must not contain whitespace");
+      const first = repoPaths.get(repo.path);
+      if (first !== undefined) at(here("repos", i), `clones into "${repo.path}" like repos[${first}]`);
+      else repoPaths.set(repo.path, i);
+    });
+
+    const { cloud } = agent;
+    if (tierRank(cloud.scaling.maxResources) < tierRank(cloud.resources)) {
+      at(here("cloud", "scaling", "maxResources"), `"${cloud.scaling.maxResources}" is below resources "${cloud.resources}"`);
+    }
+    const persisted = new Set(agent.persist.map((p) => p.path));
+    for (const key of Object.keys(decl.agents[agent.name]?.cloud.storage ?? {})) {
+      if (!persisted.has(key.replace(/\/+$/, ""))) at(here("cloud", "storage", key), "is not a persisted path");
+    }
+
+    agent.hosts.forEach((host, i) => {
+      if (!hostNames.has(host)) at(here("hosts", i), `"${host}" is not declared in hosts`);
+    });
+  }
+  return problems;
+}
+
+type At = (parts: PathPart[], message: string) => void;
+
+/** A secret named only by key needs the town's default sops file. */
+function checkSecretFiles(decl: TownParsed, town: ResolvedTown, at: At): void {
+  if (town.secrets.sopsFile !== undefined) return;
+  const needsDefault = (ref: unknown) => typeof ref === "string";
+  const message = "names a key in the town sops file, but secrets.sopsFile is not set";
+  for (const [name, agent] of Object.entries(decl.agents)) {
+    if (!agent.enable) continue;
+    if (needsDefault(agent.secrets.sshKey)) at(["agents", name, "secrets", "sshKey"], message);
+    if (needsDefault(agent.secrets.gpgKey)) at(["agents", name, "secrets", "gpgKey"], message);
+    for (const [secret, s] of Object.entries(agent.secrets.extraSecrets)) {
+      if (s.file === undefined) at(["agents", name, "secrets", "extraSecrets", secret, "file"], "required when secrets.sopsFile is not set");
+    }
+    if (needsDefault(agent.chat.matrix?.tokenSecret)) at(["agents", name, "chat", "matrix", "tokenSecret"], message);
+    if (needsDefault(agent.chat.xmpp?.passwordSecret)) at(["agents", name, "chat", "xmpp", "passwordSecret"], message);
+  }
+  if (needsDefault(decl.chat.matrix?.bot?.tokenSecret)) at(["chat", "matrix", "bot", "tokenSecret"], message);
+  if (needsDefault(decl.chat.xmpp?.bot?.passwordSecret)) at(["chat", "xmpp", "bot", "passwordSecret"], message);
+}
