@@ -34,13 +34,18 @@ export async function loadTown(file: string, options: LoadOptions = {}): Promise
   const format = options.format ?? (fromStdin ? undefined : formatFromName(file));
   if (format === undefined) {
     throw new ConfigError(source, [
-      { path: "", message: "unknown format: name the file .toml, .json, .yaml, .nix.json, or pass --format" },
+      {
+        path: "",
+        message: "unknown format: name the file .toml, .json, .yaml, .nix.json, or pass --format",
+      },
     ]);
   }
   const text = fromStdin
     ? await readStream(options.stdin ?? process.stdin)
     : await readFile(path.resolve(cwd, file), "utf8").catch((error: NodeJS.ErrnoException) => {
-        throw new ConfigError(source, [{ path: "", message: `cannot read: ${error.code ?? error.message}` }]);
+        throw new ConfigError(source, [
+          { path: "", message: `cannot read: ${error.code ?? error.message}` },
+        ]);
       });
   const raw = parseDeclaration(text, format, source);
   const result = resolveTown(raw, {
@@ -53,6 +58,7 @@ export async function loadTown(file: string, options: LoadOptions = {}): Promise
 
 async function readStream(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  for await (const chunk of stream)
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   return Buffer.concat(chunks).toString("utf8");
 }

@@ -38,7 +38,12 @@ function parseTomlText(text: string, source: string): unknown {
   } catch (error) {
     if (error instanceof TomlError) {
       const first = error.message.split("\n")[0] ?? error.message;
-      throw syntaxError(source, error.line, error.column, first.replace(/^Invalid TOML document: /, ""));
+      throw syntaxError(
+        source,
+        error.line,
+        error.column,
+        first.replace(/^Invalid TOML document: /, ""),
+      );
     }
     throw error;
   }
@@ -59,7 +64,9 @@ function parseJsonText(text: string, source: string): unknown {
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new ConfigError(source, [{ path: "", message: `not valid JSON: ${(error as Error).message}` }]);
+    throw new ConfigError(source, [
+      { path: "", message: `not valid JSON: ${(error as Error).message}` },
+    ]);
   }
   // JSON.parse keeps the last of two equal keys silently; a town must not.
   const doc = parseDocument(text, { uniqueKeys: true });
@@ -71,7 +78,12 @@ function parseJsonText(text: string, source: string): unknown {
   return value;
 }
 
-function syntaxError(source: string, line: number | undefined, column: number | undefined, message: string) {
+function syntaxError(
+  source: string,
+  line: number | undefined,
+  column: number | undefined,
+  message: string,
+) {
   const where = line === undefined ? source : `${source}:${line}:${column ?? 1}`;
   return new ConfigError(where, [{ path: "", message: `syntax error: ${message}` }]);
 }

@@ -31,7 +31,10 @@ export function formatProblem(problem: Problem): string {
 type Issue = z.core.$ZodIssue;
 
 /** Flatten zod issues into problems with full paths and plain messages. */
-export function problemsFromIssues(issues: readonly Issue[], prefix: readonly PathPart[] = []): Problem[] {
+export function problemsFromIssues(
+  issues: readonly Issue[],
+  prefix: readonly PathPart[] = [],
+): Problem[] {
   const out: Problem[] = [];
   for (const issue of issues) {
     const path = [...prefix, ...(issue.path as PathPart[])];
@@ -50,7 +53,12 @@ export function problemsFromIssues(issues: readonly Issue[], prefix: readonly Pa
         // For `string | { ... }` options, an object input deserves the object
         // branch's precise errors, not "matches neither".
         const informative = issue.errors.filter(
-          (branch) => !(branch.length === 1 && branch[0]?.code === "invalid_type" && branch[0].path.length === 0),
+          (branch) =>
+            !(
+              branch.length === 1 &&
+              branch[0]?.code === "invalid_type" &&
+              branch[0].path.length === 0
+            ),
         );
         const [only] = informative;
         if (informative.length === 1 && only) out.push(...problemsFromIssues(only, path));
@@ -60,7 +68,10 @@ export function problemsFromIssues(issues: readonly Issue[], prefix: readonly Pa
       case "invalid_type":
         out.push({
           path: formatPath(path),
-          message: issue.input === undefined ? `required (${issue.expected})` : `expected ${issue.expected}, got ${describe(issue.input)}`,
+          message:
+            issue.input === undefined
+              ? `required (${issue.expected})`
+              : `expected ${issue.expected}, got ${describe(issue.input)}`,
         });
         break;
       default:

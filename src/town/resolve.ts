@@ -5,8 +5,8 @@
  */
 import path from "node:path";
 import { formatPath, type Problem, problemsFromIssues } from "./problems.ts";
-import { checkRules, isWithin } from "./rules.ts";
-import { type AgentParsed, type SecretRefInput, TownSchema, type TownParsed } from "./schema.ts";
+import { checkRules, isWithin, uidProblems } from "./rules.ts";
+import { type AgentParsed, type SecretRefInput, type TownParsed, TownSchema } from "./schema.ts";
 import type {
   PersistedPath,
   ResolvedAgent,
@@ -31,9 +31,12 @@ export interface ResolveResult {
 export const APPROVERS_GROUP = "nuketown-approvers";
 
 export function resolveTown(raw: unknown, context: ResolveContext): ResolveResult {
-  const parsed = TownSchema.safeParse(raw);
+  const parsed = TownSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    return { errors: problemsFromIssues(parsed.error.issues), warnings: [] };
+    return {
+      errors: [...problemsFromIssues(parsed.error.issues), ...rawUidProblems(raw)],
+      warnings: [],
+    };
   }
   const warnings: Problem[] = [];
   const errors: Problem[] = [];
@@ -56,18 +59,25 @@ function normalize(
   if (decl.btrfsDevice !== undefined) {
     warnings.push({ path: "btrfsDevice", message: "deprecated: use homes.device" });
     if (decl.homes.device !== undefined) {
-      errors.push({ path: "btrfsDevice", message: "set either btrfsDevice or homes.device, not both" });
+      errors.push({
+        path: "btrfsDevice",
+        message: "set either btrfsDevice or homes.device, not both",
+      });
     }
   }
   if (decl.sopsFile !== undefined) {
     warnings.push({ path: "sopsFile", message: "deprecated: use secrets.sopsFile" });
     if (decl.secrets.sopsFile !== undefined) {
-      errors.push({ path: "sopsFile", message: "set either sopsFile or secrets.sopsFile, not both" });
+      errors.push({
+        path: "sopsFile",
+        message: "set either sopsFile or secrets.sopsFile, not both",
+      });
     }
   }
   const device = decl.homes.device ?? decl.btrfsDevice;
   const sopsFileDecl = decl.secrets.sopsFile ?? decl.sopsFile;
-  const sopsFile = sopsFileDecl === undefined ? undefined : path.resolve(context.baseDir, sopsFileDecl);
+  const sopsFile =
+    sopsFileDecl === undefined ? undefined : path.resolve(context.baseDir, sopsFileDecl);
 
   const humans: ResolvedHuman[] = Object.entries(decl.humans)
     .map(([name, h]) => ({
@@ -87,7 +97,8 @@ function normalize(
     decl.mayor ?? declaredHumans.find((name) => decl.humans[name]?.approver) ?? declaredHumans[0];
   const mayor = humans.find((h) => h.name === mayorName);
 
-  const secretOf = (ref: SecretRefInput): ResolvedSecret => resolveSecret(ref, sopsFile, context.baseDir);
+  const secretOf = (ref: SecretRefInput): ResolvedSecret =>
+    resolveSecret(ref, sopsFile, context.baseDir);
 
   const agents = Object.entries(decl.agents)
     .filter(([, a]) => a.enable)
@@ -95,7 +106,8 @@ function normalize(
     .sort(byName);
 
   const stateDir = decl.stateDir;
-  const chatTransport = decl.chat.transport ?? (decl.chat.matrix ? "matrix" : decl.chat.xmpp ? "xmpp" : "local");
+  const chatTransport =
+    decl.chat.transport ?? (decl.chat.matrix ? "matrix" : decl.chat.xmpp ? "xmpp" : "local");
 
   return {
     name: decl.name ?? hostShort,
@@ -108,20 +120,30 @@ function normalize(
     homes: {
       backend: decl.homes.backend ?? (device !== undefined ? "btrfs" : "image"),
       ...(device !== undefined && { device }),
-      image: { path: decl.homes.image.path ?? `${stateDir}/homes.img`, size: decl.homes.image.size },
+      image: {
+        path: decl.homes.image.path ?? `${stateDir}/homes.img`,
+        size: decl.homes.image.size,
+      },
     },
     humans,
     ...(mayor !== undefined && { mayor }),
     basePackages: [...decl.basePackages],
     projectDirs: [...decl.projectDirs],
-    approval: { timeout: decl.approval.timeout, channels: [...decl.approval.channels], approversGroup: APPROVERS_GROUP },
+    approval: {
+      timeout: decl.approval.timeout,
+      channels: [...decl.approval.channels],
+      approversGroup: APPROVERS_GROUP,
+    },
     chat: {
       transport: chatTransport,
       ...(decl.chat.matrix && {
         matrix: {
           homeserver: decl.chat.matrix.homeserver,
           ...(decl.chat.matrix.bot && {
-            bot: { userId: decl.chat.matrix.bot.userId, tokenSecret: secretOf(decl.chat.matrix.bot.tokenSecret) },
+            bot: {
+              userId: decl.chat.matrix.bot.userId,
+              tokenSecret: secretOf(decl.chat.matrix.bot.tokenSecret),
+            },
           }),
         },
       }),
@@ -130,7 +152,10 @@ function normalize(
           service: decl.chat.xmpp.service,
           domain: decl.chat.xmpp.domain,
           ...(decl.chat.xmpp.bot && {
-            bot: { jid: decl.chat.xmpp.bot.jid, passwordSecret: secretOf(decl.chat.xmpp.bot.passwordSecret) },
+            bot: {
+              jid: decl.chat.xmpp.bot.jid,
+              passwordSecret: secretOf(decl.chat.xmpp.bot.passwordSecret),
+            },
           }),
         },
       }),
@@ -192,13 +217,14 @@ function normalizeAgent(
 
   const sshKey = a.secrets.sshKey === undefined ? undefined : secretOf(a.secrets.sshKey);
   const gpgKey = a.secrets.gpgKey === undefined ? undefined : secretOf(a.secrets.gpgKey);
-  const signingFormat =
-    a.git.signing.format ?? (sshKey ? "ssh" : gpgKey ? "openpgp" : "none");
+  const signingFormat = a.git.signing.format ?? (sshKey ? "ssh" : gpgKey ? "openpgp" : "none");
   const signingKey =
-    a.git.signing.key ?? (signingFormat === "ssh" && sshKey ? `${home}/.ssh/id_ed25519.pub` : undefined);
+    a.git.signing.key ??
+    (signingFormat === "ssh" && sshKey ? `${home}/.ssh/id_ed25519.pub` : undefined);
 
   const runtimeCommand =
-    a.runtime.command ?? (a.runtime.kind === "claude-code" ? "claude" : a.runtime.kind === "codex" ? "codex" : "");
+    a.runtime.command ??
+    (a.runtime.kind === "claude-code" ? "claude" : a.runtime.kind === "codex" ? "codex" : "");
   const [agentPane = 75, humanPane = 25] = a.portal.layout.split("/").map(Number);
   const resources = a.cloud.resources;
 
@@ -292,21 +318,45 @@ function normalizeAgent(
     cloud: {
       enable: a.cloud.enable,
       resources,
-      scaling: { maxResources: a.cloud.scaling.maxResources ?? resources, idleTimeout: a.cloud.scaling.idleTimeout },
+      scaling: {
+        maxResources: a.cloud.scaling.maxResources ?? resources,
+        idleTimeout: a.cloud.scaling.idleTimeout,
+      },
       identity: { ...a.cloud.identity },
       storage: persist.map((p) => ({ path: p.path, size: a.cloud.storage[p.path] ?? "1Gi" })),
-      ...((a.cloud.image ?? decl.cloud.image) !== undefined && { image: a.cloud.image ?? decl.cloud.image }),
+      ...((a.cloud.image ?? decl.cloud.image) !== undefined && {
+        image: a.cloud.image ?? decl.cloud.image,
+      }),
     },
     hosts: [...a.hosts],
   };
 }
 
-function resolveSecret(ref: SecretRefInput, sopsFile: string | undefined, baseDir: string): ResolvedSecret {
+function resolveSecret(
+  ref: SecretRefInput,
+  sopsFile: string | undefined,
+  baseDir: string,
+): ResolvedSecret {
   if (typeof ref === "string") return { format: "sops", file: sopsFile ?? "", key: ref };
   const file = ref.file === "" ? (sopsFile ?? "") : path.resolve(baseDir, ref.file);
   const format = ref.format ?? (file.endsWith(".age") ? "age" : "sops");
   return { format, file, ...(ref.key !== undefined && { key: ref.key }) };
 }
+
+/** Uid clashes, found on a declaration the schema rejected, when its shape allows. */
+function rawUidProblems(raw: unknown): Problem[] {
+  if (!isRecord(raw) || !isRecord(raw.agents)) return [];
+  const range = isRecord(raw.uidRange) ? raw.uidRange : {};
+  const min = Number.isInteger(range.min) ? (range.min as number) : 1100;
+  const max = Number.isInteger(range.max) ? (range.max as number) : 1999;
+  const entries = Object.entries(raw.agents).flatMap(([name, agent]) =>
+    isRecord(agent) && Number.isInteger(agent.uid) ? [[name, agent.uid as number] as const] : [],
+  );
+  return uidProblems(entries, { min, max });
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === "object" && !Array.isArray(value);
 
 function lintTown(town: ResolvedTown): Problem[] {
   const warnings: Problem[] = [];

@@ -17,11 +17,49 @@ export function isWithin(parent: string, child: string): boolean {
 
 /** Accounts every Debian-like system has, plus our own group's prefix. */
 const RESERVED_NAMES = new Set([
-  "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
-  "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "sshd", "messagebus",
-  "polkitd", "_apt", "adm", "wheel", "sudo", "users", "staff", "plugdev", "dialout", "video",
-  "audio", "input", "render", "kvm", "disk", "tty", "utmp", "shadow", "systemd-network",
-  "systemd-resolve", "systemd-timesync", "systemd-journal",
+  "root",
+  "daemon",
+  "bin",
+  "sys",
+  "sync",
+  "games",
+  "man",
+  "lp",
+  "mail",
+  "news",
+  "uucp",
+  "proxy",
+  "www-data",
+  "backup",
+  "list",
+  "irc",
+  "gnats",
+  "nobody",
+  "nogroup",
+  "sshd",
+  "messagebus",
+  "polkitd",
+  "_apt",
+  "adm",
+  "wheel",
+  "sudo",
+  "users",
+  "staff",
+  "plugdev",
+  "dialout",
+  "video",
+  "audio",
+  "input",
+  "render",
+  "kvm",
+  "disk",
+  "tty",
+  "utmp",
+  "shadow",
+  "systemd-network",
+  "systemd-resolve",
+  "systemd-timesync",
+  "systemd-journal",
 ]);
 
 /** Home files nuketown writes itself; a declared file there would be overwritten. */
@@ -36,11 +74,10 @@ export function generatedHomeFiles(agent: Pick<ResolvedAgent, "name" | "role">):
   ];
 }
 
-const HEX4 = /^[0-9a-f]{4}$/;
-
 export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
   const problems: Problem[] = [];
-  const at = (parts: PathPart[], message: string) => problems.push({ path: formatPath(parts), message });
+  const at = (parts: PathPart[], message: string) =>
+    problems.push({ path: formatPath(parts), message });
 
   const { min, max } = town.uidRange;
   if (min > max) at(["uidRange"], `min ${min} is above max ${max}`);
@@ -59,19 +96,19 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
     claim(name, ["agents", name]);
   }
   for (const human of town.humans) {
-    claim(human.unixUser, ["humans", human.name, ...(human.unixUser === human.name ? [] : ["unixUser"])]);
+    claim(human.unixUser, [
+      "humans",
+      human.name,
+      ...(human.unixUser === human.name ? [] : ["unixUser"]),
+    ]);
   }
 
-  // Uids: every declared agent, enabled or not, keeps its uid.
-  const uids = new Map<number, string>();
-  for (const [name, agent] of Object.entries(decl.agents)) {
-    if (agent.uid < min || agent.uid > max) {
-      at(["agents", name, "uid"], `${agent.uid} is outside uidRange ${min}–${max}`);
-    }
-    const previous = uids.get(agent.uid);
-    if (previous !== undefined) at(["agents", name, "uid"], `${agent.uid} is already used by agents.${previous}`);
-    else uids.set(agent.uid, name);
-  }
+  problems.push(
+    ...uidProblems(
+      Object.entries(decl.agents).map(([name, a]) => [name, a.uid]),
+      town.uidRange,
+    ),
+  );
 
   if (decl.mayor !== undefined && !town.humans.some((h) => h.name === decl.mayor)) {
     at(["mayor"], `"${decl.mayor}" is not declared in humans`);
@@ -94,14 +131,6 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
   for (const agent of town.agents) {
     const here = (...parts: PathPart[]) => ["agents", agent.name, ...parts];
 
-    agent.devices.forEach((device, i) => {
-      for (const [key, value] of device.attrs) {
-        if ((key === "idVendor" || key === "idProduct") && !HEX4.test(value)) {
-          at(here("devices", i, "attrs", key), `expected 4 lowercase hex digits, got ${JSON.stringify(value)}`);
-        }
-      }
-    });
-
     if (agent.sudo.enable && approvers.length === 0) {
       at(here("sudo", "enable"), "sudo needs at least one human with approver = true");
     }
@@ -122,10 +151,13 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
 
     const { signing } = agent.git;
     if (signing.format === "ssh" && !agent.secrets.sshKey && signing.key === undefined) {
-      at(here("git", "signing", "format"), 'ssh signing needs secrets.sshKey or git.signing.key');
+      at(here("git", "signing", "format"), "ssh signing needs secrets.sshKey or git.signing.key");
     }
     if (signing.format === "openpgp" && !agent.secrets.gpgKey && signing.key === undefined) {
-      at(here("git", "signing", "format"), "openpgp signing needs secrets.gpgKey or git.signing.key");
+      at(
+        here("git", "signing", "format"),
+        "openpgp signing needs secrets.gpgKey or git.signing.key",
+      );
     }
 
     if (agent.runtime.kind === "command" && agent.runtime.command === "") {
@@ -133,19 +165,29 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
     }
     const { layout } = agent.portal;
     if (layout.agent + layout.human !== 100 || layout.agent < 10 || layout.human < 10) {
-      at(here("portal", "layout"), `"${layout.agent}/${layout.human}" must be two parts of at least 10 adding up to 100`);
+      at(
+        here("portal", "layout"),
+        `"${layout.agent}/${layout.human}" must be two parts of at least 10 adding up to 100`,
+      );
     }
 
     if (agent.chat.enable) {
       if (town.chat.transport === "matrix" && !agent.chat.matrix) {
-        at(here("chat", "matrix"), "the town chats over Matrix: the agent needs chat.matrix.userId and tokenSecret");
+        at(
+          here("chat", "matrix"),
+          "the town chats over Matrix: the agent needs chat.matrix.userId and tokenSecret",
+        );
       }
       if (town.chat.transport === "xmpp" && !agent.chat.xmpp) {
-        at(here("chat", "xmpp"), "the town chats over XMPP: the agent needs chat.xmpp.jid and passwordSecret");
+        at(
+          here("chat", "xmpp"),
+          "the town chats over XMPP: the agent needs chat.xmpp.jid and passwordSecret",
+        );
       }
     }
     agent.chat.allow.forEach((who, i) => {
-      if (!names.has(who)) at(here("chat", "allow", i), `"${who}" is neither a declared human nor an agent`);
+      if (!names.has(who))
+        at(here("chat", "allow", i), `"${who}" is neither a declared human nor an agent`);
     });
 
     const repoPaths = new Map<string, number>();
@@ -153,22 +195,51 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
       if (repo.url.startsWith("-")) at(here("repos", i), "a git URL must not start with -");
       if (/\s/.test(repo.url)) at(here("repos", i), "a git URL must not contain whitespace");
       const first = repoPaths.get(repo.path);
-      if (first !== undefined) at(here("repos", i), `clones into "${repo.path}" like repos[${first}]`);
+      if (first !== undefined)
+        at(here("repos", i), `clones into "${repo.path}" like repos[${first}]`);
       else repoPaths.set(repo.path, i);
     });
 
     const { cloud } = agent;
     if (tierRank(cloud.scaling.maxResources) < tierRank(cloud.resources)) {
-      at(here("cloud", "scaling", "maxResources"), `"${cloud.scaling.maxResources}" is below resources "${cloud.resources}"`);
+      at(
+        here("cloud", "scaling", "maxResources"),
+        `"${cloud.scaling.maxResources}" is below resources "${cloud.resources}"`,
+      );
     }
     const persisted = new Set(agent.persist.map((p) => p.path));
     for (const key of Object.keys(decl.agents[agent.name]?.cloud.storage ?? {})) {
-      if (!persisted.has(key.replace(/\/+$/, ""))) at(here("cloud", "storage", key), "is not a persisted path");
+      if (!persisted.has(key.replace(/\/+$/, "")))
+        at(here("cloud", "storage", key), "is not a persisted path");
     }
 
     agent.hosts.forEach((host, i) => {
       if (!hostNames.has(host)) at(here("hosts", i), `"${host}" is not declared in hosts`);
     });
+  }
+  return problems;
+}
+
+/**
+ * Uids of every declared agent, enabled or not (a disabled agent keeps its
+ * uid), must sit in the range and be unique. Also run on the raw declaration
+ * when the schema fails, so these problems are reported in the same pass.
+ */
+export function uidProblems(
+  entries: readonly (readonly [string, number])[],
+  range: { readonly min: number; readonly max: number },
+): Problem[] {
+  const problems: Problem[] = [];
+  const owners = new Map<number, string>();
+  for (const [name, uid] of entries) {
+    const path = formatPath(["agents", name, "uid"]);
+    if (uid < range.min || uid > range.max) {
+      problems.push({ path, message: `${uid} is outside uidRange ${range.min}–${range.max}` });
+    }
+    const previous = owners.get(uid);
+    if (previous !== undefined)
+      problems.push({ path, message: `${uid} is already used by agents.${previous}` });
+    else owners.set(uid, name);
   }
   return problems;
 }
@@ -185,11 +256,19 @@ function checkSecretFiles(decl: TownParsed, town: ResolvedTown, at: At): void {
     if (needsDefault(agent.secrets.sshKey)) at(["agents", name, "secrets", "sshKey"], message);
     if (needsDefault(agent.secrets.gpgKey)) at(["agents", name, "secrets", "gpgKey"], message);
     for (const [secret, s] of Object.entries(agent.secrets.extraSecrets)) {
-      if (s.file === undefined) at(["agents", name, "secrets", "extraSecrets", secret, "file"], "required when secrets.sopsFile is not set");
+      if (s.file === undefined)
+        at(
+          ["agents", name, "secrets", "extraSecrets", secret, "file"],
+          "required when secrets.sopsFile is not set",
+        );
     }
-    if (needsDefault(agent.chat.matrix?.tokenSecret)) at(["agents", name, "chat", "matrix", "tokenSecret"], message);
-    if (needsDefault(agent.chat.xmpp?.passwordSecret)) at(["agents", name, "chat", "xmpp", "passwordSecret"], message);
+    if (needsDefault(agent.chat.matrix?.tokenSecret))
+      at(["agents", name, "chat", "matrix", "tokenSecret"], message);
+    if (needsDefault(agent.chat.xmpp?.passwordSecret))
+      at(["agents", name, "chat", "xmpp", "passwordSecret"], message);
   }
-  if (needsDefault(decl.chat.matrix?.bot?.tokenSecret)) at(["chat", "matrix", "bot", "tokenSecret"], message);
-  if (needsDefault(decl.chat.xmpp?.bot?.passwordSecret)) at(["chat", "xmpp", "bot", "passwordSecret"], message);
+  if (needsDefault(decl.chat.matrix?.bot?.tokenSecret))
+    at(["chat", "matrix", "bot", "tokenSecret"], message);
+  if (needsDefault(decl.chat.xmpp?.bot?.passwordSecret))
+    at(["chat", "xmpp", "bot", "passwordSecret"], message);
 }

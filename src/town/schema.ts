@@ -48,43 +48,73 @@ const UDEV_ACTIONS = "add|bind|change|remove|unbind|move|online|offline";
 export const SecretRefSchema = z
   .union(
     [
-      line().min(1).meta({ description: "A key in the town's default sops file (`secrets.sopsFile`)." }),
+      line()
+        .min(1)
+        .meta({ description: "A key in the town's default sops file (`secrets.sopsFile`)." }),
       z.strictObject({
         file: line().min(1).meta({
           description: "Encrypted file; relative paths are taken from the declaration's folder.",
         }),
-        key: line().min(1).optional().meta({ description: "Key inside a sops file (dotted for nesting)." }),
+        key: line()
+          .min(1)
+          .optional()
+          .meta({ description: "Key inside a sops file (dotted for nesting)." }),
         format: z
           .enum(["sops", "age"])
           .optional()
-          .meta(derived("How `file` is encrypted.", '"age" when the file ends in .age, else "sops"')),
+          .meta(
+            derived("How `file` is encrypted.", '"age" when the file ends in .age, else "sops"'),
+          ),
       }),
     ],
-    { error: 'expected a key in the town sops file, or { file, key?, format? }' },
+    { error: "expected a key in the town sops file, or { file, key?, format? }" },
   )
   .meta({ description: "Where an encrypted secret comes from." });
 
 const DeviceSchema = z.strictObject({
   subsystem: matching(/^[a-z0-9_-]+$/, "a kernel subsystem such as tty or usb").meta({
-    description: "Kernel subsystem: `tty` matches with ATTRS{} (walks up the USB tree), others with ATTR{}.",
+    description:
+      "Kernel subsystem: `tty` matches with ATTRS{} (walks up the USB tree), others with ATTR{}.",
   }),
   attrs: z
-    .record(
-      matching(UDEV_ATTR_KEY, "a sysfs attribute name (letters, digits, _)"),
-      udevValue(),
+    .record(matching(UDEV_ATTR_KEY, "a sysfs attribute name (letters, digits, _)"), udevValue())
+    .superRefine(
+      (attrs, ctx) => {
+        if (Object.keys(attrs).length === 0)
+          ctx.addIssue({ code: "custom", message: "needs at least one attribute to match" });
+        // sysfs prints USB ids as four lowercase hex digits; anything else never matches.
+        for (const key of ["idVendor", "idProduct"]) {
+          const value: unknown = attrs[key];
+          if (typeof value === "string" && !HEX4.test(value)) {
+            ctx.addIssue({
+              code: "custom",
+              path: [key],
+              message: `expected 4 lowercase hex digits, got ${JSON.stringify(value)}`,
+            });
+          }
+        }
+      },
+      // Run even when another attribute failed, so every problem is reported at once.
+      { when: () => true },
     )
-    .refine((attrs) => Object.keys(attrs).length > 0, "needs at least one attribute to match")
     .meta({
       description:
         'sysfs attributes to match, e.g. { idVendor = "0483", idProduct = "5740" }. udev glob patterns (* ? [ ]) are allowed.',
     }),
-  action: matching(new RegExp(`^(${UDEV_ACTIONS})(\\|(${UDEV_ACTIONS}))*$`), `udev actions joined by | (${UDEV_ACTIONS})`)
+  action: matching(
+    new RegExp(`^(${UDEV_ACTIONS})(\\|(${UDEV_ACTIONS}))*$`),
+    `udev actions joined by | (${UDEV_ACTIONS})`,
+  )
     .default("add|bind")
-    .meta({ description: "udev actions the rule fires on; bind catches devices that re-enumerate." }),
+    .meta({
+      description: "udev actions the rule fires on; bind catches devices that re-enumerate.",
+    }),
   permission: matching(/^(r|w|x|rw|rx|wx|rwx)$/, "an ACL permission: some of r, w, x in that order")
     .default("rw")
     .meta({ description: "ACL granted to this agent alone on the device node." }),
-  description: line().optional().meta({ description: "What the device is, for the agent's instructions." }),
+  description: line()
+    .optional()
+    .meta({ description: "What the device is, for the agent's instructions." }),
 });
 
 const PersistEntrySchema = z.union(
@@ -99,24 +129,43 @@ const PersistEntrySchema = z.union(
 );
 
 const PolicyRuleSchema = z.strictObject({
-  action: z.enum(["allow", "ask", "deny"]).meta({ description: "What happens when the rule matches." }),
+  action: z
+    .enum(["allow", "ask", "deny"])
+    .meta({ description: "What happens when the rule matches." }),
   argv: z.array(line().min(1)).min(1).meta({
     description:
       'Patterns matched element by element against the command (`*` and `?` globs); a final "**" matches any remaining arguments.',
   }),
-  runAs: unixName().optional().meta({ description: "Only match when running as this user.", "x-default": "any user" }),
-  reason: line().optional().meta({ description: "Shown to the agent and written to the audit log." }),
+  runAs: unixName()
+    .optional()
+    .meta({ description: "Only match when running as this user.", "x-default": "any user" }),
+  reason: line()
+    .optional()
+    .meta({ description: "Shown to the agent and written to the audit log." }),
 });
 
 const SudoSchema = z.strictObject({
-  enable: z.boolean().default(false).meta({ description: "Let the agent ask for root through the approval gate." }),
+  enable: z
+    .boolean()
+    .default(false)
+    .meta({ description: "Let the agent ask for root through the approval gate." }),
   policy: z
     .strictObject({
-      default: z.enum(["allow", "ask", "deny"]).default("ask").meta({ description: "Decision when no rule matches." }),
-      rules: z.array(PolicyRuleSchema).default([]).meta({ description: "Ordered rules; the first match wins." }),
+      default: z
+        .enum(["allow", "ask", "deny"])
+        .default("ask")
+        .meta({ description: "Decision when no rule matches." }),
+      rules: z
+        .array(PolicyRuleSchema)
+        .default([])
+        .meta({ description: "Ordered rules; the first match wins." }),
     })
     .prefault({}),
-  timeout: z.int().positive().optional().meta(derived("Seconds to wait for a human before denying.", "approval.timeout")),
+  timeout: z
+    .int()
+    .positive()
+    .optional()
+    .meta(derived("Seconds to wait for a human before denying.", "approval.timeout")),
 });
 
 const RuntimeSchema = z.strictObject({
@@ -126,37 +175,64 @@ const RuntimeSchema = z.strictObject({
   command: line()
     .min(1)
     .optional()
-    .meta(derived("Executable to run (required for kind = \"command\").", '"claude" or "codex" by kind')),
+    .meta(
+      derived('Executable to run (required for kind = "command").', '"claude" or "codex" by kind'),
+    ),
   args: z.array(line()).default([]).meta({ description: "Extra arguments for the runtime." }),
   env: z
     .record(
-      matching(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name (letters, digits, _; no =)"),
+      matching(
+        /^[A-Za-z_][A-Za-z0-9_]*$/,
+        "an environment variable name (letters, digits, _; no =)",
+      ),
       line(),
     )
     .default({})
     .meta({ description: "Environment for the runtime (set in the agent's service)." }),
-  extraPrompt: text().default("").meta({ description: "Appended to the agent's instructions as the Extra section." }),
+  extraPrompt: text()
+    .default("")
+    .meta({ description: "Appended to the agent's instructions as the Extra section." }),
   settings: z.record(z.string(), z.unknown()).default({}).meta({
     description: "Runtime settings (for claude-code: ~/.claude/settings.json).",
   }),
-  timeout: z.int().positive().default(3600).meta({ description: "Seconds a task may run before it is failed." }),
+  timeout: z
+    .int()
+    .positive()
+    .default(3600)
+    .meta({ description: "Seconds a task may run before it is failed." }),
 });
 
 const CloudTier = z.enum(["small", "standard", "large", "gpu"]);
 
 const AgentCloudSchema = z.strictObject({
-  enable: z.boolean().default(false).meta({ description: "Render this agent into Kubernetes manifests." }),
-  resources: CloudTier.default("standard").meta({ description: "Resource tier: small, standard, large or gpu." }),
+  enable: z
+    .boolean()
+    .default(false)
+    .meta({ description: "Render this agent into Kubernetes manifests." }),
+  resources: CloudTier.default("standard").meta({
+    description: "Resource tier: small, standard, large or gpu.",
+  }),
   scaling: z
     .strictObject({
-      maxResources: CloudTier.optional().meta(derived("Largest tier the agent may be scaled to.", "resources")),
-      idleTimeout: z.int().nonnegative().default(3600).meta({ description: "Seconds idle before scaling down." }),
+      maxResources: CloudTier.optional().meta(
+        derived("Largest tier the agent may be scaled to.", "resources"),
+      ),
+      idleTimeout: z
+        .int()
+        .nonnegative()
+        .default(3600)
+        .meta({ description: "Seconds idle before scaling down." }),
     })
     .prefault({}),
   identity: z
     .strictObject({
-      gcpServiceAccount: email().optional().meta({ description: "GKE workload identity: GCP service account." }),
-      awsRoleArn: matching(/^arn:aws[a-z-]*:iam::[0-9]{12}:role\/[A-Za-z0-9+=,.@_/-]+$/, "an IAM role ARN")
+      gcpServiceAccount: email()
+        .optional()
+        .meta({ description: "GKE workload identity: GCP service account." }),
+      awsRoleArn: matching(
+        /^arn:aws[a-z-]*:iam::[0-9]{12}:role\/[A-Za-z0-9+=,.@_/-]+$/,
+        "an IAM role ARN",
+      )
         .optional()
         .meta({ description: "EKS IRSA: IAM role ARN." }),
       azureClientId: matching(/^[0-9a-fA-F-]{36}$/, "an Azure client id (UUID)")
@@ -185,14 +261,22 @@ const AgentChatSchema = z.strictObject({
   enable: z.boolean().default(false).meta({ description: "Run the agent's chat presence." }),
   matrix: MatrixAccountSchema.optional().meta({ description: "The agent's Matrix account." }),
   xmpp: XmppAccountSchema.optional().meta({ description: "The agent's XMPP account." }),
-  rooms: z.array(line().min(1)).default([]).meta({ description: "Rooms to join (Matrix ids or aliases, MUC addresses)." }),
+  rooms: z
+    .array(line().min(1))
+    .default([])
+    .meta({ description: "Rooms to join (Matrix ids or aliases, MUC addresses)." }),
   respondTo: z.enum(["mentions", "all"]).default("mentions").meta({
     description: "In rooms, answer only when mentioned, or every message.",
   }),
   allow: z
     .array(unixName())
     .optional()
-    .meta(derived("Humans and agents (by name) whose messages the agent acts on.", "every declared human")),
+    .meta(
+      derived(
+        "Humans and agents (by name) whose messages the agent acts on.",
+        "every declared human",
+      ),
+    ),
 });
 
 const RepoSchema = z.union(
@@ -200,7 +284,9 @@ const RepoSchema = z.union(
     line().min(1),
     z.strictObject({
       url: line().min(1),
-      path: homeRelativePath().optional().meta(derived("Where to clone, relative to home.", '"projects/<repo name>"')),
+      path: homeRelativePath()
+        .optional()
+        .meta(derived("Where to clone, relative to home.", '"projects/<repo name>"')),
       branch: line().min(1).optional(),
     }),
   ],
@@ -217,14 +303,19 @@ const ExtraSecretSchema = z.strictObject({
 
 export const AgentSchema = z.strictObject({
   enable: z.boolean().default(true).meta({ description: "Whether this agent exists on the host." }),
-  uid: z.int().meta({ description: "Unix uid (and gid of the agent's own group), inside uidRange." }),
+  uid: z
+    .int()
+    .meta({ description: "Unix uid (and gid of the agent's own group), inside uidRange." }),
   role: matching(/^[a-z][a-z0-9-]{0,31}$/, "a short lowercase role such as software or research")
     .default("assistant")
     .meta({ description: "Short role; names the Claude Code agent file `<name>-<role>.md`." }),
   description: text().default("").meta({ description: "The agent's self-knowledge (About you)." }),
   git: z
     .strictObject({
-      name: line().min(1).optional().meta(derived("Commit author name.", "the agent name, capitalised")),
+      name: line()
+        .min(1)
+        .optional()
+        .meta(derived("Commit author name.", "the agent name, capitalised")),
       email: email().optional().meta(derived("Commit author email.", '"<name>@<domain>"')),
       defaultBranch: matching(/^[A-Za-z0-9._/-]+$/, "a branch name").default("main"),
       signing: z
@@ -232,16 +323,30 @@ export const AgentSchema = z.strictObject({
           format: z
             .enum(["ssh", "openpgp", "none"])
             .optional()
-            .meta(derived("How commits are signed.", '"ssh" with secrets.sshKey, else "openpgp" with secrets.gpgKey, else "none"')),
-          key: line().min(1).optional().meta(derived("Signing key (OpenPGP key id, or SSH public key path).", "the agent's key")),
+            .meta(
+              derived(
+                "How commits are signed.",
+                '"ssh" with secrets.sshKey, else "openpgp" with secrets.gpgKey, else "none"',
+              ),
+            ),
+          key: line()
+            .min(1)
+            .optional()
+            .meta(
+              derived("Signing key (OpenPGP key id, or SSH public key path).", "the agent's key"),
+            ),
           publicKey: line().min(1).optional().meta({
-            description: "The SSH public key, for the allowed-signers file (else taken from the secret at apply time).",
+            description:
+              "The SSH public key, for the allowed-signers file (else taken from the secret at apply time).",
           }),
         })
         .prefault({}),
     })
     .prefault({}),
-  packages: z.array(line().min(1)).default([]).meta({ description: "Extra packages on top of basePackages." }),
+  packages: z
+    .array(line().min(1))
+    .default([])
+    .meta({ description: "Extra packages on top of basePackages." }),
   files: z
     .record(
       homeRelativePath(),
@@ -253,21 +358,34 @@ export const AgentSchema = z.strictObject({
     .default({})
     .meta({ description: "Extra files placed in the home every round." }),
   persist: z.array(PersistEntrySchema).default([]).meta({
-    description: "Paths relative to home that survive a reset (directories unless { type = \"file\" }).",
+    description:
+      'Paths relative to home that survive a reset (directories unless { type = "file" }).',
   }),
   secrets: z
     .strictObject({
-      sshKey: SecretRefSchema.optional().meta({ description: "SSH private key → ~/.ssh/id_ed25519." }),
-      gpgKey: SecretRefSchema.optional().meta({ description: "Armored OpenPGP secret key, imported into the agent's keyring." }),
-      extraSecrets: z.record(matching(/^[A-Za-z0-9._-]+$/, "a secret name"), ExtraSecretSchema).default({}),
+      sshKey: SecretRefSchema.optional().meta({
+        description: "SSH private key → ~/.ssh/id_ed25519.",
+      }),
+      gpgKey: SecretRefSchema.optional().meta({
+        description: "Armored OpenPGP secret key, imported into the agent's keyring.",
+      }),
+      extraSecrets: z
+        .record(matching(/^[A-Za-z0-9._-]+$/, "a secret name"), ExtraSecretSchema)
+        .default({}),
     })
     .prefault({}),
-  devices: z.array(DeviceSchema).default([]).meta({ description: "Devices granted to this agent through udev ACLs." }),
+  devices: z
+    .array(DeviceSchema)
+    .default([])
+    .meta({ description: "Devices granted to this agent through udev ACLs." }),
   sudo: SudoSchema.prefault({}),
   portal: z
     .strictObject({
       enable: z.boolean().default(false),
-      command: line().min(1).optional().meta(derived("Command run in the agent's pane.", "the runtime's command")),
+      command: line()
+        .min(1)
+        .optional()
+        .meta(derived("Command run in the agent's pane.", "the runtime's command")),
       layout: matching(/^[0-9]{1,2}\/[0-9]{1,2}$/, 'a split such as "75/25"')
         .default("75/25")
         .meta({ description: "Agent pane / human pane, in percent." }),
@@ -275,7 +393,10 @@ export const AgentSchema = z.strictObject({
     .prefault({}),
   runtime: RuntimeSchema.prefault({}),
   chat: AgentChatSchema.prefault({}),
-  repos: z.array(RepoSchema).default([]).meta({ description: "Git remotes cloned into the home every round." }),
+  repos: z
+    .array(RepoSchema)
+    .default([])
+    .meta({ description: "Git remotes cloned into the home every round." }),
   cloud: AgentCloudSchema.prefault({}),
   hosts: z.array(unixName()).default([]).meta({
     description: "Hosts (names in `hosts`) this agent lives on.",
@@ -285,20 +406,32 @@ export const AgentSchema = z.strictObject({
 
 const HumanSchema = z.strictObject({
   unixUser: unixName().optional().meta(derived("The person's Unix account.", "the entry's name")),
-  displayName: line().min(1).optional().meta(derived("Name used in instructions and co-author trailers.", "the entry's name")),
+  displayName: line()
+    .min(1)
+    .optional()
+    .meta(derived("Name used in instructions and co-author trailers.", "the entry's name")),
   email: email().optional(),
   matrix: matrixUserId().optional(),
   xmpp: jid().optional(),
-  approver: z.boolean().default(false).meta({ description: "May approve agents' sudo requests and changes." }),
+  approver: z
+    .boolean()
+    .default(false)
+    .meta({ description: "May approve agents' sudo requests and changes." }),
 });
 
 export const TownSchema = z.strictObject({
   enable: z.boolean().default(true).meta({ description: "Whether nuketown manages this host." }),
   name: unixName().optional().meta(derived("The town's name.", "the host name")),
-  domain: dnsName().optional().meta(derived("Domain of agents' email addresses.", '"<hostname>.local"')),
+  domain: dnsName()
+    .optional()
+    .meta(derived("Domain of agents' email addresses.", '"<hostname>.local"')),
   agentsDir: absolutePath().default("/agents").meta({ description: "Where agent homes live." }),
-  persistDir: absolutePath().default("/persist").meta({ description: "Where persisted data lives." }),
-  stateDir: absolutePath().default("/var/lib/nuketown").meta({ description: "What apply manages, audit log, home image." }),
+  persistDir: absolutePath()
+    .default("/persist")
+    .meta({ description: "Where persisted data lives." }),
+  stateDir: absolutePath()
+    .default("/var/lib/nuketown")
+    .meta({ description: "What apply manages, audit log, home image." }),
   runtimeDir: absolutePath().default("/run/nuketown").meta({ description: "Sockets." }),
   uidRange: z
     .strictObject({
@@ -320,22 +453,36 @@ export const TownSchema = z.strictObject({
       }),
       image: z
         .strictObject({
-          path: absolutePath().optional().meta(derived("The btrfs image file.", '"<stateDir>/homes.img"')),
+          path: absolutePath()
+            .optional()
+            .meta(derived("The btrfs image file.", '"<stateDir>/homes.img"')),
           size: matching(/^[1-9][0-9]*[KMGT]$/, 'a size such as "20G"').default("20G"),
         })
         .prefault({}),
     })
     .prefault({}),
-  humans: z.record(unixName(), HumanSchema).default({}).meta({ description: "The mayor and other people." }),
-  mayor: unixName().optional().meta(derived("The human agents work for.", "the first approver, else the first human")),
+  humans: z
+    .record(unixName(), HumanSchema)
+    .default({})
+    .meta({ description: "The mayor and other people." }),
+  mayor: unixName()
+    .optional()
+    .meta(derived("The human agents work for.", "the first approver, else the first human")),
   basePackages: z
     .array(line().min(1))
     .default(["git", "ripgrep", "fd", "jq", "curl", "tree"])
     .meta({ description: "Packages every agent gets." }),
-  projectDirs: z.array(line().min(1)).default(["~/dev"]).meta({ description: "Where the portal picker looks for projects." }),
+  projectDirs: z
+    .array(line().min(1))
+    .default(["~/dev"])
+    .meta({ description: "Where the portal picker looks for projects." }),
   approval: z
     .strictObject({
-      timeout: z.int().positive().default(300).meta({ description: "Seconds before an unanswered request is denied." }),
+      timeout: z
+        .int()
+        .positive()
+        .default(300)
+        .meta({ description: "Seconds before an unanswered request is denied." }),
       channels: z
         .array(z.enum(["terminal", "desktop", "chat", "web"]))
         .default(["terminal", "desktop", "chat", "web"])
@@ -347,16 +494,26 @@ export const TownSchema = z.strictObject({
       transport: z
         .enum(["local", "matrix", "xmpp"])
         .optional()
-        .meta(derived("Chat transport.", '"matrix" or "xmpp" when configured, else "local" (the dashboard)')),
+        .meta(
+          derived(
+            "Chat transport.",
+            '"matrix" or "xmpp" when configured, else "local" (the dashboard)',
+          ),
+        ),
       matrix: z
         .strictObject({
           homeserver: matching(/^https?:\/\/[^\s"'<>]+$/, "an http(s) URL"),
-          bot: MatrixAccountSchema.optional().meta({ description: "The town bot that posts approval requests." }),
+          bot: MatrixAccountSchema.optional().meta({
+            description: "The town bot that posts approval requests.",
+          }),
         })
         .optional(),
       xmpp: z
         .strictObject({
-          service: matching(/^(xmpps?|wss?):\/\/[^\s"'<>]+$/, "an xmpp://, xmpps:// or ws(s):// URL"),
+          service: matching(
+            /^(xmpps?|wss?):\/\/[^\s"'<>]+$/,
+            "an xmpp://, xmpps:// or ws(s):// URL",
+          ),
           domain: dnsName(),
           bot: XmppAccountSchema.optional(),
         })
@@ -365,26 +522,39 @@ export const TownSchema = z.strictObject({
     .prefault({}),
   secrets: z
     .strictObject({
-      sopsFile: line().min(1).optional().meta({ description: "Default sops file for agents' secrets." }),
-      ageKeyFile: absolutePath().optional().meta(derived("The host's age identity.", '"<stateDir>/age/keys.txt"')),
+      sopsFile: line()
+        .min(1)
+        .optional()
+        .meta({ description: "Default sops file for agents' secrets." }),
+      ageKeyFile: absolutePath()
+        .optional()
+        .meta(derived("The host's age identity.", '"<stateDir>/age/keys.txt"')),
     })
     .prefault({}),
   hosts: z
-    .record(unixName(), z.strictObject({ address: line().min(1).optional(), description: line().optional() }))
+    .record(
+      unixName(),
+      z.strictObject({ address: line().min(1).optional(), description: line().optional() }),
+    )
     .default({})
     .meta({ description: "Machines of a multi-host town." }),
   cloud: z
     .strictObject({
-      namespace: matching(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "a Kubernetes namespace name").default("nuketown"),
+      namespace: matching(
+        /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
+        "a Kubernetes namespace name",
+      ).default("nuketown"),
       image: line().optional().meta({ description: "Default container image for cloud agents." }),
     })
     .prefault({}),
   install: z
     .strictObject({
-      bin: absolutePath().default("/usr/local/bin/nuketown").meta({ description: "The nuketown command." }),
-      gate: absolutePath()
-        .default("/usr/local/libexec/nuketown/sudo-gate")
-        .meta({ description: "The approval gate (the only NOPASSWD command); must be root-owned." }),
+      bin: absolutePath()
+        .default("/usr/local/bin/nuketown")
+        .meta({ description: "The nuketown command." }),
+      gate: absolutePath().default("/usr/local/libexec/nuketown/sudo-gate").meta({
+        description: "The approval gate (the only NOPASSWD command); must be root-owned.",
+      }),
       shimDir: absolutePath()
         .default("/usr/local/libexec/nuketown/shim")
         .meta({ description: "Holds the sudo shim put first in sudo-enabled agents' PATH." }),

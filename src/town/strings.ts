@@ -6,6 +6,7 @@
 import { z } from "zod";
 
 /** C0 controls except tab and newline, DEL, and C1 controls. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
 const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 const NEWLINE_OR_TAB = /[\n\t]/;
 
@@ -65,7 +66,9 @@ export function absolutePath() {
   return matching(SAFE_ABSOLUTE_PATH, "an absolute path of letters, digits and ._@+- only").check(
     (ctx) => {
       if (ctx.value.split("/").some((part) => part === ".." || part === ".")) {
-        ctx.issues.push(issue(ctx.value, `must not contain . or .. segments, got ${quote(ctx.value)}`));
+        ctx.issues.push(
+          issue(ctx.value, `must not contain . or .. segments, got ${quote(ctx.value)}`),
+        );
       }
     },
   );
@@ -95,13 +98,14 @@ export function relativePathProblem(value: string): string | undefined {
 }
 
 /** A DNS name (the town's domain, host names). */
-export const DNS_NAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+export const DNS_NAME =
+  /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 export const dnsName = () => matching(DNS_NAME, "a DNS name such as example.org");
 
 export const EMAIL = /^[A-Za-z0-9._%+-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/;
 export const email = () => matching(EMAIL, "an email address such as ada@example.org");
 
-export const MATRIX_USER_ID = /^@[a-z0-9._=\/+-]+:[A-Za-z0-9.-]+(:[0-9]{1,5})?$/;
+export const MATRIX_USER_ID = /^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]{1,5})?$/;
 export const matrixUserId = () =>
   matching(MATRIX_USER_ID, "a Matrix user id such as @ada:example.org");
 

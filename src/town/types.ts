@@ -79,7 +79,11 @@ export interface ResolvedAgent {
   };
   /** basePackages then the agent's own, without duplicates. */
   readonly packages: readonly string[];
-  readonly files: readonly { readonly path: string; readonly text: string; readonly mode: string }[];
+  readonly files: readonly {
+    readonly path: string;
+    readonly text: string;
+    readonly mode: string;
+  }[];
   readonly persist: readonly PersistedPath[];
   readonly secrets: {
     readonly sshKey?: ResolvedSecret;
@@ -120,7 +124,11 @@ export interface ResolvedAgent {
     readonly respondTo: "mentions" | "all";
     readonly allow: readonly string[];
   };
-  readonly repos: readonly { readonly url: string; readonly path: string; readonly branch?: string }[];
+  readonly repos: readonly {
+    readonly url: string;
+    readonly path: string;
+    readonly branch?: string;
+  }[];
   readonly cloud: {
     readonly enable: boolean;
     readonly resources: CloudTier;
@@ -175,7 +183,11 @@ export interface ResolvedTown {
     };
   };
   readonly secrets: { readonly sopsFile?: string; readonly ageKeyFile: string };
-  readonly hosts: readonly { readonly name: string; readonly address?: string; readonly description?: string }[];
+  readonly hosts: readonly {
+    readonly name: string;
+    readonly address?: string;
+    readonly description?: string;
+  }[];
   readonly cloud: { readonly namespace: string; readonly image?: string };
   readonly install: {
     readonly bin: string;

@@ -21,7 +21,9 @@ export function exampleDeclaration(): Record<string, unknown> {
 export function resolveOrThrow(raw: unknown): ResolvedTown {
   const result = resolveTown(raw, FIXED_CONTEXT);
   if (!result.town) {
-    throw new Error(`fixture is invalid:\n${result.errors.map((e) => `${e.path}: ${e.message}`).join("\n")}`);
+    throw new Error(
+      `fixture is invalid:\n${result.errors.map((e) => `${e.path}: ${e.message}`).join("\n")}`,
+    );
   }
   return result.town;
 }

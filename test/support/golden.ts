@@ -18,5 +18,9 @@ export function assertGolden(name: string, actual: string): void {
     writeFileSync(file, actual);
     return;
   }
-  assert.equal(actual, readFileSync(file, "utf8"), `${name} differs from its golden file (UPDATE_GOLDEN=1 to accept)`);
+  assert.equal(
+    actual,
+    readFileSync(file, "utf8"),
+    `${name} differs from its golden file (UPDATE_GOLDEN=1 to accept)`,
+  );
 }
