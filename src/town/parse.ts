@@ -50,11 +50,13 @@ function parseTomlText(text: string, source: string): unknown {
 }
 
 function parseYamlText(text: string, source: string): unknown {
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { uniqueKeys: true });
   const [first] = doc.errors;
   if (first) {
     const pos = first.linePos?.[0];
-    throw syntaxError(source, pos?.line, pos?.col, first.message.split("\n")[0] ?? first.message);
+    // Pretty messages repeat the position and quote the source; keep the reason.
+    const reason = first.message.split(/ at line \d+|\n/)[0] ?? first.message;
+    throw syntaxError(source, pos?.line, pos?.col, reason);
   }
   return doc.toJS({ maxAliasCount: 100 });
 }

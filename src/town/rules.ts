@@ -71,6 +71,8 @@ export function generatedHomeFiles(agent: Pick<ResolvedAgent, "name" | "role">):
     ".config/git/config",
     ".config/git/allowed_signers",
     ".ssh/config",
+    ".claude/settings.json",
+    ".codex/AGENTS.md",
   ];
 }
 

@@ -1,0 +1,107 @@
+/**
+ * The `nuketown` command: routes arguments to commands, imported lazily so
+ * `nuketown --help` stays fast, and turns errors into exit codes.
+ */
+import { Command, CommanderError, Option } from "commander";
+import { EXIT, NuketownError } from "./errors.ts";
+import { FORMATS } from "./town/parse.ts";
+
+const EXIT_CODES = `
+Exit codes:
+  0  success
+  1  internal error (a bug: please report it with the stack trace)
+  2  invalid configuration or usage; nothing was changed
+  3  operation refused for safety
+  4  a required tool is missing on this host`;
+
+const formatOption = () =>
+  new Option("--format <format>", "declaration format (default: from the file name)").choices(
+    FORMATS,
+  );
+const hostnameOption = () =>
+  new Option("--hostname <name>", "host name for derived defaults (default: this machine's)");
+
+export function buildProgram(): Command {
+  const program = new Command("nuketown")
+    .description("AI agents as Unix users: declare a town, check it, render it, run it.")
+    .version("0.1.0")
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText("after", EXIT_CODES)
+    .exitOverride();
+
+  program
+    .command("check")
+    .description("validate a declaration and list its agents")
+    .argument("<config>", "town.toml, town.json, town.yaml, town.nix.json, or - for stdin")
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .option("--json", "print the resolved town (or the problems) as JSON")
+    .addHelpText("after", EXIT_CODES)
+    .action(
+      async (
+        config: string,
+        opts: { format?: (typeof FORMATS)[number]; hostname?: string; json?: boolean },
+      ) => {
+        const { check } = await import("./commands/check.ts");
+        process.exitCode = await check({
+          config,
+          ...opts,
+          cwd: process.cwd(),
+          out: process.stdout,
+          err: process.stderr,
+        });
+      },
+    );
+
+  program
+    .command("render")
+    .description("write every file the host needs under DIR, laid out as on the host")
+    .argument("<config>", "town.toml, town.json, town.yaml, town.nix.json, or - for stdin")
+    .requiredOption("--out <dir>", "directory to render into (replaced as a whole)")
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .option("--json", "print what was written as JSON")
+    .addHelpText("after", EXIT_CODES)
+    .action(
+      async (
+        config: string,
+        opts: { out: string; format?: (typeof FORMATS)[number]; hostname?: string; json?: boolean },
+      ) => {
+        const { render } = await import("./commands/render.ts");
+        const { out: outDir, ...rest } = opts;
+        process.exitCode = await render({
+          config,
+          ...rest,
+          outDir,
+          cwd: process.cwd(),
+          out: process.stdout,
+          err: process.stderr,
+        });
+      },
+    );
+
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv as string[], { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are successes; every other parse error is a usage error.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.invalid;
+    }
+    if (error instanceof NuketownError) {
+      process.stderr.write(`nuketown: ${error.message}\n`);
+      return error.exitCode;
+    }
+    process.stderr.write(
+      `nuketown: internal error (please report this with the trace below)\n${(error as Error)?.stack ?? String(error)}\n`,
+    );
+    return EXIT.internal;
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
