@@ -121,8 +121,11 @@ const PersistEntrySchema = z.union(
   [
     homeRelativePath().min(1),
     z.strictObject({
-      path: homeRelativePath().min(1),
-      type: z.enum(["directory", "file"]).default("directory"),
+      path: homeRelativePath().min(1).meta({ description: "Relative to the agent's home." }),
+      type: z
+        .enum(["directory", "file"])
+        .default("directory")
+        .meta({ description: "Bind-mount a directory or one file." }),
     }),
   ],
   { error: 'expected a path relative to the home, or { path, type = "directory" | "file" }' },
@@ -165,7 +168,7 @@ const SudoSchema = z.strictObject({
     .int()
     .positive()
     .optional()
-    .meta(derived("Seconds to wait for a human before denying.", "approval.timeout")),
+    .meta(derived("Seconds to wait for a human before denying.", "the town's approval.timeout")),
 });
 
 const RuntimeSchema = z.strictObject({
@@ -244,16 +247,16 @@ const AgentCloudSchema = z.strictObject({
     .record(homeRelativePath(), matching(/^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)$/, "a size such as 10Gi"))
     .default({})
     .meta({ description: "Volume size per persisted path.", "x-default": "1Gi each" }),
-  image: line().optional().meta(derived("Container image.", "cloud.image of the town")),
+  image: line().optional().meta(derived("Container image.", "the town's cloud.image")),
 });
 
 const MatrixAccountSchema = z.strictObject({
-  userId: matrixUserId(),
+  userId: matrixUserId().meta({ description: "Matrix user id of the account." }),
   tokenSecret: SecretRefSchema.meta({ description: "Access token of the account." }),
 });
 
 const XmppAccountSchema = z.strictObject({
-  jid: jid(),
+  jid: jid().meta({ description: "XMPP address of the account." }),
   passwordSecret: SecretRefSchema.meta({ description: "Password of the account." }),
 });
 
@@ -283,11 +286,14 @@ const RepoSchema = z.union(
   [
     line().min(1),
     z.strictObject({
-      url: line().min(1),
+      url: line().min(1).meta({ description: "Git remote URL." }),
       path: homeRelativePath()
         .optional()
         .meta(derived("Where to clone, relative to home.", '"projects/<repo name>"')),
-      branch: line().min(1).optional(),
+      branch: line()
+        .min(1)
+        .optional()
+        .meta({ description: "Branch to check out.", "x-default": "the remote's default" }),
     }),
   ],
   { error: "expected a git URL, or { url, path?, branch? }" },
@@ -296,15 +302,20 @@ const RepoSchema = z.union(
 const ExtraSecretSchema = z.strictObject({
   file: line().min(1).optional().meta(derived("Encrypted file.", "the town's secrets.sopsFile")),
   key: line().min(1).optional().meta(derived("Key inside a sops file.", "the entry's name")),
-  format: z.enum(["sops", "age"]).optional(),
+  format: z
+    .enum(["sops", "age"])
+    .optional()
+    .meta(derived("How `file` is encrypted.", '"age" when the file ends in .age, else "sops"')),
   target: homeRelativePath().meta({ description: "Where the plaintext lands, relative to home." }),
-  mode: fileMode().default("0600"),
+  mode: fileMode().default("0600").meta({ description: "Octal mode of the plaintext file." }),
 });
 
 export const AgentSchema = z.strictObject({
   enable: z.boolean().default(true).meta({ description: "Whether this agent exists on the host." }),
   uid: z
     .int()
+    .min(1)
+    .max(65533)
     .meta({ description: "Unix uid (and gid of the agent's own group), inside uidRange." }),
   role: matching(/^[a-z][a-z0-9-]{0,31}$/, "a short lowercase role such as software or research")
     .default("assistant")
@@ -317,7 +328,9 @@ export const AgentSchema = z.strictObject({
         .optional()
         .meta(derived("Commit author name.", "the agent name, capitalised")),
       email: email().optional().meta(derived("Commit author email.", '"<name>@<domain>"')),
-      defaultBranch: matching(/^[A-Za-z0-9._/-]+$/, "a branch name").default("main"),
+      defaultBranch: matching(/^[A-Za-z0-9._/-]+$/, "a branch name")
+        .default("main")
+        .meta({ description: "init.defaultBranch of new repositories." }),
       signing: z
         .strictObject({
           format: z
@@ -352,7 +365,7 @@ export const AgentSchema = z.strictObject({
       homeRelativePath(),
       z.strictObject({
         text: text().meta({ description: "File content." }),
-        mode: fileMode().default("0644"),
+        mode: fileMode().default("0644").meta({ description: "Octal file mode." }),
       }),
     )
     .default({})
@@ -371,7 +384,8 @@ export const AgentSchema = z.strictObject({
       }),
       extraSecrets: z
         .record(matching(/^[A-Za-z0-9._-]+$/, "a secret name"), ExtraSecretSchema)
-        .default({}),
+        .default({})
+        .meta({ description: "More secrets, by name, each decrypted to a file in the home." }),
     })
     .prefault({}),
   devices: z
@@ -381,7 +395,10 @@ export const AgentSchema = z.strictObject({
   sudo: SudoSchema.prefault({}),
   portal: z
     .strictObject({
-      enable: z.boolean().default(false),
+      enable: z
+        .boolean()
+        .default(false)
+        .meta({ description: "Offer `nuketown portal` for this agent." }),
       command: line()
         .min(1)
         .optional()
@@ -410,9 +427,11 @@ const HumanSchema = z.strictObject({
     .min(1)
     .optional()
     .meta(derived("Name used in instructions and co-author trailers.", "the entry's name")),
-  email: email().optional(),
-  matrix: matrixUserId().optional(),
-  xmpp: jid().optional(),
+  email: email().optional().meta({ description: "Used in co-author trailers of agents' commits." }),
+  matrix: matrixUserId()
+    .optional()
+    .meta({ description: "The person's Matrix id: messages and approvals from it are theirs." }),
+  xmpp: jid().optional().meta({ description: "The person's XMPP address." }),
   approver: z
     .boolean()
     .default(false)
@@ -435,8 +454,18 @@ export const TownSchema = z.strictObject({
   runtimeDir: absolutePath().default("/run/nuketown").meta({ description: "Sockets." }),
   uidRange: z
     .strictObject({
-      min: z.int().min(1000).max(65533).default(1100),
-      max: z.int().min(1000).max(65533).default(1999),
+      min: z
+        .int()
+        .min(1000)
+        .max(65533)
+        .default(1100)
+        .meta({ description: "Lowest uid an agent may have." }),
+      max: z
+        .int()
+        .min(1000)
+        .max(65533)
+        .default(1999)
+        .meta({ description: "Highest uid an agent may have." }),
     })
     .prefault({})
     .meta({ description: "Agents' uids must fall inside this range." }),
@@ -456,7 +485,9 @@ export const TownSchema = z.strictObject({
           path: absolutePath()
             .optional()
             .meta(derived("The btrfs image file.", '"<stateDir>/homes.img"')),
-          size: matching(/^[1-9][0-9]*[KMGT]$/, 'a size such as "20G"').default("20G"),
+          size: matching(/^[1-9][0-9]*[KMGT]$/, 'a size such as "20G"')
+            .default("20G")
+            .meta({ description: "Size of the image file (sparse: disk is used as homes fill)." }),
         })
         .prefault({}),
     })
@@ -502,22 +533,30 @@ export const TownSchema = z.strictObject({
         ),
       matrix: z
         .strictObject({
-          homeserver: matching(/^https?:\/\/[^\s"'<>]+$/, "an http(s) URL"),
+          homeserver: matching(/^https?:\/\/[^\s"'<>]+$/, "an http(s) URL").meta({
+            description: "Client-server API URL of the homeserver.",
+          }),
           bot: MatrixAccountSchema.optional().meta({
             description: "The town bot that posts approval requests.",
           }),
         })
-        .optional(),
+        .optional()
+        .meta({ description: "The Matrix homeserver the town chats on." }),
       xmpp: z
         .strictObject({
           service: matching(
             /^(xmpps?|wss?):\/\/[^\s"'<>]+$/,
             "an xmpp://, xmpps:// or ws(s):// URL",
-          ),
-          domain: dnsName(),
-          bot: XmppAccountSchema.optional(),
+          ).meta({
+            description: "Where to connect.",
+          }),
+          domain: dnsName().meta({ description: "The XMPP domain of the town's accounts." }),
+          bot: XmppAccountSchema.optional().meta({
+            description: "The town bot that posts approval requests.",
+          }),
         })
-        .optional(),
+        .optional()
+        .meta({ description: "The XMPP server the town chats on." }),
     })
     .prefault({}),
   secrets: z
@@ -534,16 +573,21 @@ export const TownSchema = z.strictObject({
   hosts: z
     .record(
       unixName(),
-      z.strictObject({ address: line().min(1).optional(), description: line().optional() }),
+      z.strictObject({
+        address: line()
+          .min(1)
+          .optional()
+          .meta({ description: "How to reach the host (name or address)." }),
+        description: line().optional().meta({ description: "What the host is for." }),
+      }),
     )
     .default({})
     .meta({ description: "Machines of a multi-host town." }),
   cloud: z
     .strictObject({
-      namespace: matching(
-        /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
-        "a Kubernetes namespace name",
-      ).default("nuketown"),
+      namespace: matching(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "a Kubernetes namespace name")
+        .default("nuketown")
+        .meta({ description: "Namespace of rendered Kubernetes objects." }),
       image: line().optional().meta({ description: "Default container image for cloud agents." }),
     })
     .prefault({}),
@@ -558,7 +602,9 @@ export const TownSchema = z.strictObject({
       shimDir: absolutePath()
         .default("/usr/local/libexec/nuketown/shim")
         .meta({ description: "Holds the sudo shim put first in sudo-enabled agents' PATH." }),
-      setfacl: absolutePath().default("/usr/bin/setfacl"),
+      setfacl: absolutePath()
+        .default("/usr/bin/setfacl")
+        .meta({ description: "setfacl, run by udev rules." }),
     })
     .prefault({})
     .meta({ description: "Where nuketown's programs are installed (set by packaging)." }),

@@ -45,10 +45,9 @@ function issue(value: string, message: string) {
 
 /** A non-empty single line matching `pattern`, with `expected` said in the error. */
 export function matching(pattern: RegExp, expected: string) {
-  return line().check((ctx) => {
-    if (!pattern.test(ctx.value)) {
-      ctx.issues.push(issue(ctx.value, `expected ${expected}, got ${quote(ctx.value)}`));
-    }
+  // .regex() (not a custom check) so the JSON Schema carries the pattern too.
+  return line().regex(pattern, {
+    error: (iss) => `expected ${expected}, got ${quote(String(iss.input))}`,
   });
 }
 
