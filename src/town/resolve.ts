@@ -367,6 +367,14 @@ function lintTown(town: ResolvedTown): Problem[] {
         message: "commits will not be signed (set secrets.sshKey or secrets.gpgKey)",
       });
     }
+    agent.repos.forEach((repo, i) => {
+      if (!agent.persist.some((p) => p.type === "directory" && isWithin(p.path, repo.path))) {
+        warnings.push({
+          path: formatPath(["agents", agent.name, "repos", i]),
+          message: `clones into "${repo.path}", which is not persisted: unpushed work there is lost at every reset`,
+        });
+      }
+    });
     if (agent.sudo.enable && agent.sudo.policy.default === "allow") {
       warnings.push({
         path: formatPath(["agents", agent.name, "sudo", "policy", "default"]),

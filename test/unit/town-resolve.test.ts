@@ -174,4 +174,25 @@ describe("the resolved town", () => {
       /agents\.ada\.git\.signing: commits will not be signed/,
     );
   });
+
+  it("warns when a repo is cloned outside every persisted path", () => {
+    const result = resolveTown(
+      {
+        agents: {
+          ada: {
+            uid: 1100,
+            persist: ["projects"],
+            repos: ["https://x/a.git", { url: "https://x/b.git", path: "scratch/b" }],
+          },
+        },
+      },
+      FIXED_CONTEXT,
+    );
+    const repoWarnings = result.warnings.filter((w) => w.path.startsWith("agents.ada.repos"));
+    assert.deepEqual(
+      repoWarnings.map((w) => w.path),
+      ["agents.ada.repos[1]"],
+    );
+    assert.match(repoWarnings[0]?.message ?? "", /"scratch\/b", which is not persisted/);
+  });
 });
