@@ -1,0 +1,83 @@
+/**
+ * Every file a host needs, rendered from the resolved town: the pure half of
+ * `apply`. `nuketown render --out DIR` lays these out under DIR; the host
+ * reconciler installs them (validated first) onto the live system.
+ */
+import type { ResolvedAgent, ResolvedTown } from "../../town/types.ts";
+import type { Artifact } from "./artifact.ts";
+import { renderAllowedSigners, renderGitConfig, renderSshConfig } from "./git.ts";
+import { renderIdentityToml } from "./identity.ts";
+import { renderClaudeAgent, renderInstructions } from "./instructions.ts";
+import { renderSudoers } from "./sudoers.ts";
+import { renderUdevRules } from "./udev.ts";
+import { renderUnits } from "./units.ts";
+
+export type { Artifact } from "./artifact.ts";
+
+/** All artifacts, sorted by path. */
+export function renderArtifacts(town: ResolvedTown): Artifact[] {
+  const artifacts: Artifact[] = [
+    { path: town.paths.manifest, content: renderManifest(town), mode: "0644", layer: "manifest" },
+    { path: town.paths.udevRules, content: renderUdevRules(town), mode: "0644", layer: "devices" },
+    // sudo ignores fragments that are group- or world-writable; 0440 is what visudo expects.
+    { path: town.paths.sudoers, content: renderSudoers(town), mode: "0440", layer: "privileges" },
+    ...renderUnits(town).map(
+      (unit): Artifact => ({
+        path: `${town.paths.unitDir}/${unit.name}`,
+        content: unit.content,
+        mode: "0644",
+        layer: "services",
+      }),
+    ),
+    ...town.agents.flatMap((agent) => renderHomeArtifacts(town, agent)),
+  ];
+  return artifacts.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/**
+ * Files placed in an agent's home every round, owned by the agent. The
+ * allowed-signers file needs the public key; without one declared it is
+ * derived from the secret at apply time, so it is absent here.
+ */
+export function renderHomeArtifacts(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  publicKey?: string,
+): Artifact[] {
+  const file = (relative: string, content: string, mode = "0644"): Artifact => ({
+    path: `${agent.home}/${relative}`,
+    content,
+    mode,
+    owner: agent.name,
+    group: agent.group,
+    layer: "identity",
+  });
+  const instructions = renderInstructions(town, agent);
+  const out = [
+    file(".config/nuketown/identity.toml", renderIdentityToml(town, agent)),
+    file("AGENTS.md", instructions),
+    file(".config/git/config", renderGitConfig(town, agent)),
+    file(".ssh/config", renderSshConfig(town, agent), "0600"),
+    ...agent.files.map((f) => file(f.path, f.text, f.mode)),
+  ];
+  const signers = renderAllowedSigners(agent, publicKey);
+  if (signers !== undefined) out.push(file(".config/git/allowed_signers", signers));
+  if (agent.runtime.kind === "claude-code") {
+    out.push(file(`.claude/agents/${agent.name}-${agent.role}.md`, renderClaudeAgent(town, agent)));
+    if (Object.keys(agent.runtime.settings).length > 0) {
+      out.push(
+        file(".claude/settings.json", `${JSON.stringify(agent.runtime.settings, null, 2)}\n`),
+      );
+    }
+  }
+  if (agent.runtime.kind === "codex") out.push(file(".codex/AGENTS.md", instructions));
+  return out;
+}
+
+/**
+ * The resolved town as JSON: what every daemon reads (SPEC §5), identical on
+ * every target.
+ */
+export function renderManifest(town: ResolvedTown): string {
+  return `${JSON.stringify({ version: 1, town }, null, 2)}\n`;
+}

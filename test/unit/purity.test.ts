@@ -1,0 +1,29 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { REPO_ROOT } from "../support/fixtures.ts";
+
+/** The pure core: validation and every renderer. Only load.ts reads files. */
+const PURE_DIRS = ["src/town", "src/host/render"];
+const EFFECTFUL_EXCEPTIONS = new Set(["src/town/load.ts"]);
+const FORBIDDEN = /from\s+["'](node:)?(fs|fs\/promises|child_process|net|http|https|dgram)["']/;
+
+function sources(dir: string): string[] {
+  return readdirSync(path.join(REPO_ROOT, dir), { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".ts"))
+    .map((f) => path.join(dir, f));
+}
+
+describe("the pure core", () => {
+  for (const dir of PURE_DIRS) {
+    it(`${dir} never touches the file system, processes or the network`, () => {
+      const files = sources(dir).filter((f) => !EFFECTFUL_EXCEPTIONS.has(f));
+      assert.ok(files.length > 0, `no sources found in ${dir}`);
+      for (const file of files) {
+        const text = readFileSync(path.join(REPO_ROOT, file), "utf8");
+        assert.doesNotMatch(text, FORBIDDEN, `${file} imports an effectful module`);
+      }
+    });
+  }
+});
