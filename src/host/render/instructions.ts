@@ -157,6 +157,12 @@ function collaborationSection(town: ResolvedTown, agent: ResolvedAgent): string 
         `persisted directory (${joinWords(workDirs.map(homePath), "or")}) so they survive a reset.`
       : "Never work in someone else's checkout: clone repositories into your home. None of your " +
         "directories persist, so a clone lasts only for this round: push early.",
+    ...(agent.portal.enable
+      ? [
+          "When a human opens a portal to you in one of their projects, you work there, beside them, " +
+            "and still commit on your own branch.",
+        ]
+      : []),
     `Push your work to branches named ${inlineCode(`${agent.name}/<topic>`)}. Never push to the ` +
       `default branch (such as ${inlineCode(agent.git.defaultBranch)}), and never rewrite branches that are not yours.`,
     agent.git.signing.format === "none"
