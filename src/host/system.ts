@@ -1,0 +1,117 @@
+/**
+ * The one seam through which host code runs programs. Commands are always
+ * an argv (never a shell string); a missing program becomes a MissingToolError
+ * naming the Debian package that provides it.
+ */
+import { spawn } from "node:child_process";
+import { EXIT, MissingToolError, NuketownError } from "../errors.ts";
+
+export interface RunOptions {
+  /** Bytes or text written to the program's stdin (then closed). */
+  readonly input?: string | Buffer;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+  /** Run as this uid/gid (the caller must be root). */
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Return a non-zero exit instead of throwing CommandError. */
+  readonly allowFailure?: boolean;
+  /** Kill the program after this many milliseconds. */
+  readonly timeoutMs?: number;
+}
+
+export interface CommandResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** stdout as raw bytes, for programs that print secrets or binary data. */
+  readonly stdoutBytes: Buffer;
+}
+
+export interface Runner {
+  run(program: string, args: readonly string[], options?: RunOptions): Promise<CommandResult>;
+}
+
+/** Debian packages for the programs nuketown runs, for "is X installed?" errors. */
+export const DEBIAN_PACKAGE: Readonly<Record<string, string>> = {
+  age: "age",
+  "age-keygen": "age",
+  btrfs: "btrfs-progs",
+  "mkfs.btrfs": "btrfs-progs",
+  setfacl: "acl",
+  getfacl: "acl",
+  visudo: "sudo",
+  sudo: "sudo",
+  udevadm: "udev",
+  "systemd-analyze": "systemd",
+  systemctl: "systemd",
+  loginctl: "systemd",
+  git: "git",
+  "ssh-keygen": "openssh-client",
+  useradd: "passwd",
+  userdel: "passwd",
+  usermod: "passwd",
+  groupadd: "passwd",
+  groupdel: "passwd",
+  gpasswd: "passwd",
+  mount: "mount",
+  umount: "mount",
+  losetup: "mount",
+  pkill: "procps",
+  pgrep: "procps",
+  runuser: "util-linux",
+  gpg: "gnupg",
+  sops: "sops (https://github.com/getsops/sops/releases)",
+};
+
+export class CommandError extends NuketownError {
+  readonly result: CommandResult;
+  constructor(program: string, args: readonly string[], result: CommandResult) {
+    const detail = (result.stderr || result.stdout).trim().split("\n").slice(-5).join("\n");
+    super(
+      `${[program, ...args].join(" ")} exited ${result.code}${detail ? `: ${detail}` : ""}`,
+      EXIT.refused,
+    );
+    this.result = result;
+  }
+}
+
+/** Runs real programs. */
+export const systemRunner: Runner = {
+  run(program, args, options = {}) {
+    return new Promise((resolve, reject) => {
+      const child = spawn(program, args, {
+        env: options.env ?? process.env,
+        cwd: options.cwd,
+        uid: options.uid,
+        gid: options.gid,
+        stdio: ["pipe", "pipe", "pipe"],
+        timeout: options.timeoutMs,
+      });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
+      child.stderr.on("data", (chunk: Buffer) => err.push(chunk));
+      child.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code === "ENOENT")
+          reject(new MissingToolError(program, DEBIAN_PACKAGE[program] ?? program));
+        else reject(error);
+      });
+      child.on("close", (code, signal) => {
+        const stdoutBytes = Buffer.concat(out);
+        const result: CommandResult = {
+          code: code ?? (signal ? 128 : 1),
+          stdout: stdoutBytes.toString("utf8"),
+          stderr: Buffer.concat(err).toString("utf8") + (signal ? `\n(killed by ${signal})` : ""),
+          stdoutBytes,
+        };
+        if (result.code !== 0 && !options.allowFailure)
+          reject(new CommandError(program, args, result));
+        else resolve(result);
+      });
+      // A program that exits without reading its input must not crash us with EPIPE.
+      child.stdin.on("error", () => {});
+      child.stdin.end(options.input ?? "");
+    });
+  },
+};
