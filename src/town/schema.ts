@@ -452,6 +452,10 @@ export const TownSchema = z.strictObject({
     .default("/var/lib/nuketown")
     .meta({ description: "What apply manages, audit log, home image." }),
   runtimeDir: absolutePath().default("/run/nuketown").meta({ description: "Sockets." }),
+  etcDir: absolutePath().default("/etc").meta({
+    description:
+      "Where system configuration is installed (udev rules, sudoers, units, the manifest); change only to stage or test.",
+  }),
   uidRange: z
     .strictObject({
       min: z
