@@ -28,8 +28,6 @@ export interface ResolveResult {
   readonly warnings: readonly Problem[];
 }
 
-export const APPROVERS_GROUP = "nuketown-approvers";
-
 export function resolveTown(raw: unknown, context: ResolveContext): ResolveResult {
   const parsed = TownSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
@@ -132,7 +130,7 @@ function normalize(
     approval: {
       timeout: decl.approval.timeout,
       channels: [...decl.approval.channels],
-      approversGroup: APPROVERS_GROUP,
+      approversGroup: decl.approval.group,
     },
     chat: {
       transport: chatTransport,

@@ -97,6 +97,7 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
     }
     claim(name, ["agents", name]);
   }
+  claim(town.approval.approversGroup, ["approval", "group"]);
   for (const human of town.humans) {
     claim(human.unixUser, [
       "humans",

@@ -513,6 +513,9 @@ export const TownSchema = z.strictObject({
     .meta({ description: "Where the portal picker looks for projects." }),
   approval: z
     .strictObject({
+      group: unixName().default("nuketown-approvers").meta({
+        description: "Unix group of the humans who may approve; it owns the control socket.",
+      }),
       timeout: z
         .int()
         .positive()
