@@ -80,9 +80,89 @@ export function buildProgram(): Command {
       },
     );
 
+  type HostOpts = {
+    format?: (typeof FORMATS)[number];
+    hostname?: string;
+    json?: boolean;
+    root?: string;
+    purge?: boolean;
+  };
+  for (const name of ["plan", "apply"] as const) {
+    program
+      .command(name)
+      .description(
+        name === "plan"
+          ? "show what apply would change on this host, layer by layer"
+          : "make this host match the town (as root); a second run changes nothing",
+      )
+      .argument("<config>", "the town declaration")
+      .option(
+        "--root <dir>",
+        "plan against, and write into, a directory tree instead of the live host",
+      )
+      .option("--purge", "also delete the persisted data of agents removed from the town")
+      .addOption(formatOption())
+      .addOption(hostnameOption())
+      .option("--json", "machine-readable output")
+      .addHelpText("after", EXIT_CODES)
+      .action(async (config: string, opts: HostOpts) => {
+        const commands = await import("./commands/plan.ts");
+        process.exitCode = await commands[name]({ config, ...opts, ...streams() });
+      });
+  }
+
+  program
+    .command("reset")
+    .description("a new round: roll agents' homes back to blank and rebuild them (as root)")
+    .argument("[agents...]", "agents to reset")
+    .option("--all", "reset every agent (what the boot unit runs)")
+    .option("--config <file>", "read this declaration instead of the installed manifest")
+    .option("--manifest <file>", "the installed manifest", "/etc/nuketown/town.json")
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .option("--json", "machine-readable output")
+    .addHelpText("after", EXIT_CODES)
+    .action(
+      async (
+        agents: string[],
+        opts: HostOpts & { all?: boolean; config?: string; manifest?: string },
+      ) => {
+        const { reset } = await import("./commands/reset.ts");
+        process.exitCode = await reset({ agents, ...opts, ...streams() });
+      },
+    );
+
+  program
+    .command("status")
+    .description(
+      "each agent as it is on this host: home, last reset, persisted size, processes, service",
+    )
+    .option("--config <file>", "read this declaration instead of the installed manifest")
+    .option("--manifest <file>", "the installed manifest", "/etc/nuketown/town.json")
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .option("--json", "machine-readable output")
+    .addHelpText("after", EXIT_CODES)
+    .action(async (opts: HostOpts & { config?: string; manifest?: string }) => {
+      const { status } = await import("./commands/status.ts");
+      process.exitCode = await status({ ...opts, ...streams() });
+    });
+
+  program
+    .command("doctor")
+    .description("check this host's prerequisites and say how to fix what is missing")
+    .option("--json", "machine-readable output")
+    .addHelpText("after", EXIT_CODES)
+    .action(async (opts: { json?: boolean }) => {
+      const { doctor } = await import("./commands/doctor.ts");
+      process.exitCode = await doctor({ ...opts, ...streams() });
+    });
+
   for (const command of program.commands) command.exitOverride();
   return program;
 }
+
+const streams = () => ({ cwd: process.cwd(), out: process.stdout, err: process.stderr });
 
 export async function main(argv: readonly string[]): Promise<number> {
   try {

@@ -147,9 +147,19 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
       if (outer) at(here("persist", i), `"${p.path}" is inside persisted "${outer.path}"`);
     });
 
-    const reserved = new Set(generatedHomeFiles(agent));
+    const reserved = new Set([
+      ...generatedHomeFiles(agent),
+      ".ssh/id_ed25519",
+      ".ssh/id_ed25519.pub",
+    ]);
     for (const file of agent.files) {
       if (reserved.has(file.path)) at(here("files", file.path), "is written by nuketown itself");
+    }
+    const declaredFiles = new Set(agent.files.map((f) => f.path));
+    for (const secret of agent.secrets.extra) {
+      const where = here("secrets", "extraSecrets", secret.name, "target");
+      if (reserved.has(secret.target)) at(where, "is written by nuketown itself");
+      else if (declaredFiles.has(secret.target)) at(where, `is also declared in files`);
     }
 
     const { signing } = agent.git;

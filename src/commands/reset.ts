@@ -1,0 +1,87 @@
+import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import { mountHomes } from "../host/homes.ts";
+import { withHostLock } from "../host/lock.ts";
+import { systemdIsInit } from "../host/observe.ts";
+import { readMounts } from "../host/persist.ts";
+import { resetAgent } from "../host/round.ts";
+import { createDecryptor } from "../host/secrets.ts";
+import { readState, writeState } from "../host/state.ts";
+import { systemRunner } from "../host/system.ts";
+import type { Streams } from "../output.ts";
+import type { DeclarationFormat } from "../town/parse.ts";
+import { requireRoot, townFrom } from "./town-source.ts";
+
+export interface ResetOptions extends Streams {
+  readonly agents: readonly string[];
+  readonly all?: boolean;
+  readonly config?: string;
+  readonly manifest?: string;
+  readonly format?: DeclarationFormat;
+  readonly hostname?: string;
+  readonly cwd: string;
+  readonly json?: boolean;
+}
+
+/**
+ * `nuketown reset`: a new round for some agents or all. Reads the installed
+ * manifest unless given a declaration, so the boot unit needs no config.
+ */
+export async function reset(opts: ResetOptions): Promise<number> {
+  requireRoot("reset");
+  const town = await townFrom(opts);
+  if (opts.all === opts.agents.length > 0) {
+    throw new ConfigError("reset", [
+      { path: "", message: "name the agents to reset, or pass --all (not both)" },
+    ]);
+  }
+  const unknown = opts.agents.filter((name) => !town.agents.some((a) => a.name === name));
+  if (unknown.length > 0) {
+    throw new ConfigError(
+      "reset",
+      unknown.map((name) => ({ path: name, message: "no such agent in this town" })),
+    );
+  }
+  const chosen = opts.all ? town.agents : town.agents.filter((a) => opts.agents.includes(a.name));
+
+  return withHostLock(town.stateDir, "reset", async () => {
+    const applied = (await readState(town.stateDir)).agents;
+    const notApplied = chosen.filter((a) => applied[a.name] === undefined);
+    if (notApplied.length > 0) {
+      throw new RefusedError(
+        `not created by nuketown on this host yet: ${notApplied.map((a) => a.name).join(", ")} (run apply first)`,
+      );
+    }
+    // At boot the image is not mounted yet: the reset unit runs before anything else.
+    if (
+      town.homes.backend !== "directory" &&
+      !(await readMounts()).some((m) => m.mountPoint === town.agentsDir)
+    ) {
+      await mountHomes(town, systemRunner);
+    }
+    const ctx = {
+      town,
+      runner: systemRunner,
+      decryptor: createDecryptor({ ageKeyFile: town.secrets.ageKeyFile, runner: systemRunner }),
+      systemd: await systemdIsInit(),
+      log: (line: string) => opts.err.write(`${line}\n`),
+    };
+    const results = [];
+    for (const agent of chosen) {
+      const started = performance.now();
+      const result = await resetAgent(ctx, agent);
+      const state = await readState(town.stateDir);
+      await writeState(town.stateDir, {
+        ...state,
+        agents: {
+          ...state.agents,
+          [agent.name]: { uid: agent.uid, roundDigest: result.digest, lastReset: result.at },
+        },
+      });
+      const ms = performance.now() - started;
+      results.push({ agent: agent.name, ms: Math.round(ms), warnings: result.warnings });
+      if (!opts.json) opts.out.write(`reset ${agent.name} (${(ms / 1000).toFixed(2)} s)\n`);
+    }
+    if (opts.json) opts.out.write(`${JSON.stringify({ reset: results }, null, 2)}\n`);
+    return EXIT.ok;
+  });
+}

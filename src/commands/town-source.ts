@@ -1,0 +1,54 @@
+/**
+ * Where a host command gets its town: a declaration (`--config`, or the
+ * positional argument), or the manifest that apply installed, which is what
+ * the boot-time reset and the daemons read.
+ */
+import { readFile } from "node:fs/promises";
+import { ConfigError, RefusedError } from "../errors.ts";
+import { loadTown } from "../town/load.ts";
+import type { DeclarationFormat } from "../town/parse.ts";
+import type { ResolvedTown } from "../town/types.ts";
+import { writeWarnings } from "./check.ts";
+
+export const DEFAULT_MANIFEST = "/etc/nuketown/town.json";
+
+export interface TownSourceOptions {
+  readonly config?: string;
+  readonly manifest?: string;
+  readonly format?: DeclarationFormat;
+  readonly hostname?: string;
+  readonly cwd: string;
+  readonly err: NodeJS.WritableStream;
+}
+
+export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
+  if (opts.config !== undefined) {
+    const { town, warnings } = await loadTown(opts.config, opts);
+    writeWarnings(opts.err, warnings);
+    return town;
+  }
+  const manifest = opts.manifest ?? DEFAULT_MANIFEST;
+  let text: string;
+  try {
+    text = await readFile(manifest, "utf8");
+  } catch {
+    throw new ConfigError(manifest, [
+      {
+        path: "",
+        message: "no manifest here: run `nuketown apply <config>` first, or pass --config",
+      },
+    ]);
+  }
+  const parsed = JSON.parse(text) as { version?: number; town?: ResolvedTown };
+  if (parsed.version !== 1 || !parsed.town) {
+    throw new ConfigError(manifest, [
+      { path: "version", message: "not a nuketown manifest of version 1" },
+    ]);
+  }
+  return parsed.town;
+}
+
+export function requireRoot(what: string): void {
+  if (process.geteuid?.() !== 0)
+    throw new RefusedError(`${what} changes the host and must run as root`);
+}

@@ -1,0 +1,42 @@
+/**
+ * Places files in an agent's home by a process running AS the agent, never
+ * as root: a symlink the agent planted (in its home or a persisted dir) can
+ * then only lead where the agent could already write.
+ */
+import path from "node:path";
+import type { ResolvedAgent } from "../town/types.ts";
+import type { Runner } from "./system.ts";
+
+export interface HomeFile {
+  /** Absolute path inside the agent's home. */
+  readonly path: string;
+  readonly content: string | Buffer;
+  /** Octal mode, e.g. "0600". */
+  readonly mode: string;
+}
+
+const WRITER = path.join(import.meta.dirname, "agent-files-writer.ts");
+
+export async function writeFilesAsAgent(
+  agent: ResolvedAgent,
+  files: readonly HomeFile[],
+  runner: Runner,
+): Promise<void> {
+  for (const file of files) {
+    if (!file.path.startsWith(`${agent.home}/`))
+      throw new Error(`${file.path} is outside ${agent.home}`);
+  }
+  if (files.length === 0) return;
+  const payload = files.map((f) => ({
+    path: f.path,
+    mode: Number.parseInt(f.mode, 8),
+    content: Buffer.from(f.content).toString("base64"),
+  }));
+  await runner.run(process.execPath, [WRITER], {
+    uid: agent.uid,
+    gid: agent.gid,
+    cwd: "/",
+    env: { HOME: agent.home, PATH: "/usr/bin:/bin" },
+    input: JSON.stringify(payload),
+  });
+}

@@ -1,0 +1,225 @@
+/**
+ * Carries out a host plan: the only code that changes the live system.
+ * Everything that can be checked is checked before the first change
+ * (sudoers with visudo, units with systemd-analyze), and nuketown's state
+ * is written before each account it creates, so a run killed midway leaves
+ * a host the next apply recognises and repairs.
+ */
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import { RefusedError } from "../errors.ts";
+import type { ResolvedTown } from "../town/types.ts";
+import { applyDeviceAcls, reloadUdev } from "./devices.ts";
+import { writeFileAtomic } from "./files.ts";
+import { createHome, createImage, mountHomes, removeHome } from "./homes.ts";
+import { purgePersisted, unmountBelow } from "./persist.ts";
+import type { Action, HostPlan } from "./plan.ts";
+import { agentUnitName, type UnitFile } from "./render/units.ts";
+import { type RoundContext, resetAgent, stopAgent } from "./round.ts";
+import { type HostState, readState, writeState } from "./state.ts";
+import { verifySudoers, verifyUnits } from "./verify.ts";
+
+export interface ApplyContext extends RoundContext {
+  /** Write files below this directory and change nothing else (`--root DIR`). */
+  readonly root?: string;
+}
+
+export interface ApplyReport {
+  readonly done: readonly Action[];
+  readonly warnings: readonly string[];
+}
+
+export async function applyPlan(plan: HostPlan, ctx: ApplyContext): Promise<ApplyReport> {
+  const { town } = ctx;
+  if (plan.errors.length > 0) throw new RefusedError("the plan has conflicts; nothing was applied");
+  await verifyBeforeInstall(town, plan.actions, ctx);
+
+  const stateDir = ctx.root ? path.join(ctx.root, town.stateDir) : town.stateDir;
+  let state = await readState(stateDir);
+  const save = async (next: HostState) => {
+    state = next;
+    await writeState(stateDir, state);
+  };
+  const warnings: string[] = [];
+  const done: Action[] = [];
+  for (const action of plan.actions) {
+    if (ctx.root && action.layer !== "files") continue;
+    await execute(action, ctx, () => state, save, warnings);
+    done.push(action);
+  }
+  return { done, warnings };
+}
+
+async function verifyBeforeInstall(
+  town: ResolvedTown,
+  actions: readonly Action[],
+  ctx: ApplyContext,
+): Promise<void> {
+  const writes = actions.flatMap((a) => (a.kind === "write-file" ? [a.artifact] : []));
+  const sudoers = writes.find((a) => a.path === town.paths.sudoers);
+  if (sudoers) {
+    const verdict = await verifySudoers(sudoers.content);
+    if ("skipped" in verdict)
+      throw new RefusedError(
+        `cannot check the sudoers file before installing it: ${verdict.skipped}`,
+      );
+    if (!verdict.ok)
+      throw new RefusedError(
+        `visudo rejects the rendered sudoers file; nothing was applied:\n${verdict.output}`,
+      );
+  }
+  const units: UnitFile[] = writes
+    .filter((a) => a.path.startsWith(`${town.paths.unitDir}/`))
+    .map((a) => ({ name: path.basename(a.path), content: a.content }));
+  if (units.length > 0) {
+    const verdict = await verifyUnits(units);
+    if ("skipped" in verdict) ctx.log(`note: units not verified: ${verdict.skipped}`);
+    else if (!verdict.ok)
+      throw new RefusedError(
+        `systemd-analyze rejects the rendered units; nothing was applied:\n${verdict.output}`,
+      );
+  }
+}
+
+async function execute(
+  action: Action,
+  ctx: ApplyContext,
+  state: () => HostState,
+  save: (next: HostState) => Promise<void>,
+  warnings: string[],
+): Promise<void> {
+  const { town, runner } = ctx;
+  const agentNamed = (name: string) => {
+    const agent = town.agents.find((a) => a.name === name);
+    if (!agent) throw new Error(`plan names an undeclared agent ${name}`);
+    return agent;
+  };
+  switch (action.kind) {
+    case "create-group": {
+      if (action.gid === undefined) {
+        // Recorded first: a crash after groupadd must not leave a group we then call foreign.
+        await save({ ...state(), approversGroup: action.name });
+        await runner.run("groupadd", ["--system", action.name]);
+      } else {
+        const agent = agentNamed(action.name);
+        await save({
+          ...state(),
+          agents: {
+            ...state().agents,
+            [agent.name]: { ...state().agents[agent.name], uid: agent.uid },
+          },
+        });
+        await runner.run("groupadd", ["--gid", String(action.gid), action.name]);
+      }
+      return;
+    }
+    case "create-user": {
+      await save({
+        ...state(),
+        agents: {
+          ...state().agents,
+          [action.name]: { ...state().agents[action.name], uid: action.uid },
+        },
+      });
+      await runner.run("useradd", [
+        "--uid",
+        String(action.uid),
+        "--gid",
+        action.group,
+        "--home-dir",
+        action.home,
+        "--no-create-home",
+        "--shell",
+        "/bin/bash",
+        "--comment",
+        `nuketown agent ${action.name}`,
+        action.name,
+      ]);
+      return;
+    }
+    case "add-member":
+      await runner.run("gpasswd", ["--add", action.user, action.group]);
+      return;
+    case "remove-member":
+      await runner.run("gpasswd", ["--delete", action.user, action.group]);
+      return;
+    case "enable-linger":
+      await runner.run("loginctl", ["enable-linger", action.name]);
+      return;
+    case "create-image":
+      await createImage(town, runner);
+      return;
+    case "mount-homes":
+      await mountHomes(town, runner);
+      return;
+    case "create-home":
+      await createHome(town, agentNamed(action.agent), runner);
+      return;
+    case "write-file": {
+      const target = ctx.root ? path.join(ctx.root, action.artifact.path) : action.artifact.path;
+      await writeFileAtomic(target, action.artifact.content, {
+        mode: Number.parseInt(action.artifact.mode, 8),
+      });
+      const files = new Set([...state().files, action.artifact.path]);
+      await save({ ...state(), files: [...files].sort() });
+      return;
+    }
+    case "remove-file": {
+      await rm(ctx.root ? path.join(ctx.root, action.path) : action.path, { force: true });
+      await save({ ...state(), files: state().files.filter((f) => f !== action.path) });
+      return;
+    }
+    case "reload-udev": {
+      const result = await reloadUdev(runner);
+      if ("skipped" in result) warnings.push(`udev rules not reloaded: ${result.skipped}`);
+      return;
+    }
+    case "apply-acls": {
+      for (const grant of await applyDeviceAcls(town, runner))
+        ctx.log(`granted ${grant.devnode} to ${grant.agent}`);
+      return;
+    }
+    case "reload-systemd": {
+      await runner.run("systemctl", ["daemon-reload"]);
+      if (action.disable.length > 0)
+        await runner.run("systemctl", ["disable", "--now", ...action.disable], {
+          allowFailure: true,
+        });
+      if (action.enable.length > 0) await runner.run("systemctl", ["enable", ...action.enable]);
+      return;
+    }
+    case "reset-agent": {
+      const result = await resetAgent(ctx, agentNamed(action.agent));
+      warnings.push(...result.warnings.map((w) => `${action.agent}: ${w}`));
+      const record = state().agents[action.agent];
+      await save({
+        ...state(),
+        agents: {
+          ...state().agents,
+          [action.agent]: {
+            uid: record?.uid ?? 0,
+            roundDigest: result.digest,
+            lastReset: result.at,
+          },
+        },
+      });
+      return;
+    }
+    case "remove-agent": {
+      const gone = { name: action.agent, uid: action.uid, home: action.home };
+      if (ctx.systemd)
+        await runner.run("systemctl", ["disable", "--now", agentUnitName(gone.name)], {
+          allowFailure: true,
+        });
+      await stopAgent({ runner, systemd: false }, gone);
+      await unmountBelow(action.home, runner);
+      await removeHome(town, { name: gone.name, home: action.home }, runner);
+      await runner.run("userdel", [gone.name], { allowFailure: true });
+      await runner.run("groupdel", [gone.name], { allowFailure: true });
+      if (action.purge) await purgePersisted(town, gone.name);
+      const { [gone.name]: _removed, ...agents } = state().agents;
+      await save({ ...state(), agents });
+      return;
+    }
+  }
+}

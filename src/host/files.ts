@@ -1,0 +1,54 @@
+/**
+ * Atomic file writes for system files: a temp file beside the target,
+ * fsynced, then renamed over it, so a crash leaves the old file or the new
+ * one, never half of either.
+ */
+import { randomBytes } from "node:crypto";
+import { chmod, chown, mkdir, open, rename, rm } from "node:fs/promises";
+import path from "node:path";
+
+export interface WriteOptions {
+  readonly mode: number;
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Mode of parent directories created on the way. */
+  readonly dirMode?: number;
+}
+
+export async function writeFileAtomic(
+  file: string,
+  content: string | Buffer,
+  options: WriteOptions,
+): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: options.dirMode ?? 0o755 });
+  const temp = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`,
+  );
+  // Created with its final mode from the start: never briefly readable by others.
+  const handle = await open(temp, "wx", options.mode);
+  try {
+    await handle.writeFile(content);
+    await handle.chmod(options.mode);
+    if (options.uid !== undefined) await handle.chown(options.uid, options.gid ?? options.uid);
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await rm(temp, { force: true });
+    throw error;
+  }
+  await handle.close();
+  try {
+    await rename(temp, file);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}
+
+/** mkdir -p, then set owner and mode of the final directory only. */
+export async function ensureDir(dir: string, mode: number, uid = 0, gid = 0): Promise<void> {
+  await mkdir(dir, { recursive: true, mode });
+  await chmod(dir, mode);
+  await chown(dir, uid, gid);
+}

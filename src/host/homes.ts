@@ -1,0 +1,172 @@
+/**
+ * Ephemeral homes. With btrfs (a device, or an image file nuketown formats
+ * and loop-mounts) each home is a subvolume snapshotted from a blank one,
+ * so rolling back costs the same whatever the home holds. The directory
+ * backend wipes file by file: the slow path, for hosts without btrfs.
+ */
+import { lstat, readdir, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { ensureDir } from "./files.ts";
+import type { Runner } from "./system.ts";
+import type { MountEntry } from "./tables.ts";
+
+/** Blank snapshots live beside the homes, out of agents' reach (root, 0700). */
+export const blankDir = (town: ResolvedTown) => path.join(town.agentsDir, ".nuketown-blank");
+export const blankOf = (town: ResolvedTown, agent: ResolvedAgent) =>
+  path.join(blankDir(town), agent.name);
+
+/** A btrfs subvolume's root directory always has inode 256. */
+const SUBVOLUME_INODE = 256;
+
+export async function isSubvolume(dir: string): Promise<boolean> {
+  const info = await lstat(dir).catch(() => undefined);
+  return info?.isDirectory() === true && info.ino === SUBVOLUME_INODE;
+}
+
+export async function exists(file: string): Promise<boolean> {
+  return lstat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The mount that holds the agents dir, when something is mounted exactly there. */
+export function agentsMount(
+  town: ResolvedTown,
+  mounts: readonly MountEntry[],
+): MountEntry | undefined {
+  return mounts.findLast((m) => m.mountPoint === town.agentsDir);
+}
+
+const usesBtrfs = (town: ResolvedTown) => town.homes.backend !== "directory";
+
+/** Create the image file (sparse) and format it, when it does not exist yet. */
+export async function createImage(town: ResolvedTown, runner: Runner): Promise<void> {
+  const image = town.homes.image.path;
+  await ensureDir(path.dirname(image), 0o700);
+  await runner.run("truncate", ["--size", town.homes.image.size, image]);
+  await runner.run("mkfs.btrfs", [
+    "--quiet",
+    "--label",
+    `nuketown-${town.name}`.slice(0, 255),
+    image,
+  ]);
+}
+
+/** Mount the filesystem that holds homes at the agents dir (image, or device). */
+export async function mountHomes(town: ResolvedTown, runner: Runner): Promise<void> {
+  await ensureDir(town.agentsDir, 0o755);
+  if (town.homes.backend === "image") {
+    await runner.run("mount", ["-o", "loop,noatime", town.homes.image.path, town.agentsDir]);
+  } else if (
+    town.homes.backend === "btrfs" &&
+    town.homes.device !== undefined &&
+    isDeviceSpec(town.homes.device)
+  ) {
+    await runner.run("mount", ["-t", "btrfs", "-o", "noatime", town.homes.device, town.agentsDir]);
+  }
+  await ensureDir(town.agentsDir, 0o755);
+}
+
+/** A block device or a UUID=/LABEL= spec (else `device` names an existing btrfs mount). */
+export const isDeviceSpec = (device: string) =>
+  /^(\/dev\/|UUID=|LABEL=|PARTUUID=|PARTLABEL=)/.test(device);
+
+/** Make the blank home and the home itself, owned by the agent, private. */
+export async function createHome(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  runner: Runner,
+): Promise<void> {
+  if (!usesBtrfs(town)) {
+    await ensureDir(agent.home, 0o700, agent.uid, agent.gid);
+    return;
+  }
+  await ensureDir(blankDir(town), 0o700);
+  const blank = blankOf(town, agent);
+  if (!(await isSubvolume(blank))) {
+    await runner.run("btrfs", ["subvolume", "create", blank]);
+  }
+  await ensureDir(blank, 0o700, agent.uid, agent.gid);
+  if (!(await exists(agent.home))) {
+    await runner.run("btrfs", ["subvolume", "snapshot", blank, agent.home]);
+  }
+}
+
+/**
+ * Roll the home back to blank. The agent's processes must be stopped and its
+ * persist binds unmounted first.
+ */
+export async function rollbackHome(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  runner: Runner,
+): Promise<void> {
+  if (!usesBtrfs(town)) {
+    await wipeDirectory(agent.home);
+    await ensureDir(agent.home, 0o700, agent.uid, agent.gid);
+    return;
+  }
+  await deleteSubvolume(agent.home, runner);
+  await runner.run("btrfs", ["subvolume", "snapshot", blankOf(town, agent), agent.home]);
+}
+
+/** Remove the home and its blank (persisted data is elsewhere and stays). */
+export async function removeHome(
+  town: ResolvedTown,
+  agent: Pick<ResolvedAgent, "name" | "home">,
+  runner: Runner,
+): Promise<void> {
+  if (!usesBtrfs(town)) {
+    await rm(agent.home, { recursive: true, force: true });
+    return;
+  }
+  await deleteSubvolume(agent.home, runner);
+  await deleteSubvolume(path.join(blankDir(town), agent.name), runner);
+}
+
+/** Delete a subvolume, and first any the agent created inside it. */
+async function deleteSubvolume(dir: string, runner: Runner): Promise<void> {
+  if (!(await exists(dir))) return;
+  if (!(await isSubvolume(dir))) {
+    // A plain directory where a home should be (e.g. a half-done earlier run).
+    await rm(dir, { recursive: true, force: true });
+    return;
+  }
+  const first = await runner.run("btrfs", ["subvolume", "delete", dir], { allowFailure: true });
+  if (first.code === 0) return;
+  // Only when the agent nested its own subvolumes: find them (this walks the
+  // tree, so it stays off the constant-time path) and delete them first.
+  for (const nested of await nestedSubvolumes(dir)) {
+    await runner.run("btrfs", ["subvolume", "delete", nested]);
+  }
+  await runner.run("btrfs", ["subvolume", "delete", dir]);
+}
+
+/** Subvolumes below `dir`, deepest first (their root inode is 256, their st_dev their own). */
+async function nestedSubvolumes(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  async function walk(current: string, device: number): Promise<void> {
+    for (const entry of await readdir(current, { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const child = path.join(current, entry.name);
+      const info = await lstat(child);
+      if (info.ino === SUBVOLUME_INODE && info.dev !== device) {
+        await walk(child, info.dev);
+        found.push(child);
+      } else if (info.dev === device) {
+        await walk(child, device);
+      }
+    }
+  }
+  await walk(dir, (await stat(dir)).dev);
+  return found;
+}
+
+async function wipeDirectory(dir: string): Promise<void> {
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  await Promise.all(
+    entries.map((name) => rm(path.join(dir, name), { recursive: true, force: true })),
+  );
+}

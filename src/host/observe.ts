@@ -1,0 +1,92 @@
+/**
+ * Reads what the planner needs from the host: accounts, mounts, nuketown's
+ * own state, the installed system files, which homes exist. With a root
+ * directory (`--root DIR`), everything is read below it instead.
+ */
+import { lstat, readFile } from "node:fs/promises";
+import path from "node:path";
+import type { ResolvedTown } from "../town/types.ts";
+import { blankOf, exists, isSubvolume } from "./homes.ts";
+import type { ObservedHost } from "./plan.ts";
+import { renderArtifacts } from "./render/index.ts";
+import { roundDigest } from "./round.ts";
+import { readState } from "./state.ts";
+import { parseGroup, parseMountinfo, parsePasswd } from "./tables.ts";
+
+export interface ObserveOptions {
+  /** Observe a rendered tree instead of the live host. */
+  readonly root?: string;
+}
+
+const readText = (file: string) => readFile(file, "utf8").catch(() => "");
+
+export async function observeHost(
+  town: ResolvedTown,
+  options: ObserveOptions = {},
+): Promise<ObservedHost> {
+  const root = options.root;
+  const under = (p: string) => (root ? path.join(root, p) : p);
+  const state = await readState(under(town.stateDir));
+
+  const managed = new Set([
+    ...renderArtifacts(town)
+      .filter((a) => a.layer !== "identity")
+      .map((a) => a.path),
+    ...state.files,
+  ]);
+  const files: Record<string, { content: string; mode: string } | null> = {};
+  await Promise.all(
+    [...managed].map(async (file) => {
+      const info = await lstat(under(file)).catch(() => undefined);
+      files[file] = info?.isFile()
+        ? {
+            content: await readFile(under(file), "utf8"),
+            mode: (info.mode & 0o7777).toString(8).padStart(4, "0"),
+          }
+        : null;
+    }),
+  );
+
+  if (root) {
+    return {
+      users: [],
+      groups: [],
+      mounts: [],
+      state,
+      files,
+      homes: [],
+      imageExists: false,
+      roundDigests: {},
+      systemd: false,
+    };
+  }
+
+  const homes: string[] = [];
+  const roundDigests: Record<string, string> = {};
+  await Promise.all(
+    town.agents.map(async (agent) => {
+      const present =
+        town.homes.backend === "directory"
+          ? await exists(agent.home)
+          : (await isSubvolume(agent.home)) && (await isSubvolume(blankOf(town, agent)));
+      if (present) homes.push(agent.name);
+      roundDigests[agent.name] = await roundDigest(town, agent);
+    }),
+  );
+
+  return {
+    users: parsePasswd(await readText("/etc/passwd")),
+    groups: parseGroup(await readText("/etc/group")),
+    mounts: parseMountinfo(await readText("/proc/self/mountinfo")),
+    state,
+    files,
+    homes: homes.sort(),
+    imageExists: await exists(town.homes.image.path),
+    roundDigests,
+    systemd: await systemdIsInit(),
+  };
+}
+
+export async function systemdIsInit(): Promise<boolean> {
+  return (await readText("/proc/1/comm")).trim() === "systemd";
+}

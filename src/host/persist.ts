@@ -1,0 +1,112 @@
+/**
+ * Persisted paths: the data lives under `<persistDir>/agents/<name>/` and is
+ * bind-mounted onto the home each round. Nothing here ever deletes persisted
+ * data; only `purgePersisted` does, for `apply --purge` of a removed agent.
+ */
+import { chown, lstat, mkdir, open, readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { RefusedError } from "../errors.ts";
+import type { PersistedPath, ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { ensureDir } from "./files.ts";
+import type { Runner } from "./system.ts";
+import { mountsBelow, parseMountinfo } from "./tables.ts";
+
+export async function readMounts(): Promise<ReturnType<typeof parseMountinfo>> {
+  return parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"));
+}
+
+/**
+ * Create each missing directory from `base` down to `dir`, owned by the
+ * agent. An existing symlink on the way is refused: following it as root
+ * would hand the agent someone else's files.
+ */
+async function ensureOwnedPath(base: string, dir: string, agent: ResolvedAgent): Promise<void> {
+  const parts = path
+    .relative(base, dir)
+    .split(path.sep)
+    .filter((p) => p !== "");
+  let current = base;
+  for (const part of parts) {
+    current = path.join(current, part);
+    const info = await lstat(current).catch(() => undefined);
+    if (info === undefined) {
+      await mkdir(current, { mode: 0o700 });
+      await chown(current, agent.uid, agent.gid);
+    } else if (!info.isDirectory()) {
+      throw new RefusedError(
+        `${current} should be a directory but is ${info.isSymbolicLink() ? "a symlink" : "a file"}`,
+      );
+    }
+  }
+}
+
+async function ensureOwnedFile(file: string, agent: ResolvedAgent): Promise<void> {
+  const info = await lstat(file).catch(() => undefined);
+  if (info === undefined) {
+    const handle = await open(file, "wx", 0o600);
+    await handle.chown(agent.uid, agent.gid);
+    await handle.close();
+  } else if (!info.isFile()) {
+    throw new RefusedError(
+      `${file} should be a file but is ${info.isSymbolicLink() ? "a symlink" : "a directory"}`,
+    );
+  }
+}
+
+/** The agent's persist root, and the source of every persisted path, created if missing. */
+export async function ensurePersistSources(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+): Promise<void> {
+  await ensureDir(path.join(town.persistDir, "agents"), 0o755);
+  const rootInfo = await lstat(agent.persistRoot).catch(() => undefined);
+  if (rootInfo === undefined) await ensureDir(agent.persistRoot, 0o700, agent.uid, agent.gid);
+  else if (!rootInfo.isDirectory())
+    throw new RefusedError(`${agent.persistRoot} should be a directory`);
+  for (const p of agent.persist) {
+    if (p.type === "directory") {
+      await ensureOwnedPath(agent.persistRoot, p.source, agent);
+    } else {
+      await ensureOwnedPath(agent.persistRoot, path.dirname(p.source), agent);
+      await ensureOwnedFile(p.source, agent);
+    }
+  }
+}
+
+/**
+ * Bind every persisted path onto the home. Call only while the agent has
+ * no processes (right after a rollback): the targets are created in a home
+ * the agent cannot touch meanwhile.
+ */
+export async function mountPersisted(agent: ResolvedAgent, runner: Runner): Promise<void> {
+  const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
+  for (const p of agent.persist) {
+    if (mounted.has(p.target)) continue;
+    await ensureTarget(agent, p);
+    await runner.run("mount", ["--bind", p.source, p.target]);
+  }
+}
+
+async function ensureTarget(agent: ResolvedAgent, p: PersistedPath): Promise<void> {
+  if (p.type === "directory") {
+    await ensureOwnedPath(agent.home, p.target, agent);
+  } else {
+    await ensureOwnedPath(agent.home, path.dirname(p.target), agent);
+    await ensureOwnedFile(p.target, agent);
+  }
+}
+
+/** Unmount everything mounted at or below the home, deepest first. */
+export async function unmountBelow(dir: string, runner: Runner): Promise<void> {
+  for (const mount of mountsBelow(await readMounts(), dir)) {
+    if (mount.mountPoint === dir) continue;
+    const result = await runner.run("umount", [mount.mountPoint], { allowFailure: true });
+    // Busy despite the stopped agent (a human's shell in it): detach lazily so the round can go on.
+    if (result.code !== 0) await runner.run("umount", ["--lazy", mount.mountPoint]);
+  }
+}
+
+/** Delete an agent's persisted data: only for `--purge` of a removed agent. */
+export async function purgePersisted(town: ResolvedTown, name: string): Promise<void> {
+  await rm(path.join(town.persistDir, "agents", name), { recursive: true, force: true });
+}

@@ -1,0 +1,417 @@
+/**
+ * The host planner: what must change so the host matches the town, layer by
+ * layer. Pure: it takes what was observed and returns actions, which can be
+ * printed, diffed and tested without root. apply.ts carries them out.
+ */
+import { formatPath, type Problem } from "../town/problems.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import type { Artifact } from "./render/artifact.ts";
+import { renderArtifacts } from "./render/index.ts";
+import type { HostState } from "./state.ts";
+import type { GroupEntry, MountEntry, PasswdEntry } from "./tables.ts";
+
+export type Layer = "accounts" | "homes" | "files" | "devices" | "services" | "rounds" | "removal";
+export const LAYERS: readonly Layer[] = [
+  "accounts",
+  "homes",
+  "files",
+  "devices",
+  "services",
+  "rounds",
+  "removal",
+];
+
+export type Action =
+  | {
+      readonly layer: "accounts";
+      readonly kind: "create-group";
+      readonly name: string;
+      readonly gid?: number;
+    }
+  | {
+      readonly layer: "accounts";
+      readonly kind: "create-user";
+      readonly name: string;
+      readonly uid: number;
+      readonly group: string;
+      readonly home: string;
+    }
+  | {
+      readonly layer: "accounts";
+      readonly kind: "add-member" | "remove-member";
+      readonly group: string;
+      readonly user: string;
+    }
+  | { readonly layer: "accounts"; readonly kind: "enable-linger"; readonly name: string }
+  | {
+      readonly layer: "homes";
+      readonly kind: "create-image";
+      readonly path: string;
+      readonly size: string;
+    }
+  | {
+      readonly layer: "homes";
+      readonly kind: "mount-homes";
+      readonly source: string;
+      readonly at: string;
+    }
+  | {
+      readonly layer: "homes";
+      readonly kind: "create-home";
+      readonly agent: string;
+      readonly home: string;
+    }
+  | {
+      readonly layer: "files";
+      readonly kind: "write-file";
+      readonly artifact: Artifact;
+      readonly change: "create" | "update";
+    }
+  | { readonly layer: "files"; readonly kind: "remove-file"; readonly path: string }
+  | { readonly layer: "devices"; readonly kind: "reload-udev" }
+  | { readonly layer: "devices"; readonly kind: "apply-acls" }
+  | {
+      readonly layer: "services";
+      readonly kind: "reload-systemd";
+      readonly enable: readonly string[];
+      readonly disable: readonly string[];
+    }
+  | {
+      readonly layer: "rounds";
+      readonly kind: "reset-agent";
+      readonly agent: string;
+      readonly reason: string;
+    }
+  | {
+      readonly layer: "removal";
+      readonly kind: "remove-agent";
+      readonly agent: string;
+      readonly uid: number;
+      readonly home: string;
+      readonly purge: boolean;
+    };
+
+/** What the reconciler saw on the host before planning. */
+export interface ObservedHost {
+  readonly users: readonly PasswdEntry[];
+  readonly groups: readonly GroupEntry[];
+  readonly mounts: readonly MountEntry[];
+  readonly state: HostState;
+  /** Current content of every system file the plan may write or remove (null: absent). */
+  readonly files: Readonly<
+    Record<string, { readonly content: string; readonly mode: string } | null>
+  >;
+  /** Agents whose home exists (a subvolume, or a directory for that backend). */
+  readonly homes: readonly string[];
+  readonly imageExists: boolean;
+  /** Round digests the town would place now, by agent. */
+  readonly roundDigests: Readonly<Record<string, string>>;
+  /** systemd runs as PID 1: units can be enabled and lingering set. */
+  readonly systemd: boolean;
+}
+
+export interface PlanOptions {
+  /** Delete removed agents' persisted data too. */
+  readonly purge?: boolean;
+  /** Plan only the files layer (`--root DIR`: a rendered tree, no accounts or mounts). */
+  readonly filesOnly?: boolean;
+}
+
+export interface HostPlan {
+  readonly actions: readonly Action[];
+  /** Conflicts that stop the plan: nothing may be applied while there are any. */
+  readonly errors: readonly Problem[];
+  /** Facts worth saying that change nothing (no systemd, a human without an account). */
+  readonly notes: readonly string[];
+}
+
+export function planHost(
+  town: ResolvedTown,
+  observed: ObservedHost,
+  options: PlanOptions = {},
+): HostPlan {
+  if (options.filesOnly) {
+    return {
+      actions: planFiles(systemArtifacts(town), observed),
+      errors: [],
+      notes: [
+        "--root: only files are planned; accounts, homes, devices, services and rounds need the live host",
+      ],
+    };
+  }
+  const actions: Action[] = [];
+  const errors: Problem[] = [];
+  const notes: string[] = [];
+  const ours = observed.state.agents;
+  const userByName = new Map(observed.users.map((u) => [u.name, u]));
+  const userByUid = new Map(observed.users.map((u) => [u.uid, u]));
+  const groupByName = new Map(observed.groups.map((g) => [g.name, g]));
+  const groupByGid = new Map(observed.groups.map((g) => [g.gid, g]));
+
+  // accounts: refuse anything that would touch an account nuketown did not create.
+  for (const agent of town.agents) {
+    const at = formatPath(["agents", agent.name]);
+    const record = ours[agent.name];
+    const user = userByName.get(agent.name);
+    const uidOwner = userByUid.get(agent.uid);
+    const group = groupByName.get(agent.group);
+    const gidOwner = groupByGid.get(agent.gid);
+    if (user && !record) {
+      errors.push({
+        path: at,
+        message: `a user "${agent.name}" (uid ${user.uid}) exists and was not created by nuketown`,
+      });
+      continue;
+    }
+    if (uidOwner && uidOwner.name !== agent.name) {
+      errors.push({
+        path: `${at}.uid`,
+        message: `uid ${agent.uid} belongs to the existing user "${uidOwner.name}"`,
+      });
+      continue;
+    }
+    if (record && record.uid !== agent.uid) {
+      errors.push({
+        path: `${at}.uid`,
+        message: `was ${record.uid} when nuketown created the account; changing a uid is not supported (remove the agent, apply, add it back)`,
+      });
+      continue;
+    }
+    if (group && !record) {
+      errors.push({
+        path: at,
+        message: `a group "${agent.group}" exists and was not created by nuketown`,
+      });
+      continue;
+    }
+    if (gidOwner && gidOwner.name !== agent.group) {
+      errors.push({
+        path: `${at}.uid`,
+        message: `gid ${agent.gid} belongs to the existing group "${gidOwner.name}"`,
+      });
+      continue;
+    }
+    if (!group)
+      actions.push({ layer: "accounts", kind: "create-group", name: agent.group, gid: agent.gid });
+    if (!user) {
+      actions.push({
+        layer: "accounts",
+        kind: "create-user",
+        name: agent.name,
+        uid: agent.uid,
+        group: agent.group,
+        home: agent.home,
+      });
+    }
+  }
+
+  const approvers = town.approval.approversGroup;
+  const approversGroup = groupByName.get(approvers);
+  if (approversGroup && observed.state.approversGroup !== approvers) {
+    errors.push({
+      path: "approval",
+      message: `a group "${approvers}" exists and was not created by nuketown`,
+    });
+  } else {
+    if (!approversGroup) actions.push({ layer: "accounts", kind: "create-group", name: approvers });
+    const members = new Set(approversGroup?.members ?? []);
+    const wanted = new Set<string>();
+    for (const human of town.humans.filter((h) => h.approver)) {
+      if (!userByName.has(human.unixUser)) {
+        notes.push(
+          `humans.${human.name}: no Unix account "${human.unixUser}" on this host, so it cannot approve here`,
+        );
+        continue;
+      }
+      wanted.add(human.unixUser);
+      if (!members.has(human.unixUser))
+        actions.push({
+          layer: "accounts",
+          kind: "add-member",
+          group: approvers,
+          user: human.unixUser,
+        });
+    }
+    for (const member of members) {
+      if (!wanted.has(member))
+        actions.push({ layer: "accounts", kind: "remove-member", group: approvers, user: member });
+    }
+  }
+  if (observed.systemd) {
+    for (const agent of town.agents) {
+      if (!userByName.has(agent.name))
+        actions.push({ layer: "accounts", kind: "enable-linger", name: agent.name });
+    }
+  }
+
+  // homes: the filesystem that holds them, then one home per agent.
+  if (town.homes.backend === "image" && !observed.imageExists) {
+    actions.push({
+      layer: "homes",
+      kind: "create-image",
+      path: town.homes.image.path,
+      size: town.homes.image.size,
+    });
+  }
+  const mounted = observed.mounts.some((m) => m.mountPoint === town.agentsDir);
+  if (town.homes.backend === "image" && !mounted) {
+    actions.push({
+      layer: "homes",
+      kind: "mount-homes",
+      source: town.homes.image.path,
+      at: town.agentsDir,
+    });
+  } else if (
+    town.homes.backend === "btrfs" &&
+    !mounted &&
+    town.homes.device &&
+    /^(\/dev\/|[A-Z]+=)/.test(town.homes.device)
+  ) {
+    actions.push({
+      layer: "homes",
+      kind: "mount-homes",
+      source: town.homes.device,
+      at: town.agentsDir,
+    });
+  }
+  const homes = new Set(observed.homes);
+  for (const agent of town.agents) {
+    if (!homes.has(agent.name))
+      actions.push({ layer: "homes", kind: "create-home", agent: agent.name, home: agent.home });
+  }
+
+  // files: install what differs, remove what nuketown installed and no longer renders.
+  const artifacts = systemArtifacts(town);
+  actions.push(...planFiles(artifacts, observed));
+  const wantedPaths = new Set(artifacts.map((a) => a.path));
+  const touched = (p: string) =>
+    actions.some(
+      (a) =>
+        (a.kind === "write-file" && a.artifact.path === p) ||
+        (a.kind === "remove-file" && a.path === p),
+    );
+
+  // devices: a changed rules file means reload, and ACLs on what is already plugged in.
+  if (touched(town.paths.udevRules)) {
+    actions.push(
+      { layer: "devices", kind: "reload-udev" },
+      { layer: "devices", kind: "apply-acls" },
+    );
+  }
+
+  // services: units only take effect through systemd.
+  const unitFiles = (files: Iterable<string>) =>
+    [...files]
+      .filter((p) => p.startsWith(`${town.paths.unitDir}/`))
+      .map((p) => p.slice(town.paths.unitDir.length + 1));
+  const unitsChanged = [...wantedPaths, ...observed.state.files].some(
+    (p) => p.startsWith(`${town.paths.unitDir}/`) && touched(p),
+  );
+  if (unitsChanged) {
+    if (observed.systemd) {
+      const enable = unitFiles(wantedPaths).filter((u) => touched(`${town.paths.unitDir}/${u}`));
+      const disable = unitFiles(observed.state.files).filter(
+        (u) => !wantedPaths.has(`${town.paths.unitDir}/${u}`),
+      );
+      actions.push({ layer: "services", kind: "reload-systemd", enable, disable });
+    }
+  }
+  if (!observed.systemd) {
+    notes.push(
+      "systemd is not PID 1 here: units are installed but not enabled or started; run the daemons by hand",
+    );
+  }
+
+  // rounds: an agent whose home contents would differ gets a fresh round.
+  for (const agent of town.agents) {
+    const reason = roundReason(agent, observed, homes);
+    if (reason) actions.push({ layer: "rounds", kind: "reset-agent", agent: agent.name, reason });
+  }
+
+  // removal: agents nuketown created that the town no longer declares.
+  const declared = new Set(town.agents.map((a) => a.name));
+  for (const [name, record] of Object.entries(ours)) {
+    if (declared.has(name)) continue;
+    actions.push({
+      layer: "removal",
+      kind: "remove-agent",
+      agent: name,
+      uid: record.uid,
+      home: `${town.agentsDir}/${name}`,
+      purge: options.purge === true,
+    });
+  }
+
+  return { actions, errors, notes };
+}
+
+/** Files outside homes; home files are placed by rounds, as the agent. */
+const systemArtifacts = (town: ResolvedTown) =>
+  renderArtifacts(town).filter((a) => a.layer !== "identity");
+
+function planFiles(artifacts: readonly Artifact[], observed: ObservedHost): Action[] {
+  const actions: Action[] = [];
+  const wanted = new Set(artifacts.map((a) => a.path));
+  for (const artifact of artifacts) {
+    const current = observed.files[artifact.path];
+    if (!current) actions.push({ layer: "files", kind: "write-file", artifact, change: "create" });
+    else if (current.content !== artifact.content || current.mode !== artifact.mode) {
+      actions.push({ layer: "files", kind: "write-file", artifact, change: "update" });
+    }
+  }
+  for (const file of observed.state.files) {
+    if (!wanted.has(file) && observed.files[file])
+      actions.push({ layer: "files", kind: "remove-file", path: file });
+  }
+  return actions;
+}
+
+function roundReason(
+  agent: ResolvedAgent,
+  observed: ObservedHost,
+  homes: ReadonlySet<string>,
+): string | undefined {
+  const record = observed.state.agents[agent.name];
+  if (!homes.has(agent.name) || !record?.lastReset) return "first round";
+  if (record.roundDigest !== observed.roundDigests[agent.name])
+    return "identity, persisted paths, repos or secrets changed";
+  return undefined;
+}
+
+/** One line per action, for `nuketown plan`. */
+export function describeAction(action: Action): string {
+  switch (action.kind) {
+    case "create-group":
+      return `+ group ${action.name}${action.gid === undefined ? " (system)" : ` (gid ${action.gid})`}`;
+    case "create-user":
+      return `+ user ${action.name} (uid ${action.uid}, group ${action.group}, home ${action.home})`;
+    case "add-member":
+      return `+ ${action.user} joins ${action.group}`;
+    case "remove-member":
+      return `- ${action.user} leaves ${action.group}`;
+    case "enable-linger":
+      return `+ lingering for ${action.name}`;
+    case "create-image":
+      return `+ btrfs image ${action.path} (${action.size}, sparse)`;
+    case "mount-homes":
+      return `+ mount ${action.source} at ${action.at}`;
+    case "create-home":
+      return `+ home ${action.home} with its blank snapshot`;
+    case "write-file":
+      return `${action.change === "create" ? "+" : "~"} ${action.artifact.path} (${action.artifact.mode})`;
+    case "remove-file":
+      return `- ${action.path}`;
+    case "reload-udev":
+      return "~ reload udev rules";
+    case "apply-acls":
+      return "~ grant ACLs on devices already plugged in";
+    case "reload-systemd":
+      return `~ systemd daemon-reload${action.enable.length ? `; enable ${action.enable.join(", ")}` : ""}${
+        action.disable.length ? `; disable ${action.disable.join(", ")}` : ""
+      }`;
+    case "reset-agent":
+      return `~ reset ${action.agent} (${action.reason})`;
+    case "remove-agent":
+      return `- agent ${action.agent}: account, home and services${action.purge ? ", and its persisted data" : " (persisted data kept)"}`;
+  }
+}

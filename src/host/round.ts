@@ -1,0 +1,159 @@
+/**
+ * A round: the agent's home is leveled and rebuilt. Stop the agent, unmount
+ * its binds, roll the home back to blank, remount what persists, place its
+ * identity and secrets, clone its repos, start it again.
+ */
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
+import { createHome, exists, rollbackHome } from "./homes.ts";
+import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
+import { renderHomeArtifacts } from "./render/index.ts";
+import { agentUnitName } from "./render/units.ts";
+import {
+  derivePublicKey,
+  importGpgKey,
+  type SecretDecryptor,
+  SSH_KEY_TARGET,
+  secretTargets,
+} from "./secrets.ts";
+import type { Runner } from "./system.ts";
+
+export interface RoundContext {
+  readonly town: ResolvedTown;
+  readonly runner: Runner;
+  readonly decryptor: SecretDecryptor;
+  /** systemd is PID 1: agent services can be stopped and started. */
+  readonly systemd: boolean;
+  /** Progress and non-fatal problems (a repo that could not be cloned). */
+  readonly log: (line: string) => void;
+}
+
+export interface RoundResult {
+  readonly agent: string;
+  readonly digest: string;
+  readonly at: string;
+  readonly warnings: readonly string[];
+}
+
+/**
+ * Everything a round places in the home, as a digest: when it changes,
+ * apply resets the agent. Encrypted secret files count by content, so a
+ * rotated key is placed on the next apply.
+ */
+export async function roundDigest(town: ResolvedTown, agent: ResolvedAgent): Promise<string> {
+  const hash = createHash("sha256");
+  hash.update(
+    JSON.stringify({ backend: town.homes.backend, persist: agent.persist, repos: agent.repos }),
+  );
+  for (const artifact of renderHomeArtifacts(town, agent)) {
+    hash.update(`\0${artifact.path}\0${artifact.mode}\0${artifact.content}`);
+  }
+  for (const target of secretTargets(agent)) {
+    hash.update(
+      `\0${target.target}\0${target.mode}\0${target.secret.file}\0${target.secret.key ?? ""}`,
+    );
+    hash.update(await readFile(target.secret.file).catch(() => Buffer.from("missing")));
+  }
+  if (agent.secrets.gpgKey)
+    hash.update(await readFile(agent.secrets.gpgKey.file).catch(() => Buffer.from("missing")));
+  return hash.digest("hex");
+}
+
+/** Stop everything running as the agent and wait until nothing is left. */
+export async function stopAgent(
+  ctx: Pick<RoundContext, "runner" | "systemd">,
+  agent: Pick<ResolvedAgent, "name" | "uid">,
+): Promise<void> {
+  if (ctx.systemd) {
+    await ctx.runner.run("systemctl", ["stop", agentUnitName(agent.name)], { allowFailure: true });
+  }
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const left = await ctx.runner.run("pgrep", ["-u", String(agent.uid)], { allowFailure: true });
+    if (left.code !== 0) return;
+    await ctx.runner.run("pkill", ["-KILL", "-u", String(agent.uid)], { allowFailure: true });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`processes of ${agent.name} (uid ${agent.uid}) survive SIGKILL`);
+}
+
+export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResult> {
+  const { town, runner } = ctx;
+  const warnings: string[] = [];
+  await stopAgent(ctx, agent);
+  await unmountBelow(agent.home, runner);
+  if (await exists(agent.home)) await rollbackHome(town, agent, runner);
+  else await createHome(town, agent, runner);
+
+  await ensurePersistSources(town, agent);
+  await mountPersisted(agent, runner);
+  await placeIdentity(ctx, agent);
+  warnings.push(...(await cloneRepos(ctx, agent)));
+
+  if (ctx.systemd) {
+    await runner.run("systemctl", ["start", agentUnitName(agent.name)], { allowFailure: true });
+  }
+  for (const warning of warnings) ctx.log(`warning: ${agent.name}: ${warning}`);
+  return {
+    agent: agent.name,
+    digest: await roundDigest(town, agent),
+    at: new Date().toISOString(),
+    warnings,
+  };
+}
+
+/** Identity, instructions, git and SSH config, and secrets, written as the agent. */
+async function placeIdentity(ctx: RoundContext, agent: ResolvedAgent): Promise<void> {
+  const files: HomeFile[] = [];
+  let publicKey: string | undefined;
+  for (const target of secretTargets(agent)) {
+    const plaintext = await ctx.decryptor.decrypt(target.secret);
+    files.push({
+      path: path.join(agent.home, target.target),
+      content: plaintext,
+      mode: target.mode,
+    });
+    if (target.target === SSH_KEY_TARGET) {
+      publicKey = await derivePublicKey(plaintext, ctx.runner);
+      files.push({
+        path: path.join(agent.home, `${target.target}.pub`),
+        content: `${publicKey}\n`,
+        mode: "0644",
+      });
+    }
+  }
+  for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey)) {
+    files.push({ path: artifact.path, content: artifact.content, mode: artifact.mode });
+  }
+  await writeFilesAsAgent(agent, files, ctx.runner);
+  if (agent.secrets.gpgKey) {
+    await importGpgKey(agent, await ctx.decryptor.decrypt(agent.secrets.gpgKey), ctx.runner);
+  }
+}
+
+async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<string[]> {
+  const warnings: string[] = [];
+  const asAgent = {
+    uid: agent.uid,
+    gid: agent.gid,
+    cwd: agent.home,
+    env: { HOME: agent.home, PATH: process.env.PATH ?? "/usr/bin:/bin", GIT_TERMINAL_PROMPT: "0" },
+    allowFailure: true,
+    timeoutMs: 10 * 60_000,
+  };
+  for (const repo of agent.repos) {
+    const target = path.join(agent.home, repo.path);
+    const result = (await exists(path.join(target, ".git")))
+      ? await ctx.runner.run("git", ["-C", target, "fetch", "--all", "--prune"], asAgent)
+      : await ctx.runner.run(
+          "git",
+          ["clone", ...(repo.branch ? ["--branch", repo.branch] : []), "--", repo.url, target],
+          asAgent,
+        );
+    if (result.code !== 0)
+      warnings.push(`${repo.url}: ${result.stderr.trim().split("\n").pop() ?? "git failed"}`);
+  }
+  return warnings;
+}

@@ -1,0 +1,243 @@
+/**
+ * The reconciler on the real host, as root: three test agents on a
+ * loop-mounted btrfs image, real accounts, real bind mounts, real secrets.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { stringify } from "smol-toml";
+import { REPO_ROOT } from "../support/fixtures.ts";
+import {
+  cleanupHost,
+  isRoot,
+  makeTempRoot,
+  mountPoints,
+  mustRun,
+  run,
+  testGroup,
+  testUser,
+} from "../support/host.ts";
+
+const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+const AGENTS = { "nt-test-a": 60101, "nt-test-b": 60102, "nt-test-c": 60103 } as const;
+
+function nuketown(args: string[]) {
+  const result = spawnSync(BIN, args, { encoding: "utf8" });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs root" }, () => {
+  let root = "";
+  let config = "";
+  let declaration: Record<string, any> = {};
+  const write = () => writeFileSync(config, stringify(declaration));
+  const home = (agent: string) => path.join(root, "agents", agent);
+
+  before(() => {
+    root = makeTempRoot("host");
+    config = path.join(root, "town.toml");
+    mkdirSync(path.join(root, "secrets"));
+    const keyFile = path.join(root, "state", "age", "keys.txt");
+    mkdirSync(path.dirname(keyFile), { recursive: true });
+    mustRun("age-keygen", ["-o", keyFile]);
+    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
+    for (const agent of Object.keys(AGENTS)) {
+      const key = path.join(root, "secrets", `${agent}-ssh`);
+      mustRun("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", agent, "-f", key]);
+      mustRun("age", ["--encrypt", "-r", recipient, "-o", `${key}.age`, key]);
+    }
+    writeFileSync(path.join(root, "secrets", "token"), "s3cret token\n");
+    mustRun("age", [
+      "--encrypt",
+      "-r",
+      recipient,
+      "-o",
+      path.join(root, "secrets", "token.age"),
+      path.join(root, "secrets", "token"),
+    ]);
+
+    declaration = {
+      name: "nt-test-town",
+      domain: "test.local",
+      agentsDir: path.join(root, "agents"),
+      persistDir: path.join(root, "persist"),
+      stateDir: path.join(root, "state"),
+      runtimeDir: path.join(root, "run"),
+      etcDir: path.join(root, "etc"),
+      uidRange: { min: 60100, max: 60999 },
+      homes: { backend: "image", image: { size: "256M" } },
+      approval: { group: "nt-test-approvers" },
+      agents: Object.fromEntries(
+        Object.entries(AGENTS).map(([name, uid]) => [
+          name,
+          {
+            uid,
+            role: "tester",
+            persist: ["projects", ".config/tool", { path: ".bash_history", type: "file" }],
+            secrets: {
+              sshKey: { file: `secrets/${name}-ssh.age` },
+              extraSecrets: {
+                token: { file: "secrets/token.age", target: ".config/token", mode: "0400" },
+              },
+            },
+          },
+        ]),
+      ),
+    };
+    write();
+  });
+
+  after(() => cleanupHost(root));
+
+  it("applies a town: accounts, homes on the image, persisted binds, identity and secrets", () => {
+    const result = nuketown(["apply", config]);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.ok(
+      mountPoints().includes(path.join(root, "agents")),
+      "the image is mounted at the agents dir",
+    );
+
+    for (const [name, uid] of Object.entries(AGENTS)) {
+      assert.deepEqual(testUser(name), { uid, gid: uid }, `${name} has its uid and own group`);
+      assert.equal(testGroup(name)?.gid, uid);
+      const info = statSync(home(name));
+      assert.equal(info.ino, 256, `${name}'s home is a btrfs subvolume`);
+      assert.equal(info.uid, uid);
+      assert.equal(info.mode & 0o777, 0o700);
+      for (const p of ["projects", ".config/tool", ".bash_history", ".local/state/nuketown"]) {
+        assert.ok(mountPoints().includes(path.join(home(name), p)), `${p} is bind-mounted`);
+      }
+      const persisted = statSync(path.join(root, "persist", "agents", name, "projects"));
+      assert.equal(persisted.uid, uid, "persisted dirs are created with the agent's ownership");
+
+      const identity = readFileSync(
+        path.join(home(name), ".config/nuketown/identity.toml"),
+        "utf8",
+      );
+      assert.match(identity, new RegExp(`uid = ${uid}`));
+      assert.equal(statSync(path.join(home(name), ".config/nuketown/identity.toml")).uid, uid);
+
+      const key = path.join(home(name), ".ssh/id_ed25519");
+      const keyInfo = lstatSync(key);
+      assert.equal(keyInfo.mode & 0o777, 0o600);
+      assert.equal(keyInfo.uid, uid);
+      assert.equal(
+        readFileSync(key, "utf8"),
+        readFileSync(path.join(root, "secrets", `${name}-ssh`), "utf8"),
+      );
+      assert.equal(
+        readFileSync(`${key}.pub`, "utf8").split(" ").slice(0, 2).join(" "),
+        readFileSync(path.join(root, "secrets", `${name}-ssh.pub`), "utf8")
+          .split(" ")
+          .slice(0, 2)
+          .join(" "),
+      );
+      const token = path.join(home(name), ".config/token");
+      assert.equal(readFileSync(token, "utf8"), "s3cret token\n");
+      assert.equal(lstatSync(token).mode & 0o777, 0o400);
+      assert.match(
+        readFileSync(path.join(home(name), ".config/git/allowed_signers"), "utf8"),
+        /ssh-ed25519 /,
+      );
+    }
+    assert.ok(existsSync(path.join(root, "etc", "sudoers.d", "nuketown")));
+    assert.ok(existsSync(path.join(root, "etc", "nuketown", "town.json")));
+  });
+
+  it("reports no changes on a second apply", () => {
+    const result = nuketown(["plan", config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^no changes$/m);
+    const again = nuketown(["apply", config, "--json"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(JSON.parse(again.stdout).changes, 0);
+  });
+
+  it("keeps persisted files across a reset, drops the rest, and leaves other agents alone", () => {
+    const a = home("nt-test-a");
+    const b = home("nt-test-b");
+    writeFileSync(path.join(a, "projects", "keep.txt"), "kept");
+    writeFileSync(path.join(a, ".bash_history"), "ls\n");
+    writeFileSync(path.join(a, "scratch.txt"), "gone");
+    writeFileSync(path.join(b, "scratch.txt"), "untouched");
+
+    const result = nuketown(["reset", "nt-test-a", "--config", config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /reset nt-test-a/);
+
+    assert.equal(readFileSync(path.join(a, "projects", "keep.txt"), "utf8"), "kept");
+    assert.equal(readFileSync(path.join(a, ".bash_history"), "utf8"), "ls\n");
+    assert.ok(!existsSync(path.join(a, "scratch.txt")), "a file outside persisted paths is gone");
+    assert.ok(
+      existsSync(path.join(a, ".config/nuketown/identity.toml")),
+      "identity is placed again",
+    );
+    assert.equal(readFileSync(path.join(b, "scratch.txt"), "utf8"), "untouched");
+  });
+
+  it("stops the agent's processes before a reset", () => {
+    const sleeper = spawnSync(
+      "bash",
+      ["-c", "runuser -u nt-test-b -- sleep 300 >/dev/null 2>&1 &"],
+      { encoding: "utf8" },
+    );
+    assert.equal(sleeper.status, 0);
+    assert.equal(run("pgrep", ["-u", "60102"]).code, 0, "the agent has a process");
+    const result = nuketown(["reset", "nt-test-b", "--config", config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.notEqual(run("pgrep", ["-u", "60102"]).code, 0, "no process of the agent survives");
+  });
+
+  it("refuses a declaration that claims a foreign account, and changes nothing", () => {
+    mustRun("useradd", ["--uid", "60150", "--user-group", "--no-create-home", "nt-test-foreign"]);
+    const before = readFileSync(path.join(root, "state", "state.json"), "utf8");
+    const claimed = structuredClone(declaration);
+    claimed.agents["nt-test-foreign"] = { uid: 60150 };
+    claimed.agents["nt-test-d"] = { uid: 60104 };
+    const file = path.join(root, "claimed.toml");
+    writeFileSync(file, stringify(claimed));
+    const result = nuketown(["apply", file]);
+    assert.equal(result.code, 3, result.stdout + result.stderr);
+    assert.match(
+      result.stderr,
+      /agents\.nt-test-foreign: a user "nt-test-foreign" \(uid 60150\) exists and was not created by nuketown/,
+    );
+    assert.equal(testUser("nt-test-d"), undefined, "the valid new agent was not created either");
+    assert.equal(readFileSync(path.join(root, "state", "state.json"), "utf8"), before);
+  });
+
+  it("refuses an invalid declaration with exit 2 before touching anything", () => {
+    const bad = structuredClone(declaration);
+    bad.agents["nt-test-a"].persist = ["../../etc"];
+    const file = path.join(root, "bad.toml");
+    writeFileSync(file, stringify(bad));
+    const result = nuketown(["apply", file]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /agents\.nt-test-a\.persist\[0\]: must not climb out/);
+  });
+
+  it("removes a dropped agent's account and home but keeps its persisted data", () => {
+    writeFileSync(path.join(home("nt-test-c"), "projects", "precious.txt"), "keep me");
+    delete declaration.agents["nt-test-c"];
+    write();
+    const result = nuketown(["apply", config]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /- agent nt-test-c: account, home and services \(persisted data kept\)/,
+    );
+    assert.equal(testUser("nt-test-c"), undefined);
+    assert.equal(testGroup("nt-test-c"), undefined);
+    assert.ok(!existsSync(home("nt-test-c")));
+    assert.ok(!mountPoints().some((m) => m.startsWith(`${home("nt-test-c")}/`)));
+    assert.equal(
+      readFileSync(
+        path.join(root, "persist", "agents", "nt-test-c", "projects", "precious.txt"),
+        "utf8",
+      ),
+      "keep me",
+    );
+  });
+});

@@ -1,0 +1,86 @@
+/**
+ * Test towns on the real host: reserved names (nt-test-*), uids in
+ * 60100–60999, everything under one temp dir, and a cleanup that undoes
+ * whatever a test (or a crashed earlier run) left: processes, mounts, loop
+ * devices, accounts, files. It touches nothing else.
+ */
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import path from "node:path";
+import { parseGroup, parseMountinfo, parsePasswd } from "../../src/host/tables.ts";
+
+export const TEST_PREFIX = "nt-test-";
+export const TEST_UID_MIN = 60100;
+export const TEST_UID_MAX = 60999;
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+export function run(program: string, args: string[], input?: string) {
+  const result = spawnSync(program, args, { encoding: "utf8", input });
+  if (result.error) throw result.error;
+  return { code: result.status ?? 1, stdout: result.stdout, stderr: result.stderr };
+}
+
+export function mustRun(program: string, args: string[], input?: string): string {
+  const result = run(program, args, input);
+  if (result.code !== 0)
+    throw new Error(`${program} ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
+  return result.stdout;
+}
+
+export function makeTempRoot(label: string): string {
+  // Not under a tmpfs-only path requirement: btrfs lives in an image file inside.
+  const dir = mkdtempSync(path.join("/tmp", `${TEST_PREFIX}${label}-`));
+  // Agents must be able to walk down to their homes, like from / on a real host.
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+const isTestUid = (uid: number) => uid >= TEST_UID_MIN && uid <= TEST_UID_MAX;
+
+/**
+ * Remove every trace of test towns below `root`, and test accounts (by name
+ * prefix AND uid range, or by name prefix for test groups).
+ */
+export function cleanupHost(root: string): void {
+  const users = parsePasswd(readFileSync("/etc/passwd", "utf8")).filter(
+    (u) => u.name.startsWith(TEST_PREFIX) && isTestUid(u.uid),
+  );
+  for (const user of users) run("pkill", ["-KILL", "-u", String(user.uid)]);
+  const mounts = parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"))
+    .filter((m) => m.mountPoint === root || m.mountPoint.startsWith(`${root}/`))
+    .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
+  for (const mount of mounts) {
+    if (run("umount", [mount.mountPoint]).code !== 0) run("umount", ["--lazy", mount.mountPoint]);
+  }
+  // Loop devices still backed by an image of ours (autoclear normally detaches them).
+  for (const line of run("losetup", [
+    "--list",
+    "--noheadings",
+    "--output",
+    "NAME,BACK-FILE",
+  ]).stdout.split("\n")) {
+    const [device, file] = line.trim().split(/\s+/);
+    if (device && file?.startsWith(`${root}/`)) run("losetup", ["--detach", device]);
+  }
+  for (const user of users) run("userdel", [user.name]);
+  for (const group of parseGroup(readFileSync("/etc/group", "utf8"))) {
+    if (group.name.startsWith(TEST_PREFIX)) run("groupdel", [group.name]);
+  }
+  rmSync(root, { recursive: true, force: true });
+}
+
+export function testUser(name: string): { uid: number; gid: number } | undefined {
+  const user = parsePasswd(readFileSync("/etc/passwd", "utf8")).find((u) => u.name === name);
+  return user && { uid: user.uid, gid: user.gid };
+}
+
+export function testGroup(name: string) {
+  return parseGroup(readFileSync("/etc/group", "utf8")).find((g) => g.name === name);
+}
+
+export function mountPoints(): string[] {
+  return parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8")).map((m) => m.mountPoint);
+}
