@@ -48,7 +48,7 @@ export function parseGroup(text: string): GroupEntry[] {
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
-const unescape = (field: string) =>
+const decodeOctal = (field: string) =>
   field.replace(/\\([0-7]{3})/g, (_, octal: string) =>
     String.fromCharCode(Number.parseInt(octal, 8)),
   );
@@ -65,10 +65,10 @@ export function parseMountinfo(text: string): MountEntry[] {
     if (root === undefined || mountPoint === undefined || fsType === undefined) return [];
     return [
       {
-        root: unescape(root),
-        mountPoint: unescape(mountPoint),
+        root: decodeOctal(root),
+        mountPoint: decodeOctal(mountPoint),
         fsType,
-        source: unescape(source ?? ""),
+        source: decodeOctal(source ?? ""),
       },
     ];
   });
