@@ -67,9 +67,6 @@ function converged(t: ResolvedTown): ObservedHost {
   };
 }
 
-const kinds = (observed: ObservedHost, t = town()) =>
-  planHost(t, observed).actions.map((a) => `${a.kind} ${describeAction(a)}`);
-
 describe("host planner", () => {
   it("plans every layer on an empty host, in layer order", () => {
     const plan = planHost(town(), empty);
