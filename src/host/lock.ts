@@ -33,7 +33,7 @@ async function acquire(file: string, what: string): Promise<void> {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
     const [pid, ...rest] = (await readFile(file, "utf8").catch(() => "")).trim().split(" ");
-    if (pid && isAlive(Number(pid))) {
+    if (pid && (await isAlive(Number(pid)))) {
       throw new RefusedError(
         `another nuketown ${rest.join(" ") || "run"} (pid ${pid}) holds ${file}; wait for it`,
       );
@@ -43,12 +43,14 @@ async function acquire(file: string, what: string): Promise<void> {
   throw new RefusedError(`could not take the lock ${file}`);
 }
 
-function isAlive(pid: number): boolean {
+async function isAlive(pid: number): Promise<boolean> {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
   }
+  // A zombie (dead, not yet reaped) still answers signal 0.
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
 }

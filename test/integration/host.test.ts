@@ -184,6 +184,9 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
       { encoding: "utf8" },
     );
     assert.equal(sleeper.status, 0);
+    // runuser starts the process a moment later.
+    for (let i = 0; i < 50 && run("pgrep", ["-u", "60102"]).code !== 0; i++)
+      spawnSync("sleep", ["0.05"]);
     assert.equal(run("pgrep", ["-u", "60102"]).code, 0, "the agent has a process");
     const result = nuketown(["reset", "nt-test-b", "--config", config]);
     assert.equal(result.code, 0, result.stderr);
@@ -239,5 +242,59 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
       ),
       "keep me",
     );
+  });
+
+  it("purges a removed agent's persisted data only with --purge", () => {
+    delete declaration.agents["nt-test-b"];
+    write();
+    const result = nuketown(["apply", config, "--purge"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(testUser("nt-test-b"), undefined);
+    assert.ok(!existsSync(path.join(root, "persist", "agents", "nt-test-b")));
+    assert.ok(
+      existsSync(path.join(root, "persist", "agents", "nt-test-a")),
+      "other agents' data stays",
+    );
+  });
+
+  it("shows each agent in status, from the installed manifest", () => {
+    const result = nuketown([
+      "status",
+      "--manifest",
+      path.join(root, "etc", "nuketown", "town.json"),
+      "--json",
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const status = JSON.parse(result.stdout);
+    assert.equal(status.homesMounted, true);
+    const [a] = status.agents;
+    assert.equal(a.agent, "nt-test-a");
+    assert.equal(a.created, true);
+    assert.equal(a.binds, 4);
+    assert.match(a.lastReset, /^\d{4}-\d\d-\d\dT/);
+    assert.ok(a.persistedBytes > 0);
+    const text = nuketown(["status", "--config", config]);
+    assert.match(text.stdout, /nt-test-a\s+60101\s+image\s+\d{4}-/);
+  });
+
+  it("never lets two runs interleave: a live lock holder refuses the second", () => {
+    const holder = spawnSync("bash", ["-c", "sleep 30 >/dev/null 2>&1 & echo $!"], {
+      encoding: "utf8",
+    });
+    const pid = holder.stdout.trim();
+    const lock = path.join(root, "state", "lock");
+    try {
+      writeFileSync(lock, `${pid} apply\n`);
+      const refused = nuketown(["apply", config]);
+      assert.equal(refused.code, 3);
+      assert.match(refused.stderr, new RegExp(`another nuketown apply \\(pid ${pid}\\) holds`));
+      process.kill(Number(pid));
+      // A lock whose holder died is taken over.
+      const after = nuketown(["apply", config]);
+      assert.equal(after.code, 0, after.stderr);
+      assert.ok(!existsSync(lock), "the lock is released after the run");
+    } finally {
+      run("kill", [pid]);
+    }
   });
 });
