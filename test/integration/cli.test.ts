@@ -133,4 +133,54 @@ describe("nuketown CLI", () => {
     assert.equal(invalid.code, 2);
     await assert.rejects(stat(foreign), { code: "ENOENT" });
   });
+
+  it("plan and apply --root render into a tree without touching the host, then report no changes", async () => {
+    const tree = path.join(dir, "rooted");
+    const planned = nuketown(["plan", EXAMPLE, "--root", tree]);
+    assert.equal(planned.code, 0, planned.stderr);
+    assert.match(planned.stdout, /^files$/m);
+    assert.match(planned.stdout, /\+ \/etc\/sudoers\.d\/nuketown \(0440\)/);
+    assert.doesNotMatch(planned.stdout, /^accounts$/m);
+    assert.match(planned.stdout, /note: --root: only files are planned/);
+
+    const applied = nuketown(["apply", EXAMPLE, "--root", tree]);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.equal((await stat(path.join(tree, "etc/sudoers.d/nuketown"))).mode & 0o777, 0o440);
+    await stat(path.join(tree, "etc/systemd/system/nuketown-agent-ada.service"));
+    await stat(path.join(tree, "var/lib/nuketown/state.json"));
+    await assert.rejects(
+      stat("/etc/sudoers.d/nuketown"),
+      { code: "ENOENT" },
+      "the live host is untouched",
+    );
+
+    const again = nuketown(["plan", EXAMPLE, "--root", tree, "--json"]);
+    assert.equal(JSON.parse(again.stdout).changes, 0);
+  });
+
+  it("doctor lists every prerequisite with a fix for what is missing", () => {
+    const { code, stdout } = nuketown(["doctor", "--json"]);
+    assert.ok(code === 0 || code === 4, `exit ${code}`);
+    const report = JSON.parse(stdout);
+    const names = report.checks.map((c: { name: string }) => c.name);
+    for (const tool of [
+      "root",
+      "systemd",
+      "btrfs (kernel)",
+      "btrfs",
+      "setfacl",
+      "visudo",
+      "udevadm",
+      "git",
+      "ssh-keygen",
+      "age",
+      "sops",
+    ]) {
+      assert.ok(names.includes(tool), `doctor checks ${tool}`);
+    }
+    for (const check of report.checks) {
+      if (!check.ok) assert.ok(check.fix, `${check.name} has a fix`);
+    }
+    assert.equal(report.ok, code === 0);
+  });
 });
