@@ -46,8 +46,10 @@ export class RefusedError extends NuketownError {
 
 export class MissingToolError extends NuketownError {
   readonly tool: string;
-  constructor(tool: string, debianPackage: string) {
-    super(`${tool} is not installed (apt-get install ${debianPackage})`, EXIT.missing);
+  /** `source` is a Debian package name, or a whole sentence saying how to get the tool. */
+  constructor(tool: string, source: string) {
+    const fix = source.includes(" ") ? source : `apt-get install ${source}`;
+    super(`${tool} is not installed (${fix})`, EXIT.missing);
     this.tool = tool;
   }
 }

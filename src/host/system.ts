@@ -61,7 +61,7 @@ export const DEBIAN_PACKAGE: Readonly<Record<string, string>> = {
   pgrep: "procps",
   runuser: "util-linux",
   gpg: "gnupg",
-  sops: "sops (https://github.com/getsops/sops/releases)",
+  sops: "bash scripts/install-sops.sh, or a release from https://github.com/getsops/sops/releases",
 };
 
 export class CommandError extends NuketownError {
