@@ -21,6 +21,8 @@ import {
 } from "../support/host.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+// Unique per run: other test files may run at the same time.
+const APPROVERS = `nt-test-appr-${process.pid}`;
 const AGENTS = { "nt-test-a": 60101, "nt-test-b": 60102, "nt-test-c": 60103 } as const;
 
 function nuketown(args: string[]) {
@@ -89,7 +91,7 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
       etcDir: path.join(root, "etc"),
       uidRange: { min: 60100, max: 60999 },
       homes: { backend: "image", image: { size: "256M" } },
-      approval: { group: "nt-test-approvers" },
+      approval: { group: APPROVERS },
       agents: Object.fromEntries(
         Object.entries(AGENTS).map(([name, uid]) => [
           name,
@@ -117,7 +119,7 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
     write();
   });
 
-  after(() => cleanupHost(root));
+  after(() => cleanupHost(root, ["nt-test-foreign", APPROVERS]));
 
   it("applies a town: accounts, homes on the image, persisted binds, identity and secrets", (t) => {
     if (!hasSops)

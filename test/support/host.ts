@@ -41,12 +41,17 @@ export function makeTempRoot(label: string): string {
 const isTestUid = (uid: number) => uid >= TEST_UID_MIN && uid <= TEST_UID_MAX;
 
 /**
- * Remove every trace of test towns below `root`, and test accounts (by name
- * prefix AND uid range, or by name prefix for test groups).
+ * Remove every trace of a test town below `root`: processes, mounts, loop
+ * devices, the accounts whose home is below `root`, and the other test
+ * accounts and groups named in `extra`. Other test files run at the same
+ * time with their own nt-test-* accounts, so nothing is removed by prefix.
  */
-export function cleanupHost(root: string): void {
+export function cleanupHost(root: string, extra: readonly string[] = []): void {
   const users = parsePasswd(readFileSync("/etc/passwd", "utf8")).filter(
-    (u) => u.name.startsWith(TEST_PREFIX) && isTestUid(u.uid),
+    (u) =>
+      u.name.startsWith(TEST_PREFIX) &&
+      isTestUid(u.uid) &&
+      (u.home.startsWith(`${root}/`) || extra.includes(u.name)),
   );
   for (const user of users) run("pkill", ["-KILL", "-u", String(user.uid)]);
   const mounts = parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"))
@@ -66,8 +71,9 @@ export function cleanupHost(root: string): void {
     if (device && file?.startsWith(`${root}/`)) run("losetup", ["--detach", device]);
   }
   for (const user of users) run("userdel", [user.name]);
+  const groups = new Set([...users.map((u) => u.name), ...extra]);
   for (const group of parseGroup(readFileSync("/etc/group", "utf8"))) {
-    if (group.name.startsWith(TEST_PREFIX)) run("groupdel", [group.name]);
+    if (group.name.startsWith(TEST_PREFIX) && groups.has(group.name)) run("groupdel", [group.name]);
   }
   rmSync(root, { recursive: true, force: true });
 }
