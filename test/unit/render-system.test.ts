@@ -175,10 +175,10 @@ describe("sudoers", () => {
     );
     const sudoers = renderSudoers(town);
     assert.deepEqual(statements(sudoers), [
-      "Cmnd_Alias NUKETOWN_GATE = /usr/local/libexec/nuketown/sudo-gate",
-      "User_Alias NUKETOWN_AGENTS = ada, cy",
-      "Defaults!NUKETOWN_GATE env_reset, !setenv",
-      "NUKETOWN_AGENTS ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE",
+      "Cmnd_Alias NUKETOWN_GATE_TESTTOWN = /usr/local/libexec/nuketown/sudo-gate",
+      "User_Alias NUKETOWN_AGENTS_TESTTOWN = ada, cy",
+      "Defaults!NUKETOWN_GATE_TESTTOWN env_reset, !setenv",
+      "NUKETOWN_AGENTS_TESTTOWN ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE_TESTTOWN",
     ]);
   });
 
@@ -194,7 +194,7 @@ describe("sudoers", () => {
     const grants = statements(sudoers).filter(
       (line) => !/^(Cmnd_Alias|User_Alias|Defaults)/.test(line),
     );
-    assert.deepEqual(grants, ["NUKETOWN_AGENTS ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE"]);
+    assert.deepEqual(grants, ["NUKETOWN_AGENTS_SIGNI ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE_SIGNI"]);
   });
 
   it("refuses a gate path that is not a plain path", () => {

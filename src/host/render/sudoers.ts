@@ -28,15 +28,20 @@ export function renderSudoers(town: ResolvedTown): string {
     lines.push("#", "# No agent has sudo.enable, so nobody is granted anything.");
     return `${lines.join("\n")}\n`;
   }
+  // Aliases are global across sudoers files: name them after the town so
+  // two towns on one host (or a test town) never define the same alias.
+  const suffix = town.name.toUpperCase().replace(/[^A-Z0-9]/g, "_");
+  const gate = `NUKETOWN_GATE_${suffix}`;
+  const users = `NUKETOWN_AGENTS_${suffix}`;
   lines.push(
     "",
-    `Cmnd_Alias NUKETOWN_GATE = ${word(town.install.gate)}`,
-    `User_Alias NUKETOWN_AGENTS = ${agents.map(word).join(", ")}`,
+    `Cmnd_Alias ${gate} = ${word(town.install.gate)}`,
+    `User_Alias ${users} = ${agents.map(word).join(", ")}`,
     // A clean environment and no way to ask for another one: LD_PRELOAD,
     // PATH and friends from the agent never reach the root side.
-    "Defaults!NUKETOWN_GATE env_reset, !setenv",
+    `Defaults!${gate} env_reset, !setenv`,
     "",
-    "NUKETOWN_AGENTS ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE",
+    `${users} ALL = (root) NOPASSWD:NOSETENV: ${gate}`,
   );
   return `${lines.join("\n")}\n`;
 }
