@@ -1,0 +1,301 @@
+/**
+ * An agent's sudo policy: ordered allow / ask / deny rules on argv patterns,
+ * the first match wins, otherwise the default.
+ *
+ * The agent controls its PATH, its working directory and every file it can
+ * write, so a rule never trusts the name the agent typed: a pattern's first
+ * element is matched against the command the gate resolved on a fixed secure
+ * path. A rule for `systemctl` matches `/usr/bin/systemctl`, never a
+ * `systemctl` the agent wrote into its home. For the same reason the gate
+ * must run exactly `resolvedCommand`, never look argv[0] up again.
+ *
+ * Patterns, element by element (a `*` never spans arguments):
+ * - `*` any characters (also `/`, as in sudoers: write allow rules on paths
+ *   with care), `?` one character, `[a-z]` `[!x]` `[[:digit:]]` one of a set,
+ *   `\` makes the next character literal (`\*` is the argument `*`);
+ * - a final `**` matches zero or more remaining arguments (a lone `["**"]`
+ *   matches every command); anywhere else `**` is an ordinary glob, the same
+ *   as `*`; the element `\**` is the literal argument `**`;
+ * - without a final `**` the argument counts must be equal.
+ * Pure: no file system, no processes; `path.posix` only normalizes strings.
+ */
+import path from "node:path";
+import type { PolicyAction, PolicyRule } from "../town/types.ts";
+
+/** Where a bare command name is looked up, like sudo's secure_path; never the caller's PATH. */
+export const SECURE_PATH: readonly string[] = [
+  "/usr/local/sbin",
+  "/usr/local/bin",
+  "/usr/sbin",
+  "/usr/bin",
+  "/sbin",
+  "/bin",
+];
+
+export interface PolicyRequest {
+  /** The argv to run, argv[0] as typed. */
+  readonly argv: readonly string[];
+  /** The target user's name (the gate turns `#uid` into a name first). */
+  readonly runAs: string;
+  /** argv[0] resolved by `resolveCommand`: the absolute path that would run. */
+  readonly resolvedCommand: string;
+}
+
+export interface PolicyDecision {
+  readonly action: PolicyAction;
+  /** Index of the matching rule, when a rule decided. */
+  readonly rule?: number;
+  /** The matching rule's reason, if it has one. */
+  readonly reason?: string;
+  readonly source: "rule" | "default";
+}
+
+/**
+ * The first rule that matches `request` decides; otherwise the policy's
+ * default. A rule with `runAs` only matches requests for that target user.
+ * `securePath` is where bare pattern names may resolve.
+ */
+export function evaluatePolicy(
+  policy: { readonly default: PolicyAction; readonly rules: readonly PolicyRule[] },
+  request: PolicyRequest,
+  securePath: readonly string[] = SECURE_PATH,
+): PolicyDecision {
+  const command = (element: string, argv0: string) =>
+    matchesCommand(element, argv0, request.resolvedCommand, securePath);
+  for (const [index, rule] of policy.rules.entries()) {
+    if (rule.runAs !== undefined && rule.runAs !== request.runAs) continue;
+    if (!matchElements(rule.argv, request.argv, command)) continue;
+    return {
+      action: rule.action,
+      rule: index,
+      ...(rule.reason !== undefined && { reason: rule.reason }),
+      source: "rule",
+    };
+  }
+  return { action: policy.default, source: "default" };
+}
+
+/**
+ * A deny that came from a rule: a human may only approve past it with an
+ * explicit override, unlike a default deny.
+ */
+export function isHardDeny(decision: PolicyDecision): boolean {
+  return decision.action === "deny" && decision.source === "rule";
+}
+
+/**
+ * Element-wise match of `pattern` against `argv`, every element (argv[0]
+ * included) as a glob on one argument. `evaluatePolicy` matches argv[0]
+ * against the resolved command instead.
+ */
+export function matchesPattern(pattern: readonly string[], argv: readonly string[]): boolean {
+  return matchElements(pattern, argv, (element, arg) => globMatch(element, arg));
+}
+
+function matchElements(
+  pattern: readonly string[],
+  argv: readonly string[],
+  first: (element: string, arg: string) => boolean,
+): boolean {
+  const tail = pattern.at(-1) === "**";
+  const fixed = tail ? pattern.slice(0, -1) : pattern;
+  if (tail ? argv.length < fixed.length : argv.length !== fixed.length) return false;
+  return fixed.every((element, i) =>
+    i === 0 ? first(element, argv[0] as string) : globMatch(element, argv[i] as string),
+  );
+}
+
+/**
+ * argv[0] against a pattern's first element. With a `/`, the element must be
+ * absolute and is matched against the resolved path, a glob per path
+ * component (a `*` never spans a `/` there). Without, the
+ * typed name must be bare, resolve directly inside a secure-path directory,
+ * and match by name.
+ */
+function matchesCommand(
+  element: string,
+  argv0: string,
+  resolved: string,
+  securePath: readonly string[],
+): boolean {
+  if (!isCanonicalAbsolute(resolved)) return false;
+  if (element.includes("/")) return element.startsWith("/") && pathMatch(element, resolved);
+  if (argv0.includes("/")) return false;
+  const dir = path.posix.dirname(resolved);
+  const name = path.posix.basename(resolved);
+  return securePath.includes(dir) && name === argv0 && globMatch(element, name);
+}
+
+function isCanonicalAbsolute(p: string): boolean {
+  return (
+    p.startsWith("/") && !p.includes("\0") && path.posix.normalize(p) === p && !p.endsWith("/")
+  );
+}
+
+function pathMatch(pattern: string, resolved: string): boolean {
+  const parts = pattern.split("/");
+  const names = resolved.split("/");
+  return (
+    parts.length === names.length && parts.every((part, i) => globMatch(part, names[i] as string))
+  );
+}
+
+/**
+ * Where the gate finds argv[0]: an absolute path as is (normalized), one with
+ * a `/` against `cwd`, a bare name in the first `securePath` directory where
+ * `exists` says so; `undefined` when a bare name is nowhere there. Never the
+ * caller's PATH. `cwd` must be absolute.
+ */
+export function resolveCommand(
+  argv0: string,
+  cwd: string,
+  exists: (path: string) => boolean,
+  securePath: readonly string[] = SECURE_PATH,
+): string | undefined {
+  if (argv0 === "" || argv0.includes("\0")) return undefined;
+  if (argv0.includes("/")) {
+    if (argv0.startsWith("/")) return path.posix.normalize(argv0);
+    if (!cwd.startsWith("/"))
+      throw new TypeError(`cwd must be absolute, got ${JSON.stringify(cwd)}`);
+    return path.posix.join(cwd, argv0);
+  }
+  if (argv0 === "." || argv0 === "..") return undefined;
+  for (const dir of securePath) {
+    const candidate = `${dir}/${argv0}`;
+    if (exists(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Globs within one argument
+
+type CharTest = (c: string) => boolean;
+type Token = { readonly kind: "star" } | { readonly kind: "one"; readonly test: CharTest };
+
+/** `*`, `?`, `[...]` and `\` escapes within one string; the element `\**` is the literal `**`. */
+function globMatch(pattern: string, text: string): boolean {
+  if (pattern === "\\**") return text === "**";
+  const tokens = compileGlob(pattern);
+  const chars = [...text];
+  // Greedy, backtracking to the last star only: linear in practice.
+  let t = 0;
+  let p = 0;
+  let starP = -1;
+  let starT = 0;
+  while (t < chars.length) {
+    const token = tokens[p];
+    if (token?.kind === "star") {
+      starP = p++;
+      starT = t;
+    } else if (token?.kind === "one" && token.test(chars[t] as string)) {
+      p++;
+      t++;
+    } else if (starP >= 0) {
+      p = starP + 1;
+      t = ++starT;
+    } else {
+      return false;
+    }
+  }
+  while (tokens[p]?.kind === "star") p++;
+  return p === tokens.length;
+}
+
+const literal = (c: string): Token => ({ kind: "one", test: (x) => x === c });
+
+function compileGlob(pattern: string): Token[] {
+  const chars = [...pattern];
+  const tokens: Token[] = [];
+  let i = 0;
+  while (i < chars.length) {
+    const c = chars[i] as string;
+    if (c === "*") {
+      if (tokens.at(-1)?.kind !== "star") tokens.push({ kind: "star" });
+      i++;
+    } else if (c === "?") {
+      tokens.push({ kind: "one", test: () => true });
+      i++;
+    } else if (c === "[") {
+      const bracket = parseBracket(chars, i);
+      tokens.push(bracket ? { kind: "one", test: bracket.test } : literal("["));
+      i = bracket ? bracket.end : i + 1;
+    } else if (c === "\\" && i + 1 < chars.length) {
+      tokens.push(literal(chars[i + 1] as string));
+      i += 2;
+    } else {
+      tokens.push(literal(c));
+      i++;
+    }
+  }
+  return tokens;
+}
+
+const code = (c: string) => c.codePointAt(0) as number;
+const between = (lo: string, hi: string) => (c: string) =>
+  code(c) >= code(lo) && code(c) <= code(hi);
+
+/** The POSIX classes of the C locale (ASCII). */
+const CLASSES: Readonly<Record<string, CharTest>> = {
+  alnum: (c) => /^[A-Za-z0-9]$/.test(c),
+  alpha: (c) => /^[A-Za-z]$/.test(c),
+  blank: (c) => c === " " || c === "\t",
+  cntrl: (c) => code(c) < 0x20 || code(c) === 0x7f,
+  digit: between("0", "9"),
+  graph: between("!", "~"),
+  lower: between("a", "z"),
+  print: between(" ", "~"),
+  punct: (c) => /^[!-/:-@[-`{-~]$/.test(c),
+  space: (c) => /^[ \t\n\v\f\r]$/.test(c),
+  upper: between("A", "Z"),
+  xdigit: (c) => /^[0-9A-Fa-f]$/.test(c),
+};
+
+/**
+ * A bracket expression starting at `chars[start] === "["`: `[abc]`, `[a-z]`,
+ * `[!x]` or `[^x]`, `]` first is literal, `[:class:]`, `\x`. Unclosed: not a
+ * bracket (the `[` is literal). A bracket with an unknown class matches
+ * nothing, as in glibc.
+ */
+function parseBracket(
+  chars: readonly string[],
+  start: number,
+): { test: CharTest; end: number } | undefined {
+  let j = start + 1;
+  const negate = chars[j] === "!" || chars[j] === "^";
+  if (negate) j++;
+  const tests: CharTest[] = [];
+  let first = true;
+  let unknownClass = false;
+  while (j < chars.length) {
+    let c = chars[j] as string;
+    if (c === "]" && !first) {
+      const test: CharTest = (x) => !unknownClass && tests.some((t) => t(x)) !== negate;
+      return { test, end: j + 1 };
+    }
+    first = false;
+    if (c === "[" && chars[j + 1] === ":") {
+      const close = chars.indexOf(":", j + 2);
+      if (close >= 0 && chars[close + 1] === "]") {
+        const name = chars.slice(j + 2, close).join("");
+        const test = CLASSES[name];
+        if (test) tests.push(test);
+        else unknownClass = true;
+        j = close + 2;
+        continue;
+      }
+    }
+    if (c === "\\" && j + 1 < chars.length) c = chars[++j] as string;
+    j++;
+    if (chars[j] === "-" && j + 1 < chars.length && chars[j + 1] !== "]") {
+      let hi = chars[j + 1] as string;
+      j += 2;
+      if (hi === "\\" && j < chars.length) hi = chars[j++] as string;
+      tests.push(between(c, hi));
+    } else {
+      const ch = c;
+      tests.push((x) => x === ch);
+    }
+  }
+  return undefined;
+}
