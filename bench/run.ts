@@ -4,10 +4,13 @@
  * baseline, not as a slow validator). Goal: a 1,000-agent town well under a second.
  *
  *   node bench/run.ts [agents]        (default 1000)
+ *
+ * Then the host benchmarks (bench/host.ts: resets, no-op apply), as root only.
  */
 import { performance } from "node:perf_hooks";
 import { formatProblem } from "../src/town/problems.ts";
 import { resolveTown } from "../src/town/resolve.ts";
+import { benchHost } from "./host.ts";
 import { generateTown } from "./towns.ts";
 
 const GOAL_MS = 1000;
@@ -86,3 +89,7 @@ function main(argv: readonly string[]): number {
 }
 
 process.exitCode = main(process.argv.slice(2));
+if (process.exitCode === 0) {
+  console.log("");
+  process.exitCode = await benchHost();
+}
