@@ -2,7 +2,7 @@
  * The `nuketown` command: routes arguments to commands, imported lazily so
  * `nuketown --help` stays fast, and turns errors into exit codes.
  */
-import { Command, CommanderError, Option } from "commander";
+import { Argument, Command, CommanderError, Option } from "commander";
 import { EXIT, NuketownError } from "./errors.ts";
 import { FORMATS } from "./town/parse.ts";
 
@@ -157,6 +157,72 @@ export function buildProgram(): Command {
       const { doctor } = await import("./commands/doctor.ts");
       process.exitCode = await doctor({ ...opts, ...streams() });
     });
+
+  const townOptions = (command: Command) =>
+    command
+      .option("--config <file>", "read this declaration instead of the installed manifest")
+      .option("--manifest <file>", "the installed manifest", "/etc/nuketown/town.json")
+      .option("--json", "machine-readable output")
+      .addHelpText("after", EXIT_CODES);
+  type TownOpts = { config?: string; manifest?: string; json?: boolean };
+
+  townOptions(program.command("approvald").description("run the approval daemon (as root)")).action(
+    async (opts: TownOpts) => {
+      const { approvald } = await import("./commands/approval.ts");
+      process.exitCode = await approvald({ ...opts, ...streams() });
+    },
+  );
+  townOptions(
+    program
+      .command("approvals")
+      .description("list the sudo requests waiting for a human")
+      .option("--watch", "keep listening and print requests and decisions as they happen"),
+  ).action(async (opts: TownOpts & { watch?: boolean }) => {
+    const { approvals } = await import("./commands/approval.ts");
+    process.exitCode = await approvals({ ...opts, ...streams() });
+  });
+  townOptions(
+    program
+      .command("approve")
+      .description("approve a waiting request")
+      .argument("<id>")
+      .option("--reason <text>"),
+  ).action(async (id: string, opts: TownOpts & { reason?: string }) => {
+    const { decide } = await import("./commands/approval.ts");
+    process.exitCode = await decide({ ...opts, id, approve: true, ...streams() });
+  });
+  townOptions(
+    program
+      .command("deny")
+      .description("deny a waiting request")
+      .argument("<id>")
+      .option("--reason <text>", "told to the agent"),
+  ).action(async (id: string, opts: TownOpts & { reason?: string }) => {
+    const { decide } = await import("./commands/approval.ts");
+    process.exitCode = await decide({ ...opts, id, approve: false, ...streams() });
+  });
+  townOptions(
+    program
+      .command("approval-mode")
+      .description("test mode: decide every request without a human (root or approvers only)")
+      .addArgument(new Argument("<mode>").choices(["off", "auto-approve", "auto-deny"])),
+  ).action(async (mode: "off" | "auto-approve" | "auto-deny", opts: TownOpts) => {
+    const { approvalMode } = await import("./commands/approval.ts");
+    process.exitCode = await approvalMode({ ...opts, mode, ...streams() });
+  });
+  townOptions(
+    program
+      .command("audit")
+      .description("check or read the approval audit log")
+      .addArgument(new Argument("<action>").choices(["verify", "tail"]))
+      .option("-n, --count <n>", "records to show (tail)", (v) => Number.parseInt(v, 10))
+      .option("--file <path>", "an audit log file instead of the town's"),
+  ).action(
+    async (action: "verify" | "tail", opts: TownOpts & { count?: number; file?: string }) => {
+      const { audit } = await import("./commands/approval.ts");
+      process.exitCode = await audit({ ...opts, action, ...streams() });
+    },
+  );
 
   for (const command of program.commands) command.exitOverride();
   return program;

@@ -17,7 +17,7 @@ import { plural, type Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { formatProblem } from "../town/problems.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import { requireRoot, townFrom } from "./town-source.ts";
+import { currentPrograms, requireRoot, townFrom } from "./town-source.ts";
 
 export interface PlanOptions extends Streams {
   readonly config: string;
@@ -34,8 +34,13 @@ async function makePlan(
   opts: PlanOptions,
 ): Promise<{ town: ResolvedTown; observed: ObservedHost; plan: HostPlan }> {
   const town = await townFrom(opts);
-  const observed = await observeHost(town, { root: opts.root });
-  const plan = planHost(town, observed, { purge: opts.purge, filesOnly: opts.root !== undefined });
+  const programs = currentPrograms();
+  const observed = await observeHost(town, { root: opts.root, programs });
+  const plan = planHost(town, observed, {
+    purge: opts.purge,
+    filesOnly: opts.root !== undefined,
+    programs,
+  });
   return { town, observed, plan };
 }
 

@@ -4,6 +4,8 @@
  * the boot-time reset and the daemons read.
  */
 import { readFile } from "node:fs/promises";
+import path from "node:path";
+import type { ProgramLocations } from "../approval/wrappers.ts";
 import { ConfigError, RefusedError } from "../errors.ts";
 import { loadTown } from "../town/load.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
@@ -51,4 +53,9 @@ export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
 export function requireRoot(what: string): void {
   if (process.geteuid?.() !== 0)
     throw new RefusedError(`${what} changes the host and must run as root`);
+}
+
+/** Where this nuketown runs from: the gate and shim wrappers exec these. */
+export function currentPrograms(): ProgramLocations {
+  return { node: process.execPath, sources: path.resolve(import.meta.dirname, "..") };
 }

@@ -46,8 +46,13 @@ export async function writeFileAtomic(
   }
 }
 
-/** mkdir -p, then set owner and mode of the final directory only. */
+/**
+ * mkdir -p, then set owner and mode of the final directory only. Missing
+ * parents are made 0755: a private mode on them would lock everyone out of
+ * what lies below.
+ */
 export async function ensureDir(dir: string, mode: number, uid = 0, gid = 0): Promise<void> {
+  await mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
   await mkdir(dir, { recursive: true, mode });
   await chmod(dir, mode);
   await chown(dir, uid, gid);

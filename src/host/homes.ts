@@ -79,6 +79,8 @@ export async function createHome(
   agent: ResolvedAgent,
   runner: Runner,
 ): Promise<void> {
+  // Agents walk through the agents dir to their homes.
+  await ensureDir(town.agentsDir, 0o755);
   if (!usesBtrfs(town)) {
     await ensureDir(agent.home, 0o700, agent.uid, agent.gid);
     return;

@@ -5,6 +5,7 @@
  */
 import { lstat, readFile } from "node:fs/promises";
 import path from "node:path";
+import type { ProgramLocations } from "../approval/wrappers.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { blankOf, exists, isSubvolume } from "./homes.ts";
 import type { ObservedHost } from "./plan.ts";
@@ -16,6 +17,8 @@ import { parseGroup, parseMountinfo, parsePasswd } from "./tables.ts";
 export interface ObserveOptions {
   /** Observe a rendered tree instead of the live host. */
   readonly root?: string;
+  /** Where this nuketown runs from (the gate and shim wrappers are managed files too). */
+  readonly programs?: ProgramLocations;
 }
 
 const readText = (file: string) => readFile(file, "utf8").catch(() => "");
@@ -29,7 +32,7 @@ export async function observeHost(
   const state = await readState(under(town.stateDir));
 
   const managed = new Set([
-    ...renderArtifacts(town)
+    ...renderArtifacts(town, options.programs)
       .filter((a) => a.layer !== "identity")
       .map((a) => a.path),
     ...state.files,

@@ -3,6 +3,7 @@
  * layer. Pure: it takes what was observed and returns actions, which can be
  * printed, diffed and tested without root. apply.ts carries them out.
  */
+import type { ProgramLocations } from "../approval/wrappers.ts";
 import { formatPath, type Problem } from "../town/problems.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { Artifact } from "./render/artifact.ts";
@@ -115,6 +116,8 @@ export interface PlanOptions {
   readonly purge?: boolean;
   /** Plan only the files layer (`--root DIR`: a rendered tree, no accounts or mounts). */
   readonly filesOnly?: boolean;
+  /** Where this nuketown runs from: the gate and shim wrappers point there. */
+  readonly programs?: ProgramLocations;
 }
 
 export interface HostPlan {
@@ -132,7 +135,7 @@ export function planHost(
 ): HostPlan {
   if (options.filesOnly) {
     return {
-      actions: planFiles(systemArtifacts(town), observed),
+      actions: planFiles(systemArtifacts(town, options.programs), observed),
       errors: [],
       notes: [
         "--root: only files are planned; accounts, homes, devices, services and rounds need the live host",
@@ -281,7 +284,7 @@ export function planHost(
   }
 
   // files: install what differs, remove what nuketown installed and no longer renders.
-  const artifacts = systemArtifacts(town);
+  const artifacts = systemArtifacts(town, options.programs);
   actions.push(...planFiles(artifacts, observed));
   const wantedPaths = new Set(artifacts.map((a) => a.path));
   const touched = (p: string) =>
@@ -346,8 +349,8 @@ export function planHost(
 }
 
 /** Files outside homes; home files are placed by rounds, as the agent. */
-const systemArtifacts = (town: ResolvedTown) =>
-  renderArtifacts(town).filter((a) => a.layer !== "identity");
+const systemArtifacts = (town: ResolvedTown, programs?: ProgramLocations) =>
+  renderArtifacts(town, programs).filter((a) => a.layer !== "identity");
 
 function planFiles(artifacts: readonly Artifact[], observed: ObservedHost): Action[] {
   const actions: Action[] = [];

@@ -194,7 +194,9 @@ describe("sudoers", () => {
     const grants = statements(sudoers).filter(
       (line) => !/^(Cmnd_Alias|User_Alias|Defaults)/.test(line),
     );
-    assert.deepEqual(grants, ["NUKETOWN_AGENTS_SIGNI ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE_SIGNI"]);
+    assert.deepEqual(grants, [
+      "NUKETOWN_AGENTS_SIGNI ALL = (root) NOPASSWD:NOSETENV: NUKETOWN_GATE_SIGNI",
+    ]);
   });
 
   it("refuses a gate path that is not a plain path", () => {

@@ -3,6 +3,7 @@
  * `apply`. `nuketown render --out DIR` lays these out under DIR; the host
  * reconciler installs them (validated first) onto the live system.
  */
+import { type ProgramLocations, renderProgramArtifacts } from "../../approval/wrappers.ts";
 import type { ResolvedAgent, ResolvedTown } from "../../town/types.ts";
 import type { Artifact } from "./artifact.ts";
 import { renderAllowedSigners, renderGitConfig, renderSshConfig } from "./git.ts";
@@ -14,8 +15,11 @@ import { renderUnits } from "./units.ts";
 
 export type { Artifact } from "./artifact.ts";
 
-/** All artifacts, sorted by path. */
-export function renderArtifacts(town: ResolvedTown): Artifact[] {
+/**
+ * All artifacts, sorted by path. With `programs` (where this nuketown is
+ * installed), also the approval gate and the sudo shim wrappers.
+ */
+export function renderArtifacts(town: ResolvedTown, programs?: ProgramLocations): Artifact[] {
   const artifacts: Artifact[] = [
     { path: town.paths.manifest, content: renderManifest(town), mode: "0644", layer: "manifest" },
     { path: town.paths.udevRules, content: renderUdevRules(town), mode: "0644", layer: "devices" },
@@ -30,6 +34,7 @@ export function renderArtifacts(town: ResolvedTown): Artifact[] {
       }),
     ),
     ...town.agents.flatMap((agent) => renderHomeArtifacts(town, agent)),
+    ...(programs ? renderProgramArtifacts(town, programs) : []),
   ];
   return artifacts.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }

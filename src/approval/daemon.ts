@@ -1,0 +1,447 @@
+/**
+ * `nuketown approvald`: the approval daemon. Gates (root, via sudo) ask on a
+ * request socket only root can reach; humans answer on a control socket
+ * whose group is the approvers group. Policy and test mode may answer first;
+ * otherwise every channel is told and the first valid decision wins;
+ * silence until the timeout means no. Every request and decision is audited.
+ */
+import { randomBytes } from "node:crypto";
+import { chmod, chown, lstat, mkdir, readFile, rm } from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { ensureDir, writeFileAtomic } from "../host/files.ts";
+import { parseGroup, parsePasswd } from "../host/tables.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import type { AuditLog } from "./audit.ts";
+import { readApprovalMode } from "./mode.ts";
+import { evaluatePolicy } from "./policy.ts";
+import {
+  type ApprovalRequest,
+  ControlFrameSchema,
+  commandHash,
+  type Decision,
+  encodeFrame,
+  GateFrameSchema,
+  LineSplitter,
+  type PendingRequest,
+  parseFrame,
+} from "./protocol.ts";
+
+/** A place where humans see requests and answer them (terminal, desktop, chat, web). */
+export interface ApprovalChannel {
+  readonly name: string;
+  /** A request waits for a human; `decide` records their answer. */
+  requested(request: PendingRequest, decide: (answer: HumanAnswer) => Promise<DecideResult>): void;
+  /** The request was decided, by this channel or another: update what the human sees. */
+  resolved(request: PendingRequest, decision: Decision): void;
+  close(): Promise<void>;
+}
+
+export interface HumanAnswer {
+  readonly approve: boolean;
+  /** Who answered, as the channel verified it (Unix user, chat id). */
+  readonly human: string;
+  readonly reason?: string;
+}
+
+export type DecideResult = { ok: true } | { ok: false; error: string };
+
+export interface DaemonOptions {
+  readonly town: ResolvedTown;
+  readonly audit: AuditLog;
+  readonly channels?: readonly ApprovalChannel[];
+  readonly clock?: () => Date;
+  /** Where the pending requests are journalled, so a restart fails them closed. */
+  readonly journal?: string;
+  /** /etc/passwd and /etc/group, for the approvers group and humans' uids. */
+  readonly etc?: string;
+}
+
+interface Waiting {
+  readonly request: PendingRequest;
+  readonly agent: ResolvedAgent;
+  readonly socket: net.Socket;
+  readonly timer: NodeJS.Timeout;
+}
+
+export class ApprovalDaemon {
+  readonly #town: ResolvedTown;
+  readonly #audit: AuditLog;
+  readonly #channels: ApprovalChannel[];
+  readonly #clock: () => Date;
+  readonly #journal: string;
+  readonly #etc: string;
+  readonly #pending = new Map<string, Waiting>();
+  readonly #subscribers = new Set<net.Socket>();
+  readonly #servers: net.Server[] = [];
+  readonly #authDir: string;
+
+  constructor(options: DaemonOptions) {
+    this.#town = options.town;
+    this.#audit = options.audit;
+    this.#channels = [...(options.channels ?? [])];
+    this.#clock = options.clock ?? (() => new Date());
+    this.#journal = options.journal ?? path.join(options.town.stateDir, "approval-journal.json");
+    this.#etc = options.etc ?? "/etc";
+    this.#authDir = path.join(options.town.runtimeDir, "control-auth");
+  }
+
+  get pending(): PendingRequest[] {
+    return [...this.#pending.values()].map((w) => w.request);
+  }
+
+  addChannel(channel: ApprovalChannel): void {
+    this.#channels.push(channel);
+  }
+
+  async start(): Promise<void> {
+    await this.#failClosedAfterRestart();
+    const { requestSocket, controlSocket } = this.#town.paths;
+    const approvers = await this.#approversGid();
+
+    // The request socket sits in a root-only directory: only root (the gate) gets in.
+    await ensureDir(path.dirname(requestSocket), 0o700);
+    await this.#listen(requestSocket, (socket) => this.#serveGate(socket));
+    await chmod(requestSocket, 0o600);
+
+    // The control socket and the auth drop box: root and the approvers group only.
+    await ensureDir(path.dirname(controlSocket), 0o755);
+    await this.#listen(controlSocket, (socket) => this.#serveControl(socket));
+    await chown(controlSocket, 0, approvers);
+    await chmod(controlSocket, 0o660);
+    await rm(this.#authDir, { recursive: true, force: true });
+    await mkdir(this.#authDir, { mode: 0o730 });
+    await chown(this.#authDir, 0, approvers);
+    // Sticky and not listable: an approver can drop a file but neither see nor remove others'.
+    await chmod(this.#authDir, 0o1730);
+    await this.#audit.append("daemon.started", { pid: process.pid });
+  }
+
+  async stop(): Promise<void> {
+    for (const waiting of this.#pending.values()) {
+      await this.#decide(waiting.request.id, {
+        decision: "cancelled",
+        by: { kind: "daemon" },
+        reason: "the approval daemon stopped",
+      });
+    }
+    for (const socket of this.#subscribers) socket.destroy();
+    await Promise.all(
+      this.#servers.map((server) => new Promise((resolve) => server.close(resolve))),
+    );
+    await Promise.all(this.#channels.map((c) => c.close()));
+  }
+
+  async #listen(socketPath: string, serve: (socket: net.Socket) => void): Promise<void> {
+    await rm(socketPath, { force: true });
+    const server = net.createServer(serve);
+    this.#servers.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socketPath, () => resolve());
+    });
+  }
+
+  async #approversGid(): Promise<number> {
+    const name = this.#town.approval.approversGroup;
+    const group = parseGroup(await readFile(path.join(this.#etc, "group"), "utf8")).find(
+      (g) => g.name === name,
+    );
+    if (!group)
+      throw new Error(`the approvers group "${name}" does not exist: run nuketown apply first`);
+    return group.gid;
+  }
+
+  // ---- gates ---------------------------------------------------------------
+
+  #serveGate(socket: net.Socket): void {
+    socket.setEncoding("utf8");
+    let asked = false;
+    const splitter = new LineSplitter(
+      (line) => {
+        const parsed = parseFrame(line, GateFrameSchema);
+        if (!parsed.ok)
+          return void socket.write(encodeFrame({ type: "error", error: parsed.error }));
+        if (asked)
+          return void socket.write(
+            encodeFrame({ type: "error", error: "one request per connection" }),
+          );
+        asked = true;
+        this.#onRequest(socket, parsed.frame.request).catch((error: Error) => {
+          socket.end(encodeFrame({ type: "error", error: `internal error: ${error.message}` }));
+        });
+      },
+      () => socket.write(encodeFrame({ type: "error", error: "frame too large" })),
+    );
+    socket.on("data", (chunk: string) => splitter.push(chunk));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      for (const waiting of this.#pending.values()) {
+        if (waiting.socket === socket) {
+          void this.#decide(waiting.request.id, {
+            decision: "cancelled",
+            by: { kind: "daemon" },
+            reason: "the requester went away",
+          });
+        }
+      }
+    });
+  }
+
+  async #onRequest(socket: net.Socket, request: ApprovalRequest): Promise<void> {
+    const now = this.#clock();
+    const agent = this.#town.agents.find(
+      (a) => a.uid === request.agent.uid && a.name === request.agent.name,
+    );
+    const timeout = agent?.sudo.timeout ?? this.#town.approval.timeout;
+    const pending: PendingRequest = {
+      ...request,
+      id: randomBytes(4).toString("hex"),
+      time: now.toISOString(),
+      hash: commandHash(request),
+      expires: new Date(now.getTime() + timeout * 1000).toISOString(),
+    };
+    await this.#audit.append("request", auditView(pending));
+
+    const immediate = async (decision: Decision) => {
+      await this.#audit.append("decision", {
+        id: pending.id,
+        ...decision,
+        agent: pending.agent.name,
+      });
+      socket.end(encodeFrame({ type: "decision", id: pending.id, ...decision }));
+    };
+    if (!agent?.sudo.enable) {
+      return immediate({
+        decision: "denied",
+        by: { kind: "daemon" },
+        reason: `${request.agent.name} may not use sudo in this town`,
+      });
+    }
+
+    const policy = evaluatePolicy(agent.sudo.policy, {
+      argv: request.argv,
+      runAs: request.runAs.user,
+      resolvedCommand: request.command,
+    });
+    if (policy.action === "deny") {
+      const rule = policy.source === "rule" ? { rule: policy.rule } : {};
+      return immediate({
+        decision: "denied",
+        by: { kind: "policy", ...rule },
+        reason: policy.reason ?? "denied by policy",
+      });
+    }
+    const mode = await readApprovalMode(this.#town);
+    if (mode !== "off") {
+      const approve = mode === "auto-approve";
+      return immediate({
+        decision: approve ? "approved" : "denied",
+        by: { kind: "test-mode" },
+        reason: `TEST MODE (${mode}): no human was asked`,
+      });
+    }
+    if (policy.action === "allow") {
+      const rule = policy.source === "rule" ? { rule: policy.rule } : {};
+      return immediate({
+        decision: "approved",
+        by: { kind: "policy", ...rule },
+        reason: policy.reason ?? "allowed by policy",
+      });
+    }
+
+    const timer = setTimeout(() => {
+      void this.#decide(pending.id, {
+        decision: "timeout",
+        by: { kind: "daemon" },
+        reason: `no answer within ${timeout} s`,
+      });
+    }, timeout * 1000);
+    timer.unref();
+    this.#pending.set(pending.id, { request: pending, agent, socket, timer });
+    await this.#writeJournal();
+    socket.write(
+      encodeFrame({
+        type: "pending",
+        id: pending.id,
+        hash: pending.hash,
+        expires: pending.expires,
+      }),
+    );
+    this.#broadcast({ type: "event", event: "request", request: pending });
+    for (const channel of this.#channels) {
+      channel.requested(pending, (answer) => this.humanDecides(pending.id, answer, channel.name));
+    }
+  }
+
+  /** A human's answer from any channel; the first valid one wins. */
+  async humanDecides(id: string, answer: HumanAnswer, channel: string): Promise<DecideResult> {
+    const waiting = this.#pending.get(id);
+    if (!waiting)
+      return {
+        ok: false,
+        error: `no pending request ${id} (already decided, expired, or never existed)`,
+      };
+    if (answer.human === waiting.request.agent.name)
+      return { ok: false, error: "an agent cannot approve its own request" };
+    const reason =
+      answer.reason ??
+      (answer.approve ? `approved by ${answer.human}` : `denied by ${answer.human}`);
+    await this.#decide(
+      id,
+      {
+        decision: answer.approve ? "approved" : "denied",
+        by: { kind: "human", id: answer.human },
+        reason,
+      },
+      channel,
+    );
+    return { ok: true };
+  }
+
+  async #decide(id: string, decision: Decision, channel?: string): Promise<void> {
+    const waiting = this.#pending.get(id);
+    if (!waiting) return;
+    this.#pending.delete(id);
+    clearTimeout(waiting.timer);
+    await this.#audit.append("decision", {
+      id,
+      ...decision,
+      agent: waiting.request.agent.name,
+      ...(channel && { channel }),
+    });
+    await this.#writeJournal();
+    if (!waiting.socket.destroyed)
+      waiting.socket.end(encodeFrame({ type: "decision", id, ...decision }));
+    this.#broadcast({ type: "event", event: "decision", id, ...decision });
+    for (const c of this.#channels) c.resolved(waiting.request, decision);
+  }
+
+  // ---- journal ----------------------------------------------------------
+
+  async #writeJournal(): Promise<void> {
+    const entries = [...this.#pending.values()].map((w) => auditView(w.request));
+    await writeFileAtomic(this.#journal, `${JSON.stringify(entries)}\n`, { mode: 0o600 });
+  }
+
+  /** Requests that were pending when the daemon died: their gates were told nothing, so record them as denied. */
+  async #failClosedAfterRestart(): Promise<void> {
+    const text = await readFile(this.#journal, "utf8").catch(() => "[]");
+    let entries: { id?: string; agent?: string }[] = [];
+    try {
+      entries = JSON.parse(text);
+    } catch {
+      entries = [{ id: "unknown", agent: "unknown" }];
+    }
+    for (const entry of entries) {
+      await this.#audit.append("decision", {
+        id: entry.id ?? "unknown",
+        agent: entry.agent ?? "unknown",
+        decision: "cancelled",
+        by: { kind: "daemon" },
+        reason: "the approval daemon restarted while this request was pending (failed closed)",
+      });
+    }
+    await writeFileAtomic(this.#journal, "[]\n", { mode: 0o600 });
+  }
+
+  // ---- humans -------------------------------------------------------------
+
+  #broadcast(frame: object): void {
+    const line = encodeFrame(frame);
+    for (const socket of this.#subscribers) socket.write(line);
+  }
+
+  #serveControl(socket: net.Socket): void {
+    socket.setEncoding("utf8");
+    let nonce: string | undefined;
+    let human: string | undefined;
+    const reply = (frame: object) => socket.write(encodeFrame(frame));
+    const handle = async (line: string) => {
+      const parsed = parseFrame(line, ControlFrameSchema);
+      if (!parsed.ok) return reply({ type: "error", error: parsed.error });
+      const frame = parsed.frame;
+      if (frame.type === "hello") {
+        nonce = randomBytes(16).toString("hex");
+        return reply({ type: "challenge", nonce, dir: this.#authDir });
+      }
+      if (frame.type === "auth") {
+        if (!nonce || frame.nonce !== nonce)
+          return reply({ type: "error", error: "auth without a matching challenge" });
+        const who = await this.#authenticate(nonce);
+        nonce = undefined;
+        if (!who.ok) return reply({ type: "error", error: who.error });
+        human = who.human;
+        return reply({ type: "welcome", as: human });
+      }
+      if (!human) return reply({ type: "error", error: "authenticate first (hello, then auth)" });
+      if (frame.type === "list") return reply({ type: "requests", requests: this.pending });
+      if (frame.type === "subscribe") {
+        this.#subscribers.add(socket);
+        return reply({ type: "requests", requests: this.pending });
+      }
+      const result = await this.humanDecides(
+        frame.id,
+        {
+          approve: frame.decision === "approve",
+          human,
+          ...(frame.reason !== undefined && { reason: frame.reason }),
+        },
+        "terminal",
+      );
+      return reply(
+        result.ok ? { type: "ok", id: frame.id } : { type: "error", error: result.error },
+      );
+    };
+    // Frames of one client are handled in order.
+    let queue = Promise.resolve();
+    const splitter = new LineSplitter(
+      (line) => {
+        queue = queue
+          .then(async () => {
+            await handle(line);
+          })
+          .catch(() => {});
+      },
+      () => reply({ type: "error", error: "frame too large" }),
+    );
+    socket.on("data", (chunk: string) => splitter.push(chunk));
+    socket.on("error", () => {});
+    socket.on("close", () => this.#subscribers.delete(socket));
+  }
+
+  /**
+   * Who is on the other end: they created `<authDir>/<nonce>`, and only its
+   * owner could have. Root, or a declared approver's Unix account.
+   */
+  async #authenticate(
+    nonce: string,
+  ): Promise<{ ok: true; human: string } | { ok: false; error: string }> {
+    const file = path.join(this.#authDir, nonce);
+    const info = await lstat(file).catch(() => undefined);
+    await rm(file, { force: true });
+    if (!info?.isFile()) return { ok: false, error: `create ${file} to prove who you are` };
+    if (info.uid === 0) return { ok: true, human: "root" };
+    const user = parsePasswd(await readFile(path.join(this.#etc, "passwd"), "utf8")).find(
+      (u) => u.uid === info.uid,
+    );
+    const approver = this.#town.humans.find((h) => h.approver && h.unixUser === user?.name);
+    if (!approver) return { ok: false, error: `uid ${info.uid} is not a declared approver` };
+    return { ok: true, human: approver.name };
+  }
+}
+
+/** What the audit log and journal keep of a request (the full argv: it is what was approved). */
+function auditView(request: PendingRequest) {
+  return {
+    id: request.id,
+    agent: request.agent.name,
+    uid: request.agent.uid,
+    argv: request.argv,
+    command: request.command,
+    cwd: request.cwd,
+    runAs: request.runAs,
+    hash: request.hash,
+    ...(request.tty !== undefined && { tty: request.tty }),
+  };
+}

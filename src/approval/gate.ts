@@ -1,0 +1,288 @@
+/**
+ * The approval gate: the only command agents may run as root without a
+ * password. sudo runs it as root; it takes the agent's identity from sudo
+ * (SUDO_UID/SUDO_USER, set by sudo itself), asks the approval daemon, and on
+ * yes runs exactly the approved argv as the requested user, in the agent's
+ * working directory, never through a shell, with a clean environment. On
+ * no, a timeout, or an unreachable daemon it fails closed.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { parseGroup, parsePasswd } from "../host/tables.ts";
+import type { ResolvedTown } from "../town/types.ts";
+import { resolveCommand, SECURE_PATH } from "./policy.ts";
+import { type ApprovalRequest, type Decision, encodeFrame, LineSplitter } from "./protocol.ts";
+import { parseGateArguments, shellArgv } from "./sudo-args.ts";
+
+/** Distinct exit codes, so an agent (and its runtime) can tell why it did not run. */
+export const GATE_EXIT = {
+  deniedByHuman: 10,
+  deniedByPolicy: 11,
+  timeout: 12,
+  cancelled: 13,
+  unreachable: 14,
+  refused: 15,
+  testModeDenied: 16,
+  notFound: 127,
+} as const;
+
+export interface GateEnvironment {
+  readonly argv: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+  readonly euid: number;
+  readonly cwd: string;
+  readonly town: ResolvedTown;
+  readonly etc?: string;
+  readonly stderr: NodeJS.WritableStream;
+}
+
+class GateExit extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** Runs the gate; resolves to the exit code for the process. */
+export async function runGate(gate: GateEnvironment): Promise<number> {
+  const say = (line: string) => gate.stderr.write(`nuketown: ${line}\n`);
+  try {
+    const { request, target } = prepare(gate);
+    const decision = await ask(gate.town.paths.requestSocket, request, (id) =>
+      say(
+        `waiting for a human to approve request ${id}: ${JSON.stringify(request.argv)} as ${request.runAs.user}`,
+      ),
+    );
+    if (decision.by.kind === "test-mode") say(`*** ${decision.reason} ***`);
+    if (decision.decision !== "approved") {
+      say(`sudo ${decision.decision}: ${decision.reason}${describeBy(decision)}`);
+      return exitFor(decision);
+    }
+    if (decision.by.kind === "policy")
+      say(`allowed by policy${decision.by.rule === undefined ? "" : ` rule ${decision.by.rule}`}`);
+    return await execute(request, target, gate);
+  } catch (error) {
+    if (error instanceof GateExit) {
+      say(error.message);
+      return error.code;
+    }
+    throw error;
+  }
+}
+
+interface Target {
+  readonly uid: number;
+  readonly gid: number;
+  readonly home: string;
+  readonly shell: string;
+  readonly user: string;
+}
+
+function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Target } {
+  // Trust SUDO_* only when sudo really made us root: an agent running the
+  // gate directly is not root, and sudo's env_reset keeps callers from setting them.
+  const sudoUid = gate.env.SUDO_UID;
+  const sudoUser = gate.env.SUDO_USER;
+  if (gate.euid !== 0 || sudoUid === undefined || sudoUser === undefined) {
+    throw new GateExit(GATE_EXIT.refused, "the approval gate must be run through sudo");
+  }
+  const agent = gate.town.agents.find((a) => a.uid === Number(sudoUid) && a.name === sudoUser);
+  if (!agent?.sudo.enable)
+    throw new GateExit(GATE_EXIT.refused, `${sudoUser} may not use sudo in this town`);
+
+  let parsed: ReturnType<typeof parseGateArguments>;
+  try {
+    parsed = parseGateArguments(gate.argv);
+  } catch (error) {
+    throw new GateExit(GATE_EXIT.refused, (error as Error).message);
+  }
+  const etc = gate.etc ?? "/etc";
+  const users = parsePasswd(readFileSync(`${etc}/passwd`, "utf8"));
+  const runAsUser = parsed.user ?? "root";
+  const target = users.find(
+    (u) =>
+      u.name === runAsUser || (runAsUser.startsWith("#") && u.uid === Number(runAsUser.slice(1))),
+  );
+  if (!target) throw new GateExit(GATE_EXIT.refused, `unknown user ${runAsUser}`);
+  let gid = target.gid;
+  if (parsed.group !== undefined) {
+    const group = parseGroup(readFileSync(`${etc}/group`, "utf8")).find(
+      (g) => g.name === parsed.group,
+    );
+    if (!group) throw new GateExit(GATE_EXIT.refused, `unknown group ${parsed.group}`);
+    gid = group.gid;
+  }
+  // Like sudo -i, a login shell starts in the target's home.
+  const cwd = parsed.cwd ?? (parsed.login ? target.home : gate.cwd);
+  // -i / -s: the target's shell (from passwd, never the agent's $SHELL), with sudo's escaping.
+  const argv = shellArgv(parsed, target.shell || "/bin/sh");
+  const shell: ApprovalRequest["shell"] = parsed.login
+    ? "login"
+    : parsed.shell
+      ? "non-login"
+      : undefined;
+  if (argv.length === 0) throw new GateExit(GATE_EXIT.refused, "no command to run");
+  const command = resolveCommand(argv[0]!, cwd, (p) => existsSync(p));
+  if (command === undefined) {
+    throw new GateExit(
+      GATE_EXIT.notFound,
+      `${argv[0]}: command not found in ${SECURE_PATH.join(":")}`,
+    );
+  }
+  const request: ApprovalRequest = {
+    agent: { name: agent.name, uid: agent.uid },
+    argv,
+    command,
+    cwd,
+    runAs: { user: target.name, ...(parsed.group !== undefined && { group: parsed.group }) },
+    ...(ttyName() !== undefined && { tty: ttyName() }),
+    ...(shell && { shell }),
+  };
+  return {
+    request,
+    target: { uid: target.uid, gid, home: target.home, shell: target.shell, user: target.name },
+  };
+}
+
+function ttyName(): string | undefined {
+  try {
+    const link = readlinkSync("/proc/self/fd/2");
+    return link.startsWith("/dev/") ? link : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Send the request; wait for the decision. A dead or silent daemon means no. */
+function ask(
+  socketPath: string,
+  request: ApprovalRequest,
+  onPending: (id: string) => void,
+): Promise<Decision> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(socketPath);
+    let decided = false;
+    socket.setEncoding("utf8");
+    const splitter = new LineSplitter(
+      (line) => {
+        const frame = JSON.parse(line) as {
+          type: string;
+          id?: string;
+          error?: string;
+        } & Partial<Decision>;
+        if (frame.type === "pending" && frame.id) onPending(frame.id);
+        else if (frame.type === "decision" && frame.decision && frame.by) {
+          decided = true;
+          resolve({ decision: frame.decision, by: frame.by, reason: frame.reason ?? "" });
+          socket.end();
+        } else if (frame.type === "error") {
+          decided = true;
+          reject(
+            new GateExit(
+              GATE_EXIT.refused,
+              `the approval daemon refused the request: ${frame.error}`,
+            ),
+          );
+          socket.end();
+        }
+      },
+      () => socket.destroy(),
+    );
+    socket.on("data", (chunk: string) => splitter.push(chunk));
+    socket.on("connect", () => socket.write(encodeFrame({ type: "request", request })));
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      if (!decided)
+        reject(
+          new GateExit(
+            GATE_EXIT.unreachable,
+            `the approval daemon is unreachable (${error.code ?? error.message}); sudo denied`,
+          ),
+        );
+    });
+    socket.on("close", () => {
+      if (!decided)
+        reject(
+          new GateExit(
+            GATE_EXIT.unreachable,
+            "the approval daemon went away before deciding; sudo denied",
+          ),
+        );
+    });
+  });
+}
+
+function describeBy(decision: Decision): string {
+  const by = decision.by;
+  if (by.kind === "human") return ` (by ${by.id})`;
+  if (by.kind === "policy")
+    return by.rule === undefined ? " (policy default)" : ` (policy rule ${by.rule})`;
+  return "";
+}
+
+function exitFor(decision: Decision): number {
+  if (decision.decision === "timeout") return GATE_EXIT.timeout;
+  if (decision.decision === "cancelled") return GATE_EXIT.cancelled;
+  if (decision.by.kind === "policy") return GATE_EXIT.deniedByPolicy;
+  if (decision.by.kind === "test-mode") return GATE_EXIT.testModeDenied;
+  return GATE_EXIT.deniedByHuman;
+}
+
+/** Run the approved argv: argv[0] as approved, resolved command, no shell, clean environment. */
+function execute(request: ApprovalRequest, target: Target, gate: GateEnvironment): Promise<number> {
+  const env: NodeJS.ProcessEnv = {
+    PATH: SECURE_PATH.join(":"),
+    HOME: target.home,
+    USER: target.user,
+    LOGNAME: target.user,
+    SHELL: target.shell || "/bin/sh",
+    SUDO_USER: gate.env.SUDO_USER,
+    SUDO_UID: gate.env.SUDO_UID,
+    SUDO_GID: gate.env.SUDO_GID,
+    ...(gate.env.TERM !== undefined && { TERM: gate.env.TERM }),
+    ...(gate.env.LANG !== undefined && { LANG: gate.env.LANG }),
+  };
+  const [first, ...rest] = request.argv;
+  const asRoot = target.uid === 0 && target.gid === 0;
+  // A login shell is marked by a leading "-" in argv[0]; setpriv cannot set argv[0], so it gets -l.
+  const login = request.shell === "login";
+  const argv0 = login && asRoot ? `-${path.basename(first ?? "sh")}` : first;
+  const args = login && !asRoot ? ["-l", ...rest] : rest;
+  // setpriv sets uid, gid and the target's supplementary groups, then execs: still no shell.
+  const program = asRoot ? request.command : "setpriv";
+  const programArgs = asRoot
+    ? args
+    : [
+        "--reuid",
+        String(target.uid),
+        "--regid",
+        String(target.gid),
+        "--init-groups",
+        "--",
+        request.command,
+        ...args,
+      ];
+  return new Promise((resolve) => {
+    const child = spawn(program, programArgs, {
+      argv0: asRoot ? argv0 : undefined,
+      cwd: request.cwd,
+      env,
+      stdio: "inherit",
+    });
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const)
+      process.on(signal, forward);
+    child.on("error", (error: NodeJS.ErrnoException) => {
+      gate.stderr.write(
+        `nuketown: cannot run ${request.command}: ${error.code ?? error.message}\n`,
+      );
+      resolve(GATE_EXIT.notFound);
+    });
+    child.on("close", (code, signal) => resolve(code ?? 128 + (signal ? signalNumber(signal) : 1)));
+  });
+}
+
+const signalNumber = (signal: NodeJS.Signals) =>
+  ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 })[signal as string] ?? 1;

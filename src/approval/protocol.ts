@@ -1,0 +1,162 @@
+/**
+ * The approval protocol (docs/approval-protocol.md): version 1,
+ * newline-delimited JSON frames over Unix sockets. Pure: frames are
+ * validated here with zod, so the daemon answers a malformed frame with an
+ * error and keeps serving.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+
+export const PROTOCOL_VERSION = 1;
+/** Longer frames are refused: an argv of this size is not a command a human can review. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
+const text = z.string().max(4096);
+
+/** What the gate asks for, on the request socket. Identity comes from sudo, via the gate. */
+export const RequestSchema = z.strictObject({
+  agent: z.strictObject({ name: text, uid: z.int().nonnegative() }),
+  argv: z.array(z.string().max(MAX_FRAME_BYTES)).min(1),
+  /** argv[0] resolved against the secure path: what would really run. */
+  command: text,
+  cwd: text,
+  runAs: z.strictObject({ user: text, group: text.optional() }),
+  tty: text.optional(),
+  /** -i / -s: argv is run through the target's shell. */
+  shell: z.enum(["login", "non-login"]).optional(),
+});
+export type ApprovalRequest = z.infer<typeof RequestSchema>;
+
+export type DecisionKind = "approved" | "denied" | "timeout" | "cancelled";
+
+export interface DecidedBy {
+  readonly kind: "human" | "policy" | "test-mode" | "daemon";
+  /** The human's id (Unix user, or chat id), when a human decided. */
+  readonly id?: string;
+  /** Index of the policy rule that decided. */
+  readonly rule?: number;
+}
+
+export interface Decision {
+  readonly decision: DecisionKind;
+  readonly by: DecidedBy;
+  readonly reason: string;
+}
+
+export interface PendingRequest extends ApprovalRequest {
+  readonly id: string;
+  readonly time: string;
+  readonly hash: string;
+  readonly expires: string;
+}
+
+/** Frames a gate may send. */
+export const GateFrameSchema = z.discriminatedUnion("type", [
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal("request"),
+    request: RequestSchema,
+  }),
+]);
+
+/** Frames a human's client may send on the control socket. */
+export const ControlFrameSchema = z.discriminatedUnion("type", [
+  z.strictObject({ v: z.literal(PROTOCOL_VERSION), type: z.literal("hello") }),
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal("auth"),
+    nonce: z.string().regex(/^[0-9a-f]{32}$/),
+  }),
+  z.strictObject({ v: z.literal(PROTOCOL_VERSION), type: z.literal("list") }),
+  z.strictObject({ v: z.literal(PROTOCOL_VERSION), type: z.literal("subscribe") }),
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal("decide"),
+    id: text,
+    decision: z.enum(["approve", "deny"]),
+    reason: text.optional(),
+  }),
+]);
+export type ControlFrame = z.infer<typeof ControlFrameSchema>;
+
+/**
+ * The hash a human approves: of the exact argv, resolved command, cwd and
+ * target. Shown in every channel, so two requests that look alike on
+ * screen can be told apart.
+ */
+export function commandHash(request: ApprovalRequest): string {
+  const canonical = JSON.stringify([
+    request.agent.uid,
+    request.argv,
+    request.command,
+    request.cwd,
+    request.runAs.user,
+    request.runAs.group ?? null,
+    request.shell ?? null,
+  ]);
+  return createHash("sha256").update(canonical).digest("hex");
+}
+
+export type ParsedFrame<T> = { ok: true; frame: T } | { ok: false; error: string };
+
+/** One line → a validated frame, or the reason it is not one. */
+export function parseFrame<T>(line: string, schema: z.ZodType<T>): ParsedFrame<T> {
+  if (Buffer.byteLength(line) > MAX_FRAME_BYTES)
+    return { ok: false, error: `frame larger than ${MAX_FRAME_BYTES} bytes` };
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return { ok: false, error: "frame is not JSON" };
+  }
+  if (json !== null && typeof json === "object" && "v" in json && json.v !== PROTOCOL_VERSION) {
+    return {
+      ok: false,
+      error: `unsupported protocol version ${JSON.stringify(json.v)} (this daemon speaks ${PROTOCOL_VERSION})`,
+    };
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    return {
+      ok: false,
+      error: `malformed frame: ${first?.path.join(".") || "frame"}: ${first?.message ?? "invalid"}`,
+    };
+  }
+  return { ok: true, frame: parsed.data };
+}
+
+export const encodeFrame = (frame: object) =>
+  `${JSON.stringify({ v: PROTOCOL_VERSION, ...frame })}\n`;
+
+/**
+ * Splits a byte stream into lines, refusing to buffer more than the frame
+ * limit: a peer that never sends a newline cannot make us hold its data.
+ */
+export class LineSplitter {
+  #buffer = "";
+  #overflow = false;
+  readonly #onLine: (line: string) => void;
+  readonly #onOverflow: () => void;
+  constructor(onLine: (line: string) => void, onOverflow: () => void) {
+    this.#onLine = onLine;
+    this.#onOverflow = onOverflow;
+  }
+
+  push(chunk: string): void {
+    this.#buffer += chunk;
+    let index = this.#buffer.indexOf("\n");
+    while (index >= 0) {
+      const line = this.#buffer.slice(0, index);
+      this.#buffer = this.#buffer.slice(index + 1);
+      if (this.#overflow) this.#overflow = false;
+      else if (line.trim() !== "") this.#onLine(line);
+      index = this.#buffer.indexOf("\n");
+    }
+    if (Buffer.byteLength(this.#buffer) > MAX_FRAME_BYTES) {
+      this.#buffer = "";
+      if (!this.#overflow) this.#onOverflow();
+      this.#overflow = true;
+    }
+  }
+}

@@ -1,0 +1,151 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../approval/audit.ts";
+import { ControlClient } from "../approval/client.ts";
+import { ApprovalDaemon } from "../approval/daemon.ts";
+import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
+import type { PendingRequest } from "../approval/protocol.ts";
+import { EXIT, RefusedError } from "../errors.ts";
+import { parseGroup } from "../host/tables.ts";
+import { type Streams, table } from "../output.ts";
+import { requireRoot, townFrom } from "./town-source.ts";
+
+interface TownOptions extends Streams {
+  readonly config?: string;
+  readonly manifest?: string;
+  readonly cwd: string;
+  readonly json?: boolean;
+}
+
+/** `nuketown approvald`: serve until SIGTERM/SIGINT. */
+export async function approvald(opts: TownOptions): Promise<number> {
+  requireRoot("approvald");
+  const town = await townFrom(opts);
+  const gid = await approversGid(town.approval.approversGroup);
+  const daemon = new ApprovalDaemon({
+    town,
+    audit: new AuditLog(town.paths.auditLog, { group: gid }),
+  });
+  await daemon.start();
+  opts.err.write(
+    `nuketown approvald: requests on ${town.paths.requestSocket}, humans on ${town.paths.controlSocket} (group ${town.approval.approversGroup})\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+  await daemon.stop();
+  return EXIT.ok;
+}
+
+async function approversGid(name: string): Promise<number | undefined> {
+  const groups = parseGroup(await readFile("/etc/group", "utf8").catch(() => ""));
+  return groups.find((g) => g.name === name)?.gid;
+}
+
+const requestRow = (r: PendingRequest) => [
+  r.id,
+  r.agent.name,
+  r.runAs.user,
+  r.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" "),
+  r.cwd,
+  r.hash.slice(0, 12),
+  r.expires,
+];
+
+/** `nuketown approvals [--watch]`: what waits for a human. */
+export async function approvals(opts: TownOptions & { readonly watch?: boolean }): Promise<number> {
+  const town = await townFrom(opts);
+  const client = await ControlClient.connect(town.paths.controlSocket);
+  const print = (requests: PendingRequest[]) => {
+    if (opts.json) return void opts.out.write(`${JSON.stringify(requests, null, 2)}\n`);
+    opts.out.write(
+      requests.length === 0
+        ? "no requests waiting\n"
+        : `${table(["id", "agent", "as", "command", "cwd", "hash", "expires"], requests.map(requestRow))}\n`,
+    );
+  };
+  if (!opts.watch) {
+    print(await client.list());
+    client.close();
+    return EXIT.ok;
+  }
+  print(
+    await client.subscribe((event) => {
+      if (opts.json) return void opts.out.write(`${JSON.stringify(event)}\n`);
+      if (event.event === "request") {
+        const r = event.request as PendingRequest;
+        opts.out.write(
+          `request ${requestRow(r).join("  ")}\n  approve: nuketown approve ${r.id}   deny: nuketown deny ${r.id} --reason ...\n`,
+        );
+      } else {
+        opts.out.write(`${event.id}: ${event.decision} — ${event.reason}\n`);
+      }
+    }),
+  );
+  await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+  client.close();
+  return EXIT.ok;
+}
+
+/** `nuketown approve ID` / `nuketown deny ID --reason R`. */
+export async function decide(
+  opts: TownOptions & { readonly id: string; readonly approve: boolean; readonly reason?: string },
+): Promise<number> {
+  const town = await townFrom(opts);
+  const client = await ControlClient.connect(town.paths.controlSocket);
+  try {
+    await client.decide(opts.id, opts.approve, opts.reason);
+  } finally {
+    client.close();
+  }
+  opts.out.write(`${opts.approve ? "approved" : "denied"} ${opts.id} as ${client.as}\n`);
+  return EXIT.ok;
+}
+
+/** `nuketown approval-mode [off|auto-approve|auto-deny]`. */
+export async function approvalMode(
+  opts: TownOptions & { readonly mode: ApprovalMode },
+): Promise<number> {
+  const town = await townFrom(opts);
+  await writeApprovalMode(town, opts.mode, await approversGid(town.approval.approversGroup));
+  opts.out.write(
+    opts.mode === "off"
+      ? "approval mode: off (humans decide)\n"
+      : `approval mode: ${opts.mode.toUpperCase()} — every request is now decided without a human, and marked so in the audit log\n`,
+  );
+  return EXIT.ok;
+}
+
+/** `nuketown audit verify` / `nuketown audit tail [-n N]`. */
+export async function audit(
+  opts: TownOptions & {
+    readonly action: "verify" | "tail";
+    readonly count?: number;
+    readonly file?: string;
+  },
+): Promise<number> {
+  const file = opts.file ?? (await townFrom(opts)).paths.auditLog;
+  if (opts.action === "tail") {
+    const records = await tailAudit(file, opts.count ?? 20);
+    opts.out.write(
+      opts.json
+        ? `${JSON.stringify(records, null, 2)}\n`
+        : records.map((r) => `${formatRecord(r)}\n`).join(""),
+    );
+    return EXIT.ok;
+  }
+  const result = await verifyAudit(file);
+  if (opts.json) opts.out.write(`${JSON.stringify(result, null, 2)}\n`);
+  if (!result.ok) {
+    throw new RefusedError(
+      `${path.basename(file)} line ${result.line}: ${result.problem} (${result.records} records verified before it)`,
+    );
+  }
+  if (!opts.json)
+    opts.out.write(
+      `audit log intact: ${result.records} records, head ${result.head.slice(0, 16)}\n`,
+    );
+  return EXIT.ok;
+}

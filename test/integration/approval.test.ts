@@ -1,0 +1,320 @@
+/**
+ * sudo with a human in the loop, for real: test accounts, the real sudo with
+ * our sudoers fragment in /etc/sudoers.d, the gate, the daemon, a human who
+ * approves through the control socket.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { stringify } from "smol-toml";
+import { REPO_ROOT } from "../support/fixtures.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+
+const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+const NODE = process.execPath;
+const AGENT = "nt-test-sudoer";
+const SLOW = "nt-test-slowpoke";
+const MAYOR = "nt-test-mayor";
+const STRANGER = "nt-test-stranger";
+const APPROVERS = `nt-test-ap-${process.pid}`;
+const SUDOERS = `/etc/sudoers.d/nt-test-${process.pid}`;
+
+interface Outcome {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, () => {
+  let root = "";
+  let manifest = "";
+  let shimDir = "";
+  let daemon: ChildProcess | undefined;
+
+  /** Run as a Unix user, with the shim first on PATH, like the agent's service does. */
+  const asUser = (user: string, argv: string[], input?: string): Promise<Outcome> =>
+    new Promise((resolve) => {
+      const child = spawn(
+        "runuser",
+        ["-u", user, "--", "env", `PATH=${shimDir}:/usr/bin:/bin`, `HOME=${root}`, ...argv],
+        {
+          cwd: root,
+        },
+      );
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      child.on("close", (code) => resolve({ code, stdout, stderr }));
+      child.stdin.end(input ?? "");
+    });
+  const nuketownAs = (user: string, args: string[]) =>
+    asUser(user, [BIN, ...args, "--manifest", manifest]);
+
+  /** Wait until the daemon shows a pending request from the agent; return its id. */
+  async function pendingId(): Promise<string> {
+    let last = "";
+    for (let i = 0; i < 100; i++) {
+      const list = await nuketownAs(MAYOR, ["approvals", "--json"]);
+      last = list.stderr;
+      const requests = list.code === 0 ? (JSON.parse(list.stdout) as { id: string }[]) : [];
+      if (requests[0]) return requests[0].id;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`no request showed up (${last})`);
+  }
+
+  before(async () => {
+    root = makeTempRoot("approval");
+    for (const [name, uid] of [
+      [MAYOR, 60202],
+      [STRANGER, 60203],
+    ] as const) {
+      mustRun("useradd", [
+        "--uid",
+        String(uid),
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        `${root}/humans/${name}`,
+        name,
+      ]);
+    }
+    const declaration = {
+      name: "nt-test-approval",
+      domain: "test.local",
+      agentsDir: path.join(root, "agents"),
+      persistDir: path.join(root, "persist"),
+      stateDir: path.join(root, "state"),
+      runtimeDir: path.join(root, "run"),
+      etcDir: path.join(root, "etc"),
+      uidRange: { min: 60100, max: 60999 },
+      homes: { backend: "directory" },
+      approval: { group: APPROVERS, timeout: 30 },
+      install: {
+        gate: path.join(root, "libexec", "sudo-gate"),
+        shimDir: path.join(root, "libexec", "shim"),
+      },
+      humans: { [MAYOR]: { approver: true }, [STRANGER]: { approver: false } },
+      agents: {
+        [AGENT]: {
+          uid: 60201,
+          sudo: {
+            enable: true,
+            policy: {
+              default: "ask",
+              rules: [
+                { action: "allow", argv: ["id", "-un"] },
+                { action: "allow", argv: ["printf", "**"] },
+                { action: "allow", argv: ["/bin/bash", "-c", "pwd"] },
+                { action: "deny", argv: ["rm", "**"], reason: "no deleting as root" },
+              ],
+            },
+          },
+        },
+        [SLOW]: { uid: 60204, sudo: { enable: true, timeout: 1 } },
+      },
+    };
+    const config = path.join(root, "town.toml");
+    writeFileSync(config, stringify(declaration));
+    mustRun(BIN, ["apply", config]);
+    manifest = path.join(root, "etc", "nuketown", "town.json");
+    shimDir = path.join(root, "libexec", "shim");
+    // The fragment apply rendered (and checked with visudo) goes where sudo reads it.
+    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
+    mustRun("chmod", ["0440", SUDOERS]);
+    mustRun("visudo", ["-c"]);
+
+    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const controlSocket = path.join(root, "run", "control.sock");
+    for (let i = 0; i < 100 && !existsSync(controlSocket); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.ok(existsSync(controlSocket), "the daemon is listening");
+  });
+
+  after(() => {
+    daemon?.kill("SIGTERM");
+    rmSync(SUDOERS, { force: true });
+    cleanupHost(root, [MAYOR, STRANGER, APPROVERS]);
+  });
+
+  it("runs `sudo id -u` as root once the mayor approves through the control socket", async () => {
+    const agent = asUser(AGENT, ["sudo", "id", "-u"]);
+    const id = await pendingId();
+    const approved = await nuketownAs(MAYOR, ["approve", id]);
+    assert.equal(approved.code, 0, approved.stderr);
+    const result = await agent;
+    assert.equal(result.stdout, "0\n", result.stderr);
+    assert.equal(result.code, 0);
+    assert.match(result.stderr, new RegExp(`waiting for a human to approve request ${id}`));
+  });
+
+  it("fails with the reason when the mayor denies, and when nobody answers in time", async () => {
+    const agent = asUser(AGENT, ["sudo", "id", "-u"]);
+    const id = await pendingId();
+    const denied = await nuketownAs(MAYOR, ["deny", id, "--reason", "not today"]);
+    assert.equal(denied.code, 0, denied.stderr);
+    const result = await agent;
+    assert.equal(result.code, 10);
+    assert.equal(result.stdout, "");
+    assert.match(result.stderr, /sudo denied: not today \(by nt-test-mayor\)/);
+
+    const slow = await asUser(SLOW, ["sudo", "id", "-u"]);
+    assert.equal(slow.code, 12);
+    assert.match(slow.stderr, /sudo timeout: no answer within 1 s/);
+  });
+
+  it("lets policy allow and deny without a human", async () => {
+    const allowed = await asUser(AGENT, ["sudo", "id", "-un"]);
+    assert.equal(allowed.stdout, "root\n", allowed.stderr);
+    assert.match(allowed.stderr, /allowed by policy rule 0/);
+    const denied = await asUser(AGENT, ["sudo", "rm", "-rf", `${root}/nothing`]);
+    assert.equal(denied.code, 11);
+    assert.match(denied.stderr, /no deleting as root \(policy rule 3\)/);
+    const asMayor = await asUser(AGENT, ["sudo", "-u", MAYOR, "id", "-un"]);
+    assert.equal(asMayor.stdout, `${MAYOR}\n`, asMayor.stderr);
+    const login = await asUser(AGENT, ["sudo", "-i", "pwd"]);
+    assert.equal(login.stdout, "/root\n", login.stderr);
+  });
+
+  it("runs arguments literally: spaces, quotes, ;, $() and newlines reach the program as given", async () => {
+    const args = ["a b", '"quoted"', "it's", ";", "$(id)", "`id`", "line1\nline2", "*"];
+    const result = await asUser(AGENT, ["sudo", "printf", "[%s]\\n", ...args]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, args.map((a) => `[${a}]\n`).join(""));
+  });
+
+  it("marks test-mode decisions in the agent's output and in the audit log", async () => {
+    // The mode file does not exist until root creates it: root sets it, then the mayor may change it.
+    const early = await nuketownAs(MAYOR, ["approval-mode", "auto-approve"]);
+    assert.equal(early.code, 3);
+    assert.match(early.stderr, /root must set the mode once/);
+    mustRun(BIN, ["approval-mode", "auto-approve", "--manifest", manifest]);
+    try {
+      const result = await asUser(AGENT, ["sudo", "id", "-u"]);
+      assert.equal(result.stdout, "0\n", result.stderr);
+      assert.match(result.stderr, /\*\*\* TEST MODE \(auto-approve\): no human was asked \*\*\*/);
+      const byMayor = await nuketownAs(MAYOR, ["approval-mode", "auto-deny"]);
+      assert.equal(byMayor.code, 0, byMayor.stderr);
+      const denied = await asUser(AGENT, ["sudo", "id", "-u"]);
+      assert.equal(denied.code, 16);
+    } finally {
+      mustRun(BIN, ["approval-mode", "off", "--manifest", manifest]);
+    }
+    const tail = mustRun(BIN, ["audit", "tail", "--json", "-n", "50", "--manifest", manifest]);
+    const records = JSON.parse(tail) as { event: string; data: { by?: { kind: string } } }[];
+    assert.ok(records.some((r) => r.event === "decision" && r.data.by?.kind === "test-mode"));
+  });
+
+  it("keeps agents away from the request socket, the control socket and the mode file", async () => {
+    const connect = (socket: string) =>
+      asUser(AGENT, [
+        NODE,
+        "-e",
+        `require("net").connect(${JSON.stringify(socket)}).on("error", (e) => { console.log(e.code); }).on("connect", () => { console.log("CONNECTED"); process.exit(0); })`,
+      ]);
+    assert.equal(
+      (await connect(path.join(root, "run", "approval", "request.sock"))).stdout.trim(),
+      "EACCES",
+    );
+    assert.equal((await connect(path.join(root, "run", "control.sock"))).stdout.trim(), "EACCES");
+    const write = await asUser(AGENT, [
+      "sh",
+      "-c",
+      `echo auto-approve > ${path.join(root, "state", "approval-mode")}`,
+    ]);
+    assert.notEqual(write.code, 0);
+    const stranger = await nuketownAs(STRANGER, ["approvals"]);
+    assert.equal(stranger.code, 3);
+    assert.match(stranger.stderr, /permission denied/);
+  });
+
+  it("cannot run the gate with a forged identity, nor any other command without a password", async () => {
+    const gate = path.join(root, "libexec", "sudo-gate");
+    const direct = await asUser(AGENT, [gate, "--", "id", "-u"]);
+    assert.equal(direct.code, 15);
+    assert.match(direct.stderr, /must be run through sudo/);
+    const forged = await asUser(AGENT, [
+      "/usr/bin/sudo",
+      "-n",
+      "SUDO_UID=0",
+      "SUDO_USER=root",
+      gate,
+      "--",
+      "id",
+      "-u",
+    ]);
+    assert.notEqual(forged.code, 0);
+    assert.equal(forged.stdout, "");
+    const other = await asUser(AGENT, ["/usr/bin/sudo", "-n", "/usr/bin/id", "-u"]);
+    assert.notEqual(other.code, 0);
+    assert.match(other.stderr, /password is required/);
+    const listed = await asUser(AGENT, ["/usr/bin/sudo", "-n", "-l"]);
+    const grants = listed.stdout.split("\n").filter((l) => /NOPASSWD/.test(l));
+    assert.equal(grants.length, 1, listed.stdout);
+    assert.match(grants[0]!.trim(), /^\(root\) (NOSETENV: NOPASSWD|NOPASSWD: NOSETENV): /);
+    assert.ok(grants[0]!.trim().endsWith(` ${gate}`), grants[0]);
+  });
+
+  it("answers malformed and oversized frames with an error and keeps serving", async () => {
+    const talk = (payload: string) =>
+      new Promise<string>((resolve) => {
+        const socket = net.createConnection(path.join(root, "run", "approval", "request.sock"));
+        let reply = "";
+        socket.on("data", (d) => {
+          reply += d;
+          if (reply.includes("\n")) socket.destroy();
+        });
+        socket.on("close", () => resolve(reply));
+        socket.write(payload);
+      });
+    assert.match(await talk("this is not json\n"), /"type":"error","error":"frame is not JSON"/);
+    assert.match(
+      await talk('{"v":1,"type":"request","request":{"argv":"id"}}\n'),
+      /malformed frame/,
+    );
+    assert.match(await talk('{"v":9,"type":"request"}\n'), /unsupported protocol version/);
+    assert.match(await talk(`${"x".repeat(70 * 1024)}`), /frame too large/);
+    const still = await asUser(AGENT, ["sudo", "id", "-un"]);
+    assert.equal(still.stdout, "root\n", still.stderr);
+  });
+
+  it("cancels a request whose agent gives up, and keeps a verifiable audit log", async () => {
+    const agent = spawn(
+      "runuser",
+      ["-u", AGENT, "--", "env", `PATH=${shimDir}:/usr/bin:/bin`, "sudo", "id", "-u"],
+      { cwd: root },
+    );
+    const id = await pendingId();
+    // The agent gives up (Ctrl-C): sudo passes the signal on to the gate, whose connection closes.
+    run("pkill", ["-INT", "-f", `sudo -n ${path.join(root, "libexec", "sudo-gate")}`]);
+    agent.kill("SIGKILL");
+    for (let i = 0; i < 50; i++) {
+      const list = await nuketownAs(MAYOR, ["approvals", "--json"]);
+      if (
+        list.code === 0 &&
+        !(JSON.parse(list.stdout) as { id: string }[]).some((r) => r.id === id)
+      )
+        break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const late = await nuketownAs(MAYOR, ["approve", id]);
+    assert.equal(late.code, 3);
+    assert.match(late.stderr, /no pending request/);
+    const verified = spawnSync(BIN, ["audit", "verify", "--manifest", manifest], {
+      encoding: "utf8",
+    });
+    assert.equal(verified.status, 0, verified.stderr);
+    assert.match(verified.stdout, /audit log intact: \d+ records/);
+    assert.ok(
+      readFileSync(path.join(root, "state", "audit.jsonl"), "utf8").includes(
+        '"decision":"cancelled"',
+      ),
+    );
+  });
+});
