@@ -1,5 +1,5 @@
 import { ConfigError, EXIT, RefusedError } from "../errors.ts";
-import { mountHomes } from "../host/homes.ts";
+import { emptyTrash, mountHomes } from "../host/homes.ts";
 import { withHostLock } from "../host/lock.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
@@ -81,6 +81,8 @@ export async function reset(opts: ResetOptions): Promise<number> {
       results.push({ agent: agent.name, ms: Math.round(ms), warnings: result.warnings });
       if (!opts.json) opts.out.write(`reset ${agent.name} (${(ms / 1000).toFixed(2)} s)\n`);
     }
+    // The old homes were moved aside; deleting them does not hold up the agents.
+    if (town.homes.backend !== "directory") await emptyTrash(town, systemRunner);
     if (opts.json) opts.out.write(`${JSON.stringify({ reset: results }, null, 2)}\n`);
     return EXIT.ok;
   });

@@ -11,7 +11,7 @@ import { RefusedError } from "../errors.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { applyDeviceAcls, reloadUdev } from "./devices.ts";
 import { writeFileAtomic } from "./files.ts";
-import { createHome, createImage, mountHomes, removeHome } from "./homes.ts";
+import { createHome, createImage, emptyTrash, mountHomes, removeHome } from "./homes.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";
 import type { Action, HostPlan } from "./plan.ts";
 import { agentUnitName, type UnitFile } from "./render/units.ts";
@@ -46,6 +46,13 @@ export async function applyPlan(plan: HostPlan, ctx: ApplyContext): Promise<Appl
     if (ctx.root && action.layer !== "files") continue;
     await execute(action, ctx, () => state, save, warnings);
     done.push(action);
+  }
+  if (
+    !ctx.root &&
+    town.homes.backend !== "directory" &&
+    done.some((a) => a.kind === "reset-agent")
+  ) {
+    await emptyTrash(town, ctx.runner);
   }
   return { done, warnings };
 }

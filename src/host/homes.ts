@@ -4,7 +4,7 @@
  * so rolling back costs the same whatever the home holds. The directory
  * backend wipes file by file: the slow path, for hosts without btrfs.
  */
-import { lstat, readdir, rm, stat } from "node:fs/promises";
+import { lstat, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { ensureDir } from "./files.ts";
@@ -110,8 +110,24 @@ export async function rollbackHome(
     await ensureDir(agent.home, 0o700, agent.uid, agent.gid);
     return;
   }
-  await deleteSubvolume(agent.home, runner);
+  if (await isSubvolume(agent.home)) {
+    // Deleting a subvolume costs time in proportion to its files the kernel
+    // still caches; renaming it into the trash is instant, so the agent is
+    // back at once and emptyTrash pays the rest afterwards.
+    await ensureDir(trashDir(town), 0o700);
+    await rename(agent.home, path.join(trashDir(town), `${agent.name}.${Date.now()}`));
+  } else {
+    await deleteSubvolume(agent.home, runner);
+  }
   await runner.run("btrfs", ["subvolume", "snapshot", blankOf(town, agent), agent.home]);
+}
+
+export const trashDir = (town: ResolvedTown) => path.join(town.agentsDir, ".nuketown-trash");
+
+/** Delete the homes that rollbacks moved aside. */
+export async function emptyTrash(town: ResolvedTown, runner: Runner): Promise<void> {
+  const entries = await readdir(trashDir(town)).catch(() => [] as string[]);
+  for (const entry of entries) await deleteSubvolume(path.join(trashDir(town), entry), runner);
 }
 
 /** Remove the home and its blank (persisted data is elsewhere and stays). */
