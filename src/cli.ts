@@ -224,6 +224,30 @@ export function buildProgram(): Command {
     },
   );
 
+  townOptions(
+    program
+      .command("unlock")
+      .description("ask a human to decrypt one of your unlockable secrets onto tmpfs (agents)")
+      .argument("<secret>"),
+  ).action(async (secret: string, opts: TownOpts) => {
+    const { unlock } = await import("./commands/approval.ts");
+    process.exitCode = await unlock({ ...opts, secret, lock: false, ...streams() });
+  });
+  townOptions(
+    program
+      .command("lock")
+      .description("remove your unlocked secrets now (agents)")
+      .argument("[secret]", "one secret; all of them when omitted"),
+  ).action(async (secret: string | undefined, opts: TownOpts) => {
+    const { unlock } = await import("./commands/approval.ts");
+    process.exitCode = await unlock({
+      ...opts,
+      ...(secret !== undefined && { secret }),
+      lock: true,
+      ...streams(),
+    });
+  });
+
   for (const command of program.commands) command.exitOverride();
   return program;
 }

@@ -6,12 +6,14 @@
  * silence until the timeout means no. Every request and decision is audited.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, chown, lstat, mkdir, readFile, rm } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { ensureDir, writeFileAtomic } from "../host/files.ts";
-import { parseGroup, parsePasswd } from "../host/tables.ts";
-import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import type { SecretDecryptor } from "../host/secrets.ts";
+import { type Runner, systemRunner } from "../host/system.ts";
+import { parseGroup, parseMountinfo, parsePasswd } from "../host/tables.ts";
+import type { ResolvedTown } from "../town/types.ts";
 import type { AuditLog } from "./audit.ts";
 import { readApprovalMode } from "./mode.ts";
 import { evaluatePolicy } from "./policy.ts";
@@ -55,11 +57,14 @@ export interface DaemonOptions {
   readonly journal?: string;
   /** /etc/passwd and /etc/group, for the approvers group and humans' uids. */
   readonly etc?: string;
+  /** Decrypts secrets that agents unlock. */
+  readonly decryptor?: SecretDecryptor;
+  /** Runs mount (the tmpfs for unlocked secrets). */
+  readonly runner?: Runner;
 }
 
 interface Waiting {
   readonly request: PendingRequest;
-  readonly agent: ResolvedAgent;
   readonly socket: net.Socket;
   readonly timer: NodeJS.Timeout;
 }
@@ -75,6 +80,10 @@ export class ApprovalDaemon {
   readonly #subscribers = new Set<net.Socket>();
   readonly #servers: net.Server[] = [];
   readonly #authDir: string;
+  readonly #decryptor: SecretDecryptor | undefined;
+  readonly #runner: Runner;
+  /** Unlocked secrets by path, with the timer that locks them again. */
+  readonly #unlocked = new Map<string, { agent: string; secret: string; timer: NodeJS.Timeout }>();
 
   constructor(options: DaemonOptions) {
     this.#town = options.town;
@@ -84,6 +93,8 @@ export class ApprovalDaemon {
     this.#journal = options.journal ?? path.join(options.town.stateDir, "approval-journal.json");
     this.#etc = options.etc ?? "/etc";
     this.#authDir = path.join(options.town.runtimeDir, "control-auth");
+    this.#decryptor = options.decryptor;
+    this.#runner = options.runner ?? systemRunner;
   }
 
   get pending(): PendingRequest[] {
@@ -114,6 +125,7 @@ export class ApprovalDaemon {
     await chown(this.#authDir, 0, approvers);
     // Sticky and not listable: an approver can drop a file but neither see nor remove others'.
     await chmod(this.#authDir, 0o1730);
+    await this.#prepareSecretsTmpfs();
     await this.#audit.append("daemon.started", { pid: process.pid });
   }
 
@@ -126,6 +138,8 @@ export class ApprovalDaemon {
       });
     }
     for (const socket of this.#subscribers) socket.destroy();
+    for (const file of [...this.#unlocked.keys()])
+      await this.#lockFile(file, "the approval daemon stopped");
     await Promise.all(
       this.#servers.map((server) => new Promise((resolve) => server.close(resolve))),
     );
@@ -167,7 +181,12 @@ export class ApprovalDaemon {
             encodeFrame({ type: "error", error: "one request per connection" }),
           );
         asked = true;
-        this.#onRequest(socket, parsed.frame.request).catch((error: Error) => {
+        const frame = parsed.frame;
+        const work =
+          frame.type === "lock"
+            ? this.#onLock(socket, frame.agent, frame.secret)
+            : this.#onRequest(socket, frame.request);
+        work.catch((error: Error) => {
           socket.end(encodeFrame({ type: "error", error: `internal error: ${error.message}` }));
         });
       },
@@ -203,7 +222,8 @@ export class ApprovalDaemon {
     };
     await this.#audit.append("request", auditView(pending));
 
-    const immediate = async (decision: Decision) => {
+    const immediate = async (answer: Decision) => {
+      const decision = await this.#carryOut(pending, answer);
       await this.#audit.append("decision", {
         id: pending.id,
         ...decision,
@@ -211,7 +231,16 @@ export class ApprovalDaemon {
       });
       socket.end(encodeFrame({ type: "decision", id: pending.id, ...decision }));
     };
-    if (!agent?.sudo.enable) {
+    const unlockable =
+      request.unlock && agent?.secrets.unlockable.find((u) => u.name === request.unlock?.secret);
+    if (request.unlock && !unlockable) {
+      return immediate({
+        decision: "denied",
+        by: { kind: "daemon" },
+        reason: `${request.agent.name} has no unlockable secret "${request.unlock.secret}"`,
+      });
+    }
+    if (!agent || (!request.unlock && !agent.sudo.enable)) {
       return immediate({
         decision: "denied",
         by: { kind: "daemon" },
@@ -219,11 +248,14 @@ export class ApprovalDaemon {
       });
     }
 
-    const policy = evaluatePolicy(agent.sudo.policy, {
-      argv: request.argv,
-      runAs: request.runAs.user,
-      resolvedCommand: request.command,
-    });
+    // Policy rules are about commands; an unlock always asks (or test mode answers).
+    const policy = request.unlock
+      ? ({ action: "ask", source: "default" } as const)
+      : evaluatePolicy(agent.sudo.policy, {
+          argv: request.argv,
+          runAs: request.runAs.user,
+          resolvedCommand: request.command,
+        });
     if (policy.action === "deny") {
       const rule = policy.source === "rule" ? { rule: policy.rule } : {};
       return immediate({
@@ -258,7 +290,7 @@ export class ApprovalDaemon {
       });
     }, timeout * 1000);
     timer.unref();
-    this.#pending.set(pending.id, { request: pending, agent, socket, timer });
+    this.#pending.set(pending.id, { request: pending, socket, timer });
     await this.#writeJournal();
     socket.write(
       encodeFrame({
@@ -299,11 +331,12 @@ export class ApprovalDaemon {
     return { ok: true };
   }
 
-  async #decide(id: string, decision: Decision, channel?: string): Promise<void> {
+  async #decide(id: string, answer: Decision, channel?: string): Promise<void> {
     const waiting = this.#pending.get(id);
     if (!waiting) return;
     this.#pending.delete(id);
     clearTimeout(waiting.timer);
+    const decision = await this.#carryOut(waiting.request, answer);
     await this.#audit.append("decision", {
       id,
       ...decision,
@@ -315,6 +348,101 @@ export class ApprovalDaemon {
       waiting.socket.end(encodeFrame({ type: "decision", id, ...decision }));
     this.#broadcast({ type: "event", event: "decision", id, ...decision });
     for (const c of this.#channels) c.resolved(waiting.request, decision);
+  }
+
+  // ---- unlocked secrets --------------------------------------------------
+
+  /** An approved unlock is carried out before the answer goes back: the answer carries the path. */
+  async #carryOut(request: PendingRequest, decision: Decision): Promise<Decision> {
+    if (decision.decision !== "approved" || !request.unlock) return decision;
+    const agent = this.#town.agents.find((a) => a.name === request.agent.name);
+    const secret = agent?.secrets.unlockable.find((u) => u.name === request.unlock?.secret);
+    if (!agent || !secret || !this.#decryptor) {
+      return {
+        decision: "denied",
+        by: { kind: "daemon" },
+        reason: "this daemon cannot decrypt secrets",
+      };
+    }
+    try {
+      const plaintext = await this.#decryptor.decrypt(secret.source);
+      const dir = path.join(this.#town.paths.unlockedSecrets, agent.name);
+      await ensureDir(dir, 0o700, agent.uid, agent.gid);
+      const file = path.join(dir, secret.name);
+      await writeFileAtomic(file, plaintext, { mode: 0o600, uid: agent.uid, gid: agent.gid });
+      const previous = this.#unlocked.get(file);
+      if (previous) clearTimeout(previous.timer);
+      const timer = setTimeout(
+        () => void this.#lockFile(file, `expired after ${secret.ttl} s`),
+        secret.ttl * 1000,
+      );
+      timer.unref();
+      this.#unlocked.set(file, { agent: agent.name, secret: secret.name, timer });
+      await this.#audit.append("secret.unlocked", {
+        agent: agent.name,
+        name: secret.name,
+        path: file,
+        ttl: secret.ttl,
+      });
+      return {
+        ...decision,
+        path: file,
+        reason: `${decision.reason}; unlocked for ${secret.ttl} s`,
+      };
+    } catch (error) {
+      return {
+        decision: "denied",
+        by: { kind: "daemon" },
+        reason: `could not unlock: ${(error as Error).message}`,
+      };
+    }
+  }
+
+  async #lockFile(file: string, reason: string): Promise<void> {
+    const entry = this.#unlocked.get(file);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.#unlocked.delete(file);
+    await rm(file, { force: true });
+    await this.#audit.append("secret.locked", { agent: entry.agent, name: entry.secret, reason });
+  }
+
+  /** `nuketown lock [NAME]` from the gate: the agent gives access up. */
+  async #onLock(
+    socket: net.Socket,
+    agent: { name: string; uid: number },
+    secret?: string,
+  ): Promise<void> {
+    const removed: string[] = [];
+    for (const [file, entry] of this.#unlocked) {
+      if (entry.agent === agent.name && (secret === undefined || entry.secret === secret)) {
+        await this.#lockFile(file, "locked by the agent");
+        removed.push(entry.secret);
+      }
+    }
+    socket.end(encodeFrame({ type: "locked", removed }));
+  }
+
+  /**
+   * Unlocked secrets live on a tmpfs, never on disk. A restart forgets what
+   * it unlocked, so whatever is there is removed: fail closed.
+   */
+  async #prepareSecretsTmpfs(): Promise<void> {
+    const dir = this.#town.paths.unlockedSecrets;
+    await ensureDir(dir, 0o755);
+    const mounts = parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"));
+    if (!mounts.some((m) => m.mountPoint === dir && m.fsType === "tmpfs")) {
+      await this.#runner.run("mount", [
+        "-t",
+        "tmpfs",
+        "-o",
+        "mode=0755,size=16m,nosuid,nodev,noexec",
+        "nuketown-secrets",
+        dir,
+      ]);
+    }
+    for (const entry of await readdir(dir))
+      await rm(path.join(dir, entry), { recursive: true, force: true });
   }
 
   // ---- journal ----------------------------------------------------------

@@ -35,4 +35,5 @@ process.exitCode = await runGate({
   cwd: process.cwd(),
   town,
   stderr: process.stderr,
+  stdout: process.stdout,
 });

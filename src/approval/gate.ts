@@ -36,6 +36,7 @@ export interface GateEnvironment {
   readonly town: ResolvedTown;
   readonly etc?: string;
   readonly stderr: NodeJS.WritableStream;
+  readonly stdout?: NodeJS.WritableStream;
 }
 
 class GateExit extends Error {
@@ -50,6 +51,8 @@ class GateExit extends Error {
 export async function runGate(gate: GateEnvironment): Promise<number> {
   const say = (line: string) => gate.stderr.write(`nuketown: ${line}\n`);
   try {
+    if (gate.argv[0] === "--unlock" || gate.argv[0] === "--lock")
+      return await secretAccess(gate, say);
     const { request, target } = prepare(gate);
     const decision = await ask(gate.town.paths.requestSocket, request, (id) =>
       say(
@@ -73,6 +76,88 @@ export async function runGate(gate: GateEnvironment): Promise<number> {
   }
 }
 
+/** `--unlock NAME` (asks a human) and `--lock NAME|--all` (never needs to). */
+async function secretAccess(gate: GateEnvironment, say: (line: string) => void): Promise<number> {
+  const agent = callingAgent(gate, false);
+  const [flag, name, ...extra] = gate.argv;
+  if (name === undefined || name === "" || extra.length > 0) {
+    throw new GateExit(
+      GATE_EXIT.refused,
+      `usage: ${flag} ${flag === "--lock" ? "NAME|--all" : "NAME"}`,
+    );
+  }
+  const identity = { name: agent.name, uid: agent.uid };
+  if (flag === "--lock") {
+    const removed = await lockRequest(
+      gate.town.paths.requestSocket,
+      identity,
+      name === "--all" ? undefined : name,
+    );
+    say(removed.length === 0 ? "nothing was unlocked" : `locked ${removed.join(", ")}`);
+    return 0;
+  }
+  const request: ApprovalRequest = {
+    agent: identity,
+    argv: ["nuketown", "unlock", name],
+    command: "nuketown unlock",
+    cwd: gate.cwd,
+    runAs: { user: agent.name },
+    unlock: { secret: name },
+  };
+  const decision = await ask(gate.town.paths.requestSocket, request, (id) =>
+    say(`waiting for a human to approve request ${id}: unlock the secret ${JSON.stringify(name)}`),
+  );
+  if (decision.by.kind === "test-mode") say(`*** ${decision.reason} ***`);
+  if (decision.decision !== "approved" || decision.path === undefined) {
+    say(`unlock ${decision.decision}: ${decision.reason}${describeBy(decision)}`);
+    return exitFor(decision);
+  }
+  say(decision.reason);
+  gate.stdout?.write(`${decision.path}\n`);
+  return 0;
+}
+
+function lockRequest(
+  socketPath: string,
+  agent: { name: string; uid: number },
+  secret?: string,
+): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(socketPath);
+    socket.setEncoding("utf8");
+    let reply = "";
+    socket.on("connect", () =>
+      socket.write(encodeFrame({ type: "lock", agent, ...(secret !== undefined && { secret }) })),
+    );
+    socket.on("data", (chunk: string) => {
+      reply += chunk;
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        new GateExit(
+          GATE_EXIT.unreachable,
+          `the approval daemon is unreachable (${error.code ?? error.message})`,
+        ),
+      ),
+    );
+    socket.on("close", () => {
+      const frame = JSON.parse(reply.split("\n")[0] || "{}") as {
+        type?: string;
+        removed?: string[];
+        error?: string;
+      };
+      if (frame.type === "locked") resolve(frame.removed ?? []);
+      else
+        reject(
+          new GateExit(
+            GATE_EXIT.refused,
+            `the approval daemon refused: ${frame.error ?? "no answer"}`,
+          ),
+        );
+    });
+  });
+}
+
 interface Target {
   readonly uid: number;
   readonly gid: number;
@@ -81,18 +166,27 @@ interface Target {
   readonly user: string;
 }
 
-function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Target } {
-  // Trust SUDO_* only when sudo really made us root: an agent running the
-  // gate directly is not root, and sudo's env_reset keeps callers from setting them.
+/**
+ * The agent on the other side of sudo. Trust SUDO_* only when sudo really
+ * made us root: an agent running the gate directly is not root, and sudo's
+ * env_reset (without SETENV) keeps callers from setting them.
+ */
+function callingAgent(gate: GateEnvironment, needsSudo: boolean) {
   const sudoUid = gate.env.SUDO_UID;
   const sudoUser = gate.env.SUDO_USER;
   if (gate.euid !== 0 || sudoUid === undefined || sudoUser === undefined) {
     throw new GateExit(GATE_EXIT.refused, "the approval gate must be run through sudo");
   }
   const agent = gate.town.agents.find((a) => a.uid === Number(sudoUid) && a.name === sudoUser);
-  if (!agent?.sudo.enable)
+  if (!agent) throw new GateExit(GATE_EXIT.refused, `${sudoUser} is not an agent of this town`);
+  if (needsSudo && !agent.sudo.enable) {
     throw new GateExit(GATE_EXIT.refused, `${sudoUser} may not use sudo in this town`);
+  }
+  return agent;
+}
 
+function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Target } {
+  const agent = callingAgent(gate, true);
   let parsed: ReturnType<typeof parseGateArguments>;
   try {
     parsed = parseGateArguments(gate.argv);
@@ -176,7 +270,12 @@ function ask(
         if (frame.type === "pending" && frame.id) onPending(frame.id);
         else if (frame.type === "decision" && frame.decision && frame.by) {
           decided = true;
-          resolve({ decision: frame.decision, by: frame.by, reason: frame.reason ?? "" });
+          resolve({
+            decision: frame.decision,
+            by: frame.by,
+            reason: frame.reason ?? "",
+            ...(frame.path !== undefined && { path: frame.path }),
+          });
           socket.end();
         } else if (frame.type === "error") {
           decided = true;

@@ -24,6 +24,8 @@ export const RequestSchema = z.strictObject({
   tty: text.optional(),
   /** -i / -s: argv is run through the target's shell. */
   shell: z.enum(["login", "non-login"]).optional(),
+  /** `nuketown unlock NAME`: not a command, a declared secret to decrypt for the agent. */
+  unlock: z.strictObject({ secret: text }).optional(),
 });
 export type ApprovalRequest = z.infer<typeof RequestSchema>;
 
@@ -41,6 +43,8 @@ export interface Decision {
   readonly decision: DecisionKind;
   readonly by: DecidedBy;
   readonly reason: string;
+  /** For an approved unlock: where the plaintext is, until it expires. */
+  readonly path?: string;
 }
 
 export interface PendingRequest extends ApprovalRequest {
@@ -56,6 +60,13 @@ export const GateFrameSchema = z.discriminatedUnion("type", [
     v: z.literal(PROTOCOL_VERSION),
     type: z.literal("request"),
     request: RequestSchema,
+  }),
+  // `nuketown lock [NAME]`: remove unlocked secrets now; giving access up needs no approval.
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal("lock"),
+    agent: z.strictObject({ name: text, uid: z.int().nonnegative() }),
+    secret: text.optional(),
   }),
 ]);
 
@@ -93,6 +104,7 @@ export function commandHash(request: ApprovalRequest): string {
     request.runAs.user,
     request.runAs.group ?? null,
     request.shell ?? null,
+    request.unlock?.secret ?? null,
   ]);
   return createHash("sha256").update(canonical).digest("hex");
 }

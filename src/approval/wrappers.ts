@@ -42,7 +42,7 @@ export function renderShimWrapper(town: ResolvedTown, programs: ProgramLocations
 
 /** The gate and the shim, when any agent may use sudo. */
 export function renderProgramArtifacts(town: ResolvedTown, programs: ProgramLocations): Artifact[] {
-  if (!town.agents.some((a) => a.sudo.enable)) return [];
+  if (!town.agents.some((a) => a.sudo.enable || a.secrets.unlockable.length > 0)) return [];
   return [
     {
       path: town.install.gate,

@@ -176,6 +176,7 @@ function normalize(
       modeFile: `${stateDir}/approval-mode`,
       requestSocket: `${decl.runtimeDir}/approval/request.sock`,
       controlSocket: `${decl.runtimeDir}/control.sock`,
+      unlockedSecrets: `${decl.runtimeDir}/secrets`,
     },
     agents,
     disabledAgents: Object.entries(decl.agents)
@@ -264,6 +265,17 @@ function normalizeAgent(
           }),
           target: trimSlash(s.target),
           mode: normalizeMode(s.mode),
+        }))
+        .sort(byName),
+      unlockable: Object.entries(a.secrets.unlockable)
+        .map(([secretName, s]) => ({
+          name: secretName,
+          source: secretOf({
+            file: s.file ?? decl.secrets.sopsFile ?? decl.sopsFile ?? "",
+            key: s.key ?? secretName,
+            ...(s.format !== undefined && { format: s.format }),
+          }),
+          ttl: s.ttl,
         }))
         .sort(byName),
     },

@@ -134,6 +134,9 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
   for (const agent of town.agents) {
     const here = (...parts: PathPart[]) => ["agents", agent.name, ...parts];
 
+    if (agent.secrets.unlockable.length > 0 && approvers.length === 0) {
+      at(here("secrets", "unlockable"), "unlocking needs at least one human with approver = true");
+    }
     if (agent.sudo.enable && approvers.length === 0) {
       at(here("sudo", "enable"), "sudo needs at least one human with approver = true");
     }
@@ -272,6 +275,13 @@ function checkSecretFiles(decl: TownParsed, town: ResolvedTown, at: At): void {
       if (s.file === undefined)
         at(
           ["agents", name, "secrets", "extraSecrets", secret, "file"],
+          "required when secrets.sopsFile is not set",
+        );
+    }
+    for (const [secret, s] of Object.entries(agent.secrets.unlockable)) {
+      if (s.file === undefined)
+        at(
+          ["agents", name, "secrets", "unlockable", secret, "file"],
           "required when secrets.sopsFile is not set",
         );
     }

@@ -386,6 +386,38 @@ export const AgentSchema = z.strictObject({
         .record(matching(/^[A-Za-z0-9._-]+$/, "a secret name"), ExtraSecretSchema)
         .default({})
         .meta({ description: "More secrets, by name, each decrypted to a file in the home." }),
+      unlockable: z
+        .record(
+          matching(/^[A-Za-z0-9._-]+$/, "a secret name"),
+          z.strictObject({
+            file: line()
+              .min(1)
+              .optional()
+              .meta(derived("Encrypted file.", "the town's secrets.sopsFile")),
+            key: line()
+              .min(1)
+              .optional()
+              .meta(derived("Key inside a sops file.", "the entry's name")),
+            format: z
+              .enum(["sops", "age"])
+              .optional()
+              .meta(
+                derived(
+                  "How `file` is encrypted.",
+                  '"age" when the file ends in .age, else "sops"',
+                ),
+              ),
+            ttl: z.int().positive().max(86400).default(900).meta({
+              description:
+                "Seconds the plaintext stays before it is removed (or until `nuketown lock`).",
+            }),
+          }),
+        )
+        .default({})
+        .meta({
+          description:
+            "Secrets never placed in the home: the agent asks with `nuketown unlock NAME`, a human approves, and the plaintext lands on tmpfs for `ttl` seconds.",
+        }),
     })
     .prefault({}),
   devices: z

@@ -95,6 +95,12 @@ export interface ResolvedAgent {
       readonly target: string;
       readonly mode: string;
     }[];
+    /** Decrypted only on `nuketown unlock`, after a human's yes, onto tmpfs for `ttl` seconds. */
+    readonly unlockable: readonly {
+      readonly name: string;
+      readonly source: ResolvedSecret;
+      readonly ttl: number;
+    }[];
   };
   readonly devices: readonly ResolvedDevice[];
   readonly sudo: {
@@ -205,6 +211,8 @@ export interface ResolvedTown {
     readonly modeFile: string;
     readonly requestSocket: string;
     readonly controlSocket: string;
+    /** tmpfs where unlocked secrets land, one 0700 directory per agent. */
+    readonly unlockedSecrets: string;
   };
   /** Enabled agents, sorted by name. */
   readonly agents: readonly ResolvedAgent[];

@@ -5,13 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
+import { parseMountinfo } from "../../src/host/tables.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+
+const mountInfo = () => parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const NODE = process.execPath;
@@ -33,6 +36,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
   let manifest = "";
   let shimDir = "";
   let daemon: ChildProcess | undefined;
+  let daemonLog = "";
 
   /** Run as a Unix user, with the shim first on PATH, like the agent's service does. */
   const asUser = (user: string, argv: string[], input?: string): Promise<Outcome> =>
@@ -83,6 +87,21 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
         name,
       ]);
     }
+    const keyFile = path.join(root, "state", "age", "keys.txt");
+    mustRun("mkdir", ["-p", path.dirname(keyFile)]);
+    mustRun("age-keygen", ["-o", keyFile]);
+    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
+    writeFileSync(path.join(root, "api-token"), "the api token\n");
+    mustRun("age", [
+      "--encrypt",
+      "-r",
+      recipient,
+      "-o",
+      path.join(root, "api-token.age"),
+      path.join(root, "api-token"),
+    ]);
+    rmSync(path.join(root, "api-token"));
+
     const declaration = {
       name: "nt-test-approval",
       domain: "test.local",
@@ -102,6 +121,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
       agents: {
         [AGENT]: {
           uid: 60201,
+          secrets: { unlockable: { api: { file: "api-token.age", ttl: 2 } } },
           sudo: {
             enable: true,
             policy: {
@@ -131,14 +151,23 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
       stdio: ["ignore", "ignore", "pipe"],
     });
+    daemon.stderr?.on("data", (d) => {
+      daemonLog += d;
+    });
     const controlSocket = path.join(root, "run", "control.sock");
     for (let i = 0; i < 100 && !existsSync(controlSocket); i++)
       await new Promise((r) => setTimeout(r, 100));
     assert.ok(existsSync(controlSocket), "the daemon is listening");
   });
 
-  after(() => {
-    daemon?.kill("SIGTERM");
+  after(async () => {
+    if (daemon && daemon.exitCode === null) {
+      const exited = new Promise((resolve) => daemon?.once("exit", resolve));
+      daemon.kill("SIGTERM");
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      daemon.kill("SIGKILL");
+    }
+    if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemonLog);
     rmSync(SUDOERS, { force: true });
     cleanupHost(root, [MAYOR, STRANGER, APPROVERS]);
   });
@@ -316,5 +345,41 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
         '"decision":"cancelled"',
       ),
     );
+  });
+
+  it("unlocks a declared secret onto tmpfs after a human's yes, for its ttl, and locks it on demand", async () => {
+    const unlocking = nuketownAs(AGENT, ["unlock", "api"]);
+    const id = await pendingId();
+    assert.equal((await nuketownAs(MAYOR, ["approve", id])).code, 0);
+    const unlocked = await unlocking;
+    assert.equal(unlocked.code, 0, unlocked.stderr);
+    const file = unlocked.stdout.trim();
+    assert.equal(file, path.join(root, "run", "secrets", AGENT, "api"));
+    assert.equal(readFileSync(file, "utf8"), "the api token\n");
+    const info = statSync(file);
+    assert.equal(info.mode & 0o777, 0o600);
+    assert.equal(info.uid, 60201);
+    assert.equal(
+      mountInfo().find((m) => m.mountPoint === path.join(root, "run", "secrets"))?.fsType,
+      "tmpfs",
+      "unlocked secrets never touch a disk",
+    );
+    const other = await asUser(MAYOR, ["cat", file]);
+    assert.notEqual(other.code, 0, "nobody else can read it");
+    // ttl = 2 s
+    for (let i = 0; i < 60 && existsSync(file); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!existsSync(file), "the plaintext is removed when its time is up");
+
+    const again = nuketownAs(AGENT, ["unlock", "api"]);
+    assert.equal((await nuketownAs(MAYOR, ["approve", await pendingId()])).code, 0);
+    assert.equal((await again).code, 0);
+    const locked = await nuketownAs(AGENT, ["lock"]);
+    assert.equal(locked.code, 0, locked.stderr);
+    assert.match(locked.stderr, /locked api/);
+    assert.ok(!existsSync(file), "lock removes it at once");
+
+    const unknown = await nuketownAs(AGENT, ["unlock", "nope"]);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /no unlockable secret "nope"/);
   });
 });
