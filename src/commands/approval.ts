@@ -3,6 +3,7 @@ import path from "node:path";
 import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../approval/audit.ts";
 import { ControlClient } from "../approval/client.ts";
 import { ApprovalDaemon } from "../approval/daemon.ts";
+import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";
 import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
 import type { PendingRequest } from "../approval/protocol.ts";
 import { EXIT, RefusedError } from "../errors.ts";
@@ -26,6 +27,12 @@ export async function approvald(opts: TownOptions): Promise<number> {
     town,
     audit: new AuditLog(town.paths.auditLog, { group: gid }),
   });
+  if (town.approval.channels.includes("desktop")) {
+    const mayor = approvingMayor(town);
+    const log = (line: string) => opts.err.write(`nuketown approvald: ${line}\n`);
+    if (mayor) daemon.addChannel(new DesktopChannel({ mayor, log }));
+    else log("desktop: no mayor who may approve (approver = true), so no desktop dialogs");
+  }
   await daemon.start();
   opts.err.write(
     `nuketown approvald: requests on ${town.paths.requestSocket}, humans on ${town.paths.controlSocket} (group ${town.approval.approversGroup})\n`,
