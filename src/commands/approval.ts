@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../approval/audit.ts";
@@ -7,6 +8,7 @@ import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";
 import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
 import type { PendingRequest } from "../approval/protocol.ts";
 import { EXIT, RefusedError } from "../errors.ts";
+import { createDecryptor } from "../host/secrets.ts";
 import { parseGroup } from "../host/tables.ts";
 import { type Streams, table } from "../output.ts";
 import { requireRoot, townFrom } from "./town-source.ts";
@@ -26,6 +28,7 @@ export async function approvald(opts: TownOptions): Promise<number> {
   const daemon = new ApprovalDaemon({
     town,
     audit: new AuditLog(town.paths.auditLog, { group: gid }),
+    decryptor: createDecryptor({ ageKeyFile: town.secrets.ageKeyFile }),
   });
   if (town.approval.channels.includes("desktop")) {
     const mayor = approvingMayor(town);
@@ -155,4 +158,21 @@ export async function audit(
       `audit log intact: ${result.records} records, head ${result.head.slice(0, 16)}\n`,
     );
   return EXIT.ok;
+}
+
+/**
+ * `nuketown unlock NAME` / `nuketown lock [NAME]`, run by an agent: through
+ * sudo to the gate, like any request; the plaintext's path is printed.
+ */
+export async function unlock(
+  opts: TownOptions & { readonly secret?: string; readonly lock: boolean },
+): Promise<number> {
+  const town = await townFrom(opts);
+  const args = opts.lock ? ["--lock", opts.secret ?? "--all"] : ["--unlock", opts.secret ?? ""];
+  // The real sudo: the shim (first on a sudo agent's PATH) would treat the gate as a command to approve.
+  const child = spawn("/usr/bin/sudo", ["-n", town.install.gate, ...args], { stdio: "inherit" });
+  return new Promise((resolve) => {
+    child.on("error", () => resolve(EXIT.missing));
+    child.on("close", (code) => resolve(code ?? EXIT.internal));
+  });
 }
