@@ -86,18 +86,24 @@ export const systemRunner: Runner = {
         uid: options.uid,
         gid: options.gid,
         stdio: ["pipe", "pipe", "pipe"],
-        timeout: options.timeoutMs,
       });
+      // Our own timer, not spawn's: spawn's outlives a program that failed to start.
+      const timer =
+        options.timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => child.kill("SIGTERM"), options.timeoutMs);
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
       child.stderr.on("data", (chunk: Buffer) => err.push(chunk));
       child.on("error", (error: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
         if (error.code === "ENOENT")
           reject(new MissingToolError(program, DEBIAN_PACKAGE[program] ?? program));
         else reject(error);
       });
       child.on("close", (code, signal) => {
+        clearTimeout(timer);
         const stdoutBytes = Buffer.concat(out);
         const result: CommandResult = {
           code: code ?? (signal ? 128 : 1),
