@@ -382,4 +382,41 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /no unlockable secret "nope"/);
   });
+
+  it("fails closed when the daemon dies: the waiting gate says no, and the restarted daemon records it", async () => {
+    const agent = asUser(AGENT, ["sudo", "id", "-u"]);
+    const id = await pendingId();
+    daemon?.kill("SIGKILL");
+    const result = await agent;
+    assert.equal(result.code, 14);
+    assert.match(result.stderr, /went away before deciding; sudo denied/);
+    assert.equal(result.stdout, "");
+
+    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    daemon.stderr?.on("data", (d) => {
+      daemonLog += d;
+    });
+    const log = path.join(root, "state", "audit.jsonl");
+    let text = "";
+    for (let i = 0; i < 100; i++) {
+      text = readFileSync(log, "utf8");
+      if (text.includes("restarted while this request was pending")) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const record = text
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { event: string; data: { id?: string; reason?: string } })
+      .find((r) => r.event === "decision" && r.data.id === id);
+    assert.match(
+      record?.data.reason ?? "",
+      /restarted while this request was pending \(failed closed\)/,
+    );
+    const verified = spawnSync(BIN, ["audit", "verify", "--manifest", manifest], {
+      encoding: "utf8",
+    });
+    assert.equal(verified.status, 0, verified.stderr);
+  });
 });
