@@ -83,6 +83,7 @@ export class ApprovalDaemon {
   readonly #decryptor: SecretDecryptor | undefined;
   readonly #runner: Runner;
   /** Unlocked secrets by path, with the timer that locks them again. */
+  #mountedTmpfs = false;
   readonly #unlocked = new Map<string, { agent: string; secret: string; timer: NodeJS.Timeout }>();
 
   constructor(options: DaemonOptions) {
@@ -140,6 +141,11 @@ export class ApprovalDaemon {
     for (const socket of this.#subscribers) socket.destroy();
     for (const file of [...this.#unlocked.keys()])
       await this.#lockFile(file, "the approval daemon stopped");
+    // Nothing unlocked outlives the daemon, not even the empty tmpfs.
+    if (this.#mountedTmpfs) {
+      await this.#runner.run("umount", [this.#town.paths.unlockedSecrets], { allowFailure: true });
+      this.#mountedTmpfs = false;
+    }
     await Promise.all(
       this.#servers.map((server) => new Promise((resolve) => server.close(resolve))),
     );
@@ -432,6 +438,7 @@ export class ApprovalDaemon {
     await ensureDir(dir, 0o755);
     const mounts = parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"));
     if (!mounts.some((m) => m.mountPoint === dir && m.fsType === "tmpfs")) {
+      this.#mountedTmpfs = true;
       await this.#runner.run("mount", [
         "-t",
         "tmpfs",
