@@ -8,6 +8,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
+import { ensureDir } from "./files.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
 import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
 import { renderHomeArtifacts } from "./render/index.ts";
@@ -92,6 +93,8 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   await placeIdentity(ctx, agent);
   warnings.push(...(await cloneRepos(ctx, agent)));
 
+  // Where the agent's daemon puts its socket: /run is empty after boot, and the round runs first.
+  await ensureDir(agent.runtimeDir, 0o711, agent.uid, agent.gid);
   if (ctx.systemd) {
     await runner.run("systemctl", ["start", agentUnitName(agent.name)], { allowFailure: true });
   }

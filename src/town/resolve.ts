@@ -237,6 +237,8 @@ function normalizeAgent(
     home,
     persistRoot,
     stateDir: `${home}/${STATE_DIR}`,
+    runtimeDir: `${decl.runtimeDir}/agents/${name}`,
+    socket: `${decl.runtimeDir}/agents/${name}/agent.sock`,
     git: {
       name: a.git.name ?? capitalize(name),
       email: a.git.email ?? `${name}@${domain}`,
@@ -304,6 +306,7 @@ function normalizeAgent(
       extraPrompt: a.runtime.extraPrompt,
       settings: a.runtime.settings,
       timeout: a.runtime.timeout,
+      maxParallel: a.runtime.maxParallel,
     },
     chat: {
       enable: a.chat.enable,

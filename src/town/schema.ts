@@ -203,6 +203,10 @@ const RuntimeSchema = z.strictObject({
     .positive()
     .default(3600)
     .meta({ description: "Seconds a task may run before it is failed." }),
+  maxParallel: z.int().positive().max(32).default(2).meta({
+    description:
+      "Tasks in different projects that may run at the same time (one at a time per project).",
+  }),
 });
 
 const CloudTier = z.enum(["small", "standard", "large", "gpu"]);

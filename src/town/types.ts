@@ -66,6 +66,10 @@ export interface ResolvedAgent {
   readonly persistRoot: string;
   /** `<home>/.local/state/nuketown`: chat sync tokens, sessions, history (persisted). */
   readonly stateDir: string;
+  /** `<runtimeDir>/agents/<name>`: the agent's own (0711), holds its daemon's socket. */
+  readonly runtimeDir: string;
+  /** `<runtimeDir>/agents/<name>/agent.sock`: the agent daemon's API (owner + the mayor, by ACL). */
+  readonly socket: string;
   readonly git: {
     readonly name: string;
     readonly email: string;
@@ -121,6 +125,7 @@ export interface ResolvedAgent {
     readonly extraPrompt: string;
     readonly settings: Readonly<Record<string, unknown>>;
     readonly timeout: number;
+    readonly maxParallel: number;
   };
   readonly chat: {
     readonly enable: boolean;

@@ -227,7 +227,7 @@ describe("systemd units", () => {
     assert.deepEqual(directive(bob, "NoNewPrivileges"), ["yes"]);
     assert.deepEqual(directive(bob, "RestrictSUIDSGID"), ["yes"]);
     assert.deepEqual(directive(bob, "ProtectSystem"), ["strict"]);
-    assert.deepEqual(directive(bob, "ReadWritePaths"), ["/agents/bob"]);
+    assert.deepEqual(directive(bob, "ReadWritePaths"), ["/agents/bob /run/nuketown/agents/bob"]);
     assert.deepEqual(directive(bob, "ProtectHome"), ["read-only"]);
     assert.deepEqual(directive(bob, "PrivateTmp"), ["yes"]);
     assert.deepEqual(directive(bob, "PrivateDevices"), ["yes"]);

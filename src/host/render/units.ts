@@ -205,7 +205,7 @@ function agentHardening(agent: ResolvedAgent): string[] {
     "RestrictSUIDSGID=yes",
     "CapabilityBoundingSet=",
     "ProtectSystem=strict",
-    `ReadWritePaths=${word(agent.home)}`,
+    `ReadWritePaths=${word(agent.home)} ${word(agent.runtimeDir)}`,
     "ProtectHome=read-only",
     "PrivateTmp=yes",
     ...(devices
