@@ -19,7 +19,9 @@
  * - without a final `**` the argument counts must be equal.
  * Pure: no file system, no processes; `path.posix` only normalizes strings.
  */
+
 import path from "node:path";
+import { fnmatch } from "../glob.ts";
 import type { PolicyAction, PolicyRule } from "../town/types.ts";
 
 /** Where a bare command name is looked up, like sudo's secure_path; never the caller's PATH. */
@@ -170,132 +172,8 @@ export function resolveCommand(
 // ---------------------------------------------------------------------------
 // Globs within one argument
 
-type CharTest = (c: string) => boolean;
-type Token = { readonly kind: "star" } | { readonly kind: "one"; readonly test: CharTest };
-
 /** `*`, `?`, `[...]` and `\` escapes within one string; the element `\**` is the literal `**`. */
 function globMatch(pattern: string, text: string): boolean {
   if (pattern === "\\**") return text === "**";
-  const tokens = compileGlob(pattern);
-  const chars = [...text];
-  // Greedy, backtracking to the last star only: linear in practice.
-  let t = 0;
-  let p = 0;
-  let starP = -1;
-  let starT = 0;
-  while (t < chars.length) {
-    const token = tokens[p];
-    if (token?.kind === "star") {
-      starP = p++;
-      starT = t;
-    } else if (token?.kind === "one" && token.test(chars[t] as string)) {
-      p++;
-      t++;
-    } else if (starP >= 0) {
-      p = starP + 1;
-      t = ++starT;
-    } else {
-      return false;
-    }
-  }
-  while (tokens[p]?.kind === "star") p++;
-  return p === tokens.length;
-}
-
-const literal = (c: string): Token => ({ kind: "one", test: (x) => x === c });
-
-function compileGlob(pattern: string): Token[] {
-  const chars = [...pattern];
-  const tokens: Token[] = [];
-  let i = 0;
-  while (i < chars.length) {
-    const c = chars[i] as string;
-    if (c === "*") {
-      if (tokens.at(-1)?.kind !== "star") tokens.push({ kind: "star" });
-      i++;
-    } else if (c === "?") {
-      tokens.push({ kind: "one", test: () => true });
-      i++;
-    } else if (c === "[") {
-      const bracket = parseBracket(chars, i);
-      tokens.push(bracket ? { kind: "one", test: bracket.test } : literal("["));
-      i = bracket ? bracket.end : i + 1;
-    } else if (c === "\\" && i + 1 < chars.length) {
-      tokens.push(literal(chars[i + 1] as string));
-      i += 2;
-    } else {
-      tokens.push(literal(c));
-      i++;
-    }
-  }
-  return tokens;
-}
-
-const code = (c: string) => c.codePointAt(0) as number;
-const between = (lo: string, hi: string) => (c: string) =>
-  code(c) >= code(lo) && code(c) <= code(hi);
-
-/** The POSIX classes of the C locale (ASCII). */
-const CLASSES: Readonly<Record<string, CharTest>> = {
-  alnum: (c) => /^[A-Za-z0-9]$/.test(c),
-  alpha: (c) => /^[A-Za-z]$/.test(c),
-  blank: (c) => c === " " || c === "\t",
-  cntrl: (c) => code(c) < 0x20 || code(c) === 0x7f,
-  digit: between("0", "9"),
-  graph: between("!", "~"),
-  lower: between("a", "z"),
-  print: between(" ", "~"),
-  punct: (c) => /^[!-/:-@[-`{-~]$/.test(c),
-  space: (c) => /^[ \t\n\v\f\r]$/.test(c),
-  upper: between("A", "Z"),
-  xdigit: (c) => /^[0-9A-Fa-f]$/.test(c),
-};
-
-/**
- * A bracket expression starting at `chars[start] === "["`: `[abc]`, `[a-z]`,
- * `[!x]` or `[^x]`, `]` first is literal, `[:class:]`, `\x`. Unclosed: not a
- * bracket (the `[` is literal). A bracket with an unknown class matches
- * nothing, as in glibc.
- */
-function parseBracket(
-  chars: readonly string[],
-  start: number,
-): { test: CharTest; end: number } | undefined {
-  let j = start + 1;
-  const negate = chars[j] === "!" || chars[j] === "^";
-  if (negate) j++;
-  const tests: CharTest[] = [];
-  let first = true;
-  let unknownClass = false;
-  while (j < chars.length) {
-    let c = chars[j] as string;
-    if (c === "]" && !first) {
-      const test: CharTest = (x) => !unknownClass && tests.some((t) => t(x)) !== negate;
-      return { test, end: j + 1 };
-    }
-    first = false;
-    if (c === "[" && chars[j + 1] === ":") {
-      const close = chars.indexOf(":", j + 2);
-      if (close >= 0 && chars[close + 1] === "]") {
-        const name = chars.slice(j + 2, close).join("");
-        const test = CLASSES[name];
-        if (test) tests.push(test);
-        else unknownClass = true;
-        j = close + 2;
-        continue;
-      }
-    }
-    if (c === "\\" && j + 1 < chars.length) c = chars[++j] as string;
-    j++;
-    if (chars[j] === "-" && j + 1 < chars.length && chars[j + 1] !== "]") {
-      let hi = chars[j + 1] as string;
-      j += 2;
-      if (hi === "\\" && j < chars.length) hi = chars[j++] as string;
-      tests.push(between(c, hi));
-    } else {
-      const ch = c;
-      tests.push((x) => x === ch);
-    }
-  }
-  return undefined;
+  return fnmatch(pattern, text);
 }
