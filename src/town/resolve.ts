@@ -221,6 +221,13 @@ function normalizeAgent(
     a.git.signing.key ??
     (signingFormat === "ssh" && sshKey ? `${home}/.ssh/id_ed25519.pub` : undefined);
 
+  // A named secret: its own file, or a key (its name by default) in the town's sops file.
+  const namedSecret = (name: string, s: { file?: string; key?: string; format?: "sops" | "age" }) =>
+    secretOf({
+      file: s.file ?? decl.secrets.sopsFile ?? decl.sopsFile ?? "",
+      key: s.key ?? name,
+      ...(s.format !== undefined && { format: s.format }),
+    });
   const runtimeCommand =
     a.runtime.command ??
     (a.runtime.kind === "claude-code" ? "claude" : a.runtime.kind === "codex" ? "codex" : "");
@@ -260,11 +267,7 @@ function normalizeAgent(
       extra: Object.entries(a.secrets.extraSecrets)
         .map(([secretName, s]) => ({
           name: secretName,
-          source: secretOf({
-            file: s.file ?? decl.secrets.sopsFile ?? decl.sopsFile ?? "",
-            key: s.key ?? secretName,
-            ...(s.format !== undefined && { format: s.format }),
-          }),
+          source: namedSecret(secretName, s),
           target: trimSlash(s.target),
           mode: normalizeMode(s.mode),
         }))
@@ -272,11 +275,7 @@ function normalizeAgent(
       unlockable: Object.entries(a.secrets.unlockable)
         .map(([secretName, s]) => ({
           name: secretName,
-          source: secretOf({
-            file: s.file ?? decl.secrets.sopsFile ?? decl.sopsFile ?? "",
-            key: s.key ?? secretName,
-            ...(s.format !== undefined && { format: s.format }),
-          }),
+          source: namedSecret(secretName, s),
           ttl: s.ttl,
         }))
         .sort(byName),
