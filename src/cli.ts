@@ -248,6 +248,20 @@ export function buildProgram(): Command {
     });
   });
 
+  program
+    .command("up")
+    .description(
+      "validate, apply, start the approval daemon and every agent daemon, and say where to look (as root)",
+    )
+    .argument("<config>", "the town declaration")
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .addHelpText("after", EXIT_CODES)
+    .action(async (config: string, opts: HostOpts) => {
+      const { up } = await import("./commands/up.ts");
+      process.exitCode = await up({ config, ...opts, ...streams() });
+    });
+
   for (const command of program.commands) command.exitOverride();
   return program;
 }

@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
@@ -6,7 +7,10 @@ import { readState } from "../host/state.ts";
 import { systemRunner } from "../host/system.ts";
 import { type Streams, table } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
+import type { ResolvedTown } from "../town/types.ts";
+import type { ServiceState } from "../up/supervisor.ts";
 import { townFrom } from "./town-source.ts";
+import { upStatePath } from "./up.ts";
 
 export interface StatusOptions extends Streams {
   readonly config?: string;
@@ -23,6 +27,7 @@ export async function status(opts: StatusOptions): Promise<number> {
   const state = await readState(town.stateDir);
   const systemd = await systemdIsInit();
   const mounts = await readMounts();
+  const supervised = await readSupervised(town);
   const homesMounted =
     town.homes.backend === "directory" || mounts.some((m) => m.mountPoint === town.agentsDir);
 
@@ -39,7 +44,7 @@ export async function status(opts: StatusOptions): Promise<number> {
               allowFailure: true,
             })
           ).stdout.trim()
-        : "no systemd";
+        : describeSupervised(supervised, `agent ${agent.name}`);
       return {
         agent: agent.name,
         uid: agent.uid,
@@ -57,15 +62,20 @@ export async function status(opts: StatusOptions): Promise<number> {
 
   if (opts.json) {
     opts.out.write(
-      `${JSON.stringify({ town: town.name, systemd, homesMounted, agents: rows }, null, 2)}\n`,
+      `${JSON.stringify({ town: town.name, systemd, homesMounted, supervisor: supervised ?? null, agents: rows }, null, 2)}\n`,
     );
     return EXIT.ok;
   }
   opts.out.write(
     `town ${town.name}: homes on ${town.homes.backend} at ${town.agentsDir} (${homesMounted ? "mounted" : "NOT mounted"})\n`,
   );
-  if (!systemd)
-    opts.out.write("systemd is not PID 1 here: agent services are not managed by systemd\n");
+  if (!systemd) {
+    opts.out.write(
+      supervised
+        ? `daemons supervised by nuketown up (pid ${supervised.pid}); approvald: ${describeSupervised(supervised, "approvald")}\n`
+        : "systemd is not PID 1 here and nuketown up is not running: no daemons are managed\n",
+    );
+  }
   opts.out.write("\n");
   opts.out.write(
     `${table(
@@ -83,6 +93,32 @@ export async function status(opts: StatusOptions): Promise<number> {
     )}\n`,
   );
   return EXIT.ok;
+}
+
+interface Supervised {
+  readonly pid: number;
+  readonly services: readonly ServiceState[];
+}
+
+/** What `nuketown up` supervises, if it is still running. */
+async function readSupervised(town: ResolvedTown): Promise<Supervised | undefined> {
+  try {
+    const state = JSON.parse(await readFile(upStatePath(town), "utf8")) as Supervised;
+    process.kill(state.pid, 0);
+    return state;
+  } catch {
+    return undefined;
+  }
+}
+
+function describeSupervised(supervised: Supervised | undefined, name: string): string {
+  if (!supervised) return "not running (no systemd here: start the town with nuketown up)";
+  const service = supervised.services.find((s) => s.name === name);
+  if (!service) return "not supervised";
+  const restarts = service.restarts > 0 ? `, ${service.restarts} restarts` : "";
+  return service.pid
+    ? `up (pid ${service.pid}${restarts})`
+    : `down (${service.lastExit ?? "starting"}${restarts})`;
 }
 
 function humanBytes(bytes: number): string {

@@ -1,0 +1,123 @@
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import { EXIT } from "../errors.ts";
+import { ensureDir, writeFileAtomic } from "../host/files.ts";
+import { systemdIsInit } from "../host/observe.ts";
+import { APPROVALD_UNIT, agentUnitName } from "../host/render/units.ts";
+import { systemRunner } from "../host/system.ts";
+import type { Streams } from "../output.ts";
+import type { DeclarationFormat } from "../town/parse.ts";
+import type { ResolvedTown } from "../town/types.ts";
+import { type ServiceSpec, Supervisor } from "../up/supervisor.ts";
+import { apply } from "./plan.ts";
+import { requireRoot, townFrom } from "./town-source.ts";
+
+export interface UpOptions extends Streams {
+  readonly config: string;
+  readonly cwd: string;
+  readonly format?: DeclarationFormat;
+  readonly hostname?: string;
+  /** Return once the daemons are started instead of supervising in the foreground (tests). */
+  readonly signal?: AbortSignal;
+}
+
+const CLI = path.resolve(import.meta.dirname, "..", "cli.ts");
+
+/** Where `up` records the daemons it supervises, for `nuketown status`. */
+export const upStatePath = (town: ResolvedTown) => path.join(town.runtimeDir, "up.json");
+
+/**
+ * `nuketown up`: validate, apply, start the approval daemon and every agent
+ * daemon — as systemd units where systemd is PID 1, else as children this
+ * process keeps alive — and say where to look.
+ */
+export async function up(opts: UpOptions): Promise<number> {
+  requireRoot("up");
+  const applied = await apply({ ...opts });
+  if (applied !== EXIT.ok) return applied;
+  const town = await townFrom({ ...opts, err: nullStream });
+
+  if (await systemdIsInit()) {
+    const units = [APPROVALD_UNIT, ...town.agents.map((a) => agentUnitName(a.name))];
+    await systemRunner.run("systemctl", ["start", ...units]);
+    opts.out.write(`\n${guide(town, `systemd runs ${units.join(", ")}`)}`);
+    return EXIT.ok;
+  }
+
+  const logs = path.join(town.stateDir, "logs");
+  await ensureDir(logs, 0o755);
+  const specs: ServiceSpec[] = [
+    {
+      name: "approvald",
+      command: process.execPath,
+      args: [CLI, "approvald", "--manifest", town.paths.manifest],
+      log: path.join(logs, "approvald.log"),
+    },
+    ...town.agents.map(
+      (agent): ServiceSpec => ({
+        name: `agent ${agent.name}`,
+        command: process.execPath,
+        args: [CLI, "agent", agent.name, "--manifest", town.paths.manifest],
+        uid: agent.uid,
+        gid: agent.gid,
+        cwd: agent.home,
+        env: {
+          HOME: agent.home,
+          USER: agent.name,
+          LOGNAME: agent.name,
+          PATH: [
+            ...(agent.sudo.enable ? [town.install.shimDir] : []),
+            "/usr/local/bin",
+            "/usr/bin",
+            "/bin",
+          ].join(":"),
+          ...agent.runtime.env,
+        },
+        log: path.join(logs, `agent-${agent.name}.log`),
+      }),
+    ),
+  ];
+  const record = () =>
+    writeFileAtomic(
+      upStatePath(town),
+      `${JSON.stringify({ pid: process.pid, services: supervisor.state() }, null, 2)}\n`,
+      { mode: 0o644 },
+    );
+  const supervisor = new Supervisor(specs, {
+    onEvent: (line) => {
+      opts.err.write(`nuketown up: ${line}\n`);
+      void record();
+    },
+  });
+  supervisor.start();
+  await record();
+  opts.out.write(
+    `\n${guide(town, `this process supervises the daemons (systemd is not PID 1); logs in ${logs}`)}`,
+  );
+
+  await new Promise<void>((resolve) => {
+    if (opts.signal) opts.signal.addEventListener("abort", () => resolve(), { once: true });
+    else {
+      process.once("SIGINT", () => resolve());
+      process.once("SIGTERM", () => resolve());
+    }
+  });
+  await supervisor.stop();
+  await rm(upStatePath(town), { force: true });
+  return EXIT.ok;
+}
+
+function guide(town: ResolvedTown, how: string): string {
+  const agents = town.agents.map((a) => a.name);
+  return [
+    `town ${town.name} is up: ${how}.`,
+    "",
+    "  nuketown status                   each agent: home, last reset, processes, daemon",
+    "  nuketown approvals --watch        sudo requests waiting for a human (approve ID / deny ID)",
+    ...(agents.length > 0 ? [`  nuketown talk ${agents[0]}`.padEnd(36) + "talk to an agent"] : []),
+    `  nuketown audit tail               what was asked and decided`,
+    "",
+  ].join("\n");
+}
+
+const nullStream = { write: () => true } as unknown as NodeJS.WritableStream;

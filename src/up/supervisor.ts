@@ -1,0 +1,141 @@
+/**
+ * Keeps the town's daemons running where systemd does not (containers, hosts
+ * with another init): each is a child process, restarted when it dies, with
+ * a growing delay so a daemon that cannot start does not spin. Each child's
+ * output goes to its own log file.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+
+export interface ServiceSpec {
+  readonly name: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  /** Run as this user (the caller is root). */
+  readonly uid?: number;
+  readonly gid?: number;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+  /** Appended with the child's stdout and stderr. */
+  readonly log: string;
+}
+
+export interface ServiceState {
+  readonly name: string;
+  readonly pid: number | undefined;
+  readonly restarts: number;
+  /** ISO time the current process started. */
+  readonly since: string | undefined;
+  readonly lastExit?: string;
+}
+
+export interface SupervisorOptions {
+  readonly onEvent?: (line: string) => void;
+  /** First restart delay; doubles up to `maxDelayMs`, back to the first after a stable minute. */
+  readonly minDelayMs?: number;
+  readonly maxDelayMs?: number;
+}
+
+interface Running {
+  readonly spec: ServiceSpec;
+  child: ChildProcess | undefined;
+  restarts: number;
+  since: Date | undefined;
+  delay: number;
+  timer: NodeJS.Timeout | undefined;
+  lastExit: string | undefined;
+}
+
+const STABLE_MS = 60_000;
+
+export class Supervisor {
+  readonly #services: Running[];
+  readonly #onEvent: (line: string) => void;
+  readonly #minDelay: number;
+  readonly #maxDelay: number;
+  #stopping = false;
+
+  constructor(specs: readonly ServiceSpec[], options: SupervisorOptions = {}) {
+    this.#onEvent = options.onEvent ?? (() => {});
+    this.#minDelay = options.minDelayMs ?? 1000;
+    this.#maxDelay = options.maxDelayMs ?? 30_000;
+    this.#services = specs.map((spec) => ({
+      spec,
+      child: undefined,
+      restarts: 0,
+      since: undefined,
+      delay: this.#minDelay,
+      timer: undefined,
+      lastExit: undefined,
+    }));
+  }
+
+  start(): void {
+    for (const service of this.#services) this.#launch(service);
+  }
+
+  state(): ServiceState[] {
+    return this.#services.map((s) => ({
+      name: s.spec.name,
+      pid: s.child?.pid,
+      restarts: s.restarts,
+      since: s.since?.toISOString(),
+      ...(s.lastExit !== undefined && { lastExit: s.lastExit }),
+    }));
+  }
+
+  /** Stop every child (SIGTERM, then SIGKILL after `graceMs`) and restart none. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.#stopping = true;
+    await Promise.all(
+      this.#services.map(async (service) => {
+        clearTimeout(service.timer);
+        const child = service.child;
+        if (!child || child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+  }
+
+  #launch(service: Running): void {
+    const { spec } = service;
+    const log = openSync(spec.log, "a", 0o640);
+    let child: ChildProcess;
+    try {
+      child = spawn(spec.command, [...spec.args], {
+        uid: spec.uid,
+        gid: spec.gid,
+        env: spec.env ?? process.env,
+        cwd: spec.cwd,
+        stdio: ["ignore", log, log],
+      });
+    } finally {
+      closeSync(log);
+    }
+    service.child = child;
+    service.since = new Date();
+    this.#onEvent(`${spec.name}: started (pid ${child.pid})`);
+    child.on("error", (error) => {
+      service.lastExit = error.message;
+    });
+    child.on("exit", (code, signal) => {
+      const uptime = Date.now() - (service.since?.getTime() ?? Date.now());
+      service.lastExit = signal ? `killed by ${signal}` : `exited ${code}`;
+      service.child = undefined;
+      if (this.#stopping) return;
+      service.delay = uptime > STABLE_MS ? this.#minDelay : service.delay;
+      this.#onEvent(
+        `${spec.name}: ${service.lastExit}; restarting in ${service.delay} ms (see ${spec.log})`,
+      );
+      service.timer = setTimeout(() => {
+        service.restarts++;
+        this.#launch(service);
+      }, service.delay);
+      service.delay = Math.min(service.delay * 2, this.#maxDelay);
+    });
+  }
+}

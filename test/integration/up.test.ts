@@ -1,0 +1,152 @@
+/**
+ * `nuketown up` on a host without systemd as PID 1 (this one): it applies
+ * the town, supervises the approval daemon and the agent daemons, restarts
+ * one that dies, and `nuketown status` shows them.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { stringify } from "smol-toml";
+import { REPO_ROOT } from "../support/fixtures.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun } from "../support/host.ts";
+
+const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+const MAYOR = "nt-test-upmayor";
+const APPROVERS = `nt-test-upap-${process.pid}`;
+
+interface UpState {
+  pid: number;
+  services: { name: string; pid?: number; restarts: number }[];
+}
+
+describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
+  let root = "";
+  let config = "";
+  let upProcess: ChildProcess | undefined;
+  let output = "";
+  const upState = () => path.join(root, "run", "up.json");
+  const readUp = () => JSON.parse(readFileSync(upState(), "utf8")) as UpState;
+
+  async function waitFor<T>(what: string, probe: () => T | undefined, ms = 20_000): Promise<T> {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      try {
+        const value = probe();
+        if (value !== undefined) return value;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting for ${what}; up said:\n${output}`);
+  }
+
+  before(() => {
+    root = makeTempRoot("up");
+    mustRun("useradd", [
+      "--uid",
+      "60502",
+      "--user-group",
+      "--no-create-home",
+      "--home-dir",
+      `${root}/mayor`,
+      MAYOR,
+    ]);
+    const runtime = path.join(root, "runtime.sh");
+    writeFileSync(runtime, '#!/bin/sh\necho \'{"type":"answer","text":"hello"}\'\n', {
+      mode: 0o755,
+    });
+    config = path.join(root, "town.toml");
+    writeFileSync(
+      config,
+      stringify({
+        name: "nt-test-up",
+        agentsDir: path.join(root, "agents"),
+        persistDir: path.join(root, "persist"),
+        stateDir: path.join(root, "state"),
+        runtimeDir: path.join(root, "run"),
+        etcDir: path.join(root, "etc"),
+        uidRange: { min: 60100, max: 60999 },
+        homes: { backend: "directory" },
+        approval: { group: APPROVERS },
+        humans: { [MAYOR]: { approver: true } },
+        agents: {
+          "nt-test-upagent": {
+            uid: 60501,
+            persist: ["projects"],
+            runtime: { kind: "command", command: runtime },
+          },
+        },
+      }),
+    );
+  });
+
+  after(async () => {
+    if (upProcess && upProcess.exitCode === null) {
+      const exited = new Promise((resolve) => upProcess?.once("exit", resolve));
+      upProcess.kill("SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      upProcess.kill("SIGKILL");
+    }
+    cleanupHost(root, [MAYOR, APPROVERS]);
+  });
+
+  it("applies the town, starts every daemon, and says where to look", async () => {
+    upProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
+    upProcess.stdout?.on("data", (d) => (output += d));
+    upProcess.stderr?.on("data", (d) => (output += d));
+    await waitFor("the guide", () => (output.includes("is up:") ? true : undefined), 60_000);
+    assert.match(output, /town nt-test-up is up: this process supervises the daemons/);
+    assert.match(output, /nuketown approvals --watch/);
+    assert.match(output, /nuketown talk nt-test-upagent/);
+    const state = await waitFor("both daemons", () => {
+      const s = readUp();
+      return s.services.every((svc) => svc.pid !== undefined) ? s : undefined;
+    });
+    assert.deepEqual(
+      state.services.map((s) => s.name),
+      ["approvald", "agent nt-test-upagent"],
+    );
+    await waitFor("the control socket", () =>
+      existsSync(path.join(root, "run", "control.sock")) ? true : undefined,
+    );
+  });
+
+  it("restarts a daemon that dies", async () => {
+    const before = readUp().services.find((s) => s.name === "approvald");
+    assert.ok(before?.pid);
+    process.kill(before.pid, "SIGKILL");
+    const after = await waitFor("a new approvald", () => {
+      const s = readUp().services.find((svc) => svc.name === "approvald");
+      return s?.pid && s.pid !== before.pid ? s : undefined;
+    });
+    assert.equal(after.restarts, 1);
+  });
+
+  it("shows the supervised daemons in status", () => {
+    const status = spawnSync(
+      BIN,
+      ["status", "--manifest", path.join(root, "etc", "nuketown", "town.json"), "--json"],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(status.status, 0, status.stderr);
+    const parsed = JSON.parse(status.stdout);
+    assert.equal(parsed.supervisor.pid, readUp().pid);
+    assert.match(parsed.agents[0].service, /^(up \(pid \d+|down)/);
+  });
+
+  it("stops every daemon when it is stopped", async () => {
+    const pids = readUp()
+      .services.map((s) => s.pid)
+      .filter((p): p is number => p !== undefined);
+    const exited = new Promise((resolve) => upProcess?.once("exit", resolve));
+    upProcess?.kill("SIGTERM");
+    await exited;
+    for (const pid of pids) {
+      assert.throws(() => process.kill(pid, 0), "a supervised daemon outlived up");
+    }
+    assert.ok(!existsSync(upState()), "up removes its record");
+  });
+});
