@@ -1,0 +1,342 @@
+/**
+ * What the daemon understands of its runtimes' output, and of its clients'
+ * frames. The claude and codex fixtures follow the documented stream-json
+ * and `codex exec --json` formats (those CLIs need their vendors' APIs and
+ * do not run here).
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, it } from "node:test";
+import {
+  ClientFrameSchema,
+  chunkText,
+  clipBytes,
+  isBranchName,
+  isProjectName,
+  parseFrame,
+} from "../../src/agent/protocol.ts";
+import { claudeBatchArgs, claudeParser } from "../../src/agent/runtimes/claude.ts";
+import { codexBatchArgs, codexParser } from "../../src/agent/runtimes/codex.ts";
+import { commandInput, parseCommandLine } from "../../src/agent/runtimes/command.ts";
+import type { OutputParser, RuntimeOutput } from "../../src/agent/runtimes/types.ts";
+import {
+  declaredProjects,
+  persistenceWarning,
+  repoName,
+  topicBranch,
+  topicSlug,
+} from "../../src/agent/workspace.ts";
+import { REPO_ROOT, resolveOrThrow } from "../support/fixtures.ts";
+
+const FIXTURES = path.join(REPO_ROOT, "test", "fixtures", "runtimes");
+
+function feed(parser: OutputParser, fixture: string): RuntimeOutput[] {
+  return readFileSync(path.join(FIXTURES, fixture), "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .flatMap((line) => parser.line(line));
+}
+const of = <T extends RuntimeOutput["type"]>(outputs: RuntimeOutput[], type: T) =>
+  outputs.filter((o): o is Extract<RuntimeOutput, { type: T }> => o.type === type);
+
+describe("command runtime output", () => {
+  it("reads progress, answer, session and error lines", () => {
+    assert.deepEqual(parseCommandLine('{"type":"progress","text":"uid 1100"}'), {
+      type: "progress",
+      text: "uid 1100",
+    });
+    assert.deepEqual(parseCommandLine('{"type":"answer","text":"done"}'), {
+      type: "answer",
+      text: "done",
+    });
+    assert.deepEqual(parseCommandLine('{"type":"session","id":"s-1"}'), {
+      type: "session",
+      id: "s-1",
+    });
+    assert.deepEqual(parseCommandLine('{"type":"error","text":"no"}'), {
+      type: "error",
+      text: "no",
+    });
+  });
+
+  it("takes anything else on stdout as a progress line, as it is", () => {
+    for (const line of [
+      "compiling…",
+      "[1, 2]",
+      "null",
+      '{"type":"answer"}',
+      '{"type":"answer","text":42}',
+      '{"type":"other","text":"x"}',
+      "{not json",
+    ]) {
+      assert.deepEqual(parseCommandLine(line), { type: "progress", text: line });
+    }
+  });
+
+  it("hands the runtime the task as one JSON object", () => {
+    const input = commandInput(
+      {
+        id: "0a1b2c3d",
+        agent: "ada",
+        project: "site",
+        prompt: "fix it",
+        mode: "batch",
+        replyTo: "thread-1",
+      },
+      { workspace: "/agents/ada/projects/site", branch: "ada/fix-it", warnings: [] },
+      "s-1",
+    );
+    assert.deepEqual(input, {
+      version: 1,
+      id: "0a1b2c3d",
+      agent: "ada",
+      project: "site",
+      prompt: "fix it",
+      branch: "ada/fix-it",
+      mode: "batch",
+      workspace: "/agents/ada/projects/site",
+      replyTo: "thread-1",
+      session: "s-1",
+      warnings: [],
+    });
+  });
+});
+
+describe("claude stream-json", () => {
+  it("turns a session into progress, a session id and the answer", () => {
+    const outputs = feed(claudeParser(), "claude-stream.jsonl");
+    assert.deepEqual(
+      of(outputs, "session").map((s) => s.id),
+      ["5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90", "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90"],
+    );
+    assert.deepEqual(of(outputs, "answer"), [
+      {
+        type: "answer",
+        text: "The footer now shows the build year instead of a hard-coded 2023. Committed as 3f2a9c1 on ada/fix-the-footer.",
+      },
+    ]);
+    const progress = of(outputs, "progress").map((p) => p.text);
+    assert.deepEqual(progress, [
+      "claude session 5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90 started (claude-sonnet-4-5-20250929)",
+      "I'll look at the footer template first.",
+      "→ Read: /agents/ada/projects/site/templates/footer.html",
+      "→ Edit: /agents/ada/projects/site/templates/footer.html",
+      "→ Bash: git commit -am 'Footer: show the build year'",
+      "tool error: Exit code 1",
+      "→ Bash: git commit -am 'Footer: show the build year'",
+      "The footer now shows the build year instead of a hard-coded 2023. Committed as 3f2a9c1 on ada/fix-the-footer.",
+      "claude finished (9 turns, $0.0632)",
+    ]);
+    assert.equal(of(outputs, "error").length, 0);
+  });
+
+  it("reports a result with is_error as an error, not an answer", () => {
+    const outputs = feed(claudeParser(), "claude-max-turns.jsonl");
+    assert.deepEqual(of(outputs, "answer"), []);
+    assert.deepEqual(of(outputs, "error"), [
+      { type: "error", text: "claude stopped: error_max_turns after 2 turns" },
+    ]);
+    assert.ok(of(outputs, "progress").some((p) => p.text === "→ Grep: TODO"));
+  });
+
+  it("calls claude -p with stream-json, resuming the conversation's session, the prompt last", () => {
+    const agent = { runtime: { args: ["--permission-mode", "acceptEdits"] } } as never;
+    assert.deepEqual(claudeBatchArgs(agent, { prompt: "-rf is a prompt" }, "s-9"), [
+      "-p",
+      "--output-format",
+      "stream-json",
+      "--verbose",
+      "--resume",
+      "s-9",
+      "--permission-mode",
+      "acceptEdits",
+      "--",
+      "-rf is a prompt",
+    ]);
+    assert.ok(!claudeBatchArgs(agent, { prompt: "x" }).includes("--resume"));
+  });
+});
+
+describe("codex exec --json", () => {
+  it("turns a thread into progress, the thread id and the last agent message as the answer", () => {
+    const outputs = feed(codexParser(), "codex-exec.jsonl");
+    assert.deepEqual(of(outputs, "session"), [
+      { type: "session", id: "0199a213-81c0-7800-8aa1-bbab2a035a53" },
+    ]);
+    assert.deepEqual(of(outputs, "answer"), [
+      {
+        type: "answer",
+        text: "Done: the footer shows the build year (commit 3f2a9c1 on ada/fix-the-footer).",
+      },
+    ]);
+    assert.deepEqual(
+      of(outputs, "progress").map((p) => p.text),
+      [
+        "**Looking for the footer template**",
+        `$ bash -lc 'rg -n "2023" templates'`,
+        `$ bash -lc 'rg -n "2023" templates' (exit 0)`,
+        "The year is hard-coded in templates/footer.html; replacing it with the build year.",
+        "files: update templates/footer.html",
+        `$ bash -lc 'git commit -am "Footer: show the build year"'`,
+        `$ bash -lc 'git commit -am "Footer: show the build year"' (exit 0)`,
+        "Done: the footer shows the build year (commit 3f2a9c1 on ada/fix-the-footer).",
+      ],
+    );
+  });
+
+  it("reports a failed turn as an error", () => {
+    const outputs = feed(codexParser(), "codex-failed.jsonl");
+    assert.deepEqual(of(outputs, "answer"), []);
+    assert.equal(of(outputs, "error").length, 2);
+    assert.match(of(outputs, "error")[1]!.text, /organization must be verified/);
+  });
+
+  it("understands the older {id, msg} event shape", () => {
+    const parser = codexParser();
+    const outputs = [
+      '{"id":"0","msg":{"type":"session_configured","session_id":"s-old","model":"o4-mini"}}',
+      '{"id":"1","msg":{"type":"exec_command_begin","command":["bash","-lc","ls"]}}',
+      '{"id":"1","msg":{"type":"agent_message","message":"Listed."}}',
+      '{"id":"1","msg":{"type":"task_complete","last_agent_message":"All done."}}',
+    ].flatMap((line) => parser.line(line));
+    assert.deepEqual(outputs, [
+      { type: "session", id: "s-old" },
+      { type: "progress", text: "$ bash -lc ls" },
+      { type: "progress", text: "Listed." },
+      { type: "answer", text: "All done." },
+    ]);
+  });
+
+  it("calls codex exec --json with the prompt on stdin, resuming a thread after the options", () => {
+    const agent = { runtime: { args: ["--sandbox", "workspace-write"] } } as never;
+    assert.deepEqual(codexBatchArgs(agent, "t-1"), [
+      "exec",
+      "--json",
+      "--sandbox",
+      "workspace-write",
+      "resume",
+      "t-1",
+      "-",
+    ]);
+  });
+});
+
+describe("agent protocol frames", () => {
+  const parse = (frame: object | string) =>
+    parseFrame(typeof frame === "string" ? frame : JSON.stringify(frame), ClientFrameSchema);
+
+  it("accepts a task and fills its defaults", () => {
+    const parsed = parse({ v: 1, type: "task", project: "site", prompt: "fix the footer" });
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.frame, {
+      v: 1,
+      type: "task",
+      project: "site",
+      prompt: "fix the footer",
+      mode: "batch",
+      watch: false,
+    });
+  });
+
+  it("names what is wrong with a malformed frame", () => {
+    const cases: [object | string, RegExp][] = [
+      ["nope", /not JSON/],
+      [{ v: 2, type: "status" }, /unsupported protocol version 2/],
+      [{ v: 1, type: "launch" }, /malformed frame: type/],
+      [{ v: 1, type: "task", project: "../etc", prompt: "x" }, /project: expected a project name/],
+      [{ v: 1, type: "task", project: "site", prompt: "" }, /prompt/],
+      [{ v: 1, type: "task", project: "site", prompt: "x", branch: "a..b" }, /branch/],
+      [{ v: 1, type: "task", project: "site", prompt: "x", mode: "eager" }, /mode/],
+      [{ v: 1, type: "cancel", id: "x; rm" }, /id/],
+      [{ v: 1, type: "status", extra: true }, /malformed/],
+    ];
+    for (const [frame, error] of cases) {
+      const parsed = parse(frame);
+      assert.ok(!parsed.ok, JSON.stringify(frame));
+      assert.match(parsed.error, error, JSON.stringify(frame));
+    }
+  });
+
+  it("knows project and branch names", () => {
+    for (const ok of ["site", "my.site", "a_b-c"]) assert.ok(isProjectName(ok), ok);
+    for (const bad of ["", ".hidden", "a/b", "..", "x.git", "a b"])
+      assert.ok(!isProjectName(bad), bad);
+    for (const ok of ["main", "ada/fix-footer", "release/1.2"]) assert.ok(isBranchName(ok), ok);
+    for (const bad of ["-x", "a..b", "a//b", "a/", "a.lock", ".a", "a/.b", "HEAD", "a b", "a~1"])
+      assert.ok(!isBranchName(bad), bad);
+  });
+
+  it("cuts answers into chunks that never split a character", () => {
+    const text = `${"é".repeat(5000)}${"a".repeat(7000)}`;
+    const chunks = chunkText(text, 8192);
+    assert.equal(chunks.join(""), text);
+    for (const chunk of chunks) assert.ok(Buffer.byteLength(chunk) <= 8192);
+    assert.deepEqual(clipBytes("short", 10), { text: "short", truncated: false });
+    assert.deepEqual(clipBytes("ééé", 5), { text: "éé", truncated: true });
+  });
+});
+
+describe("workspace naming", () => {
+  it("slugs the first words of a prompt into a topic", () => {
+    assert.equal(topicSlug("Fix the login form, please!"), "fix-the-login-form-please");
+    assert.equal(
+      topicSlug("Ünïcödé names — and more words than six here"),
+      "unicode-names-and-more-words-than",
+    );
+    assert.equal(topicSlug("!!!"), "task");
+    assert.equal(topicSlug(`${"x".repeat(80)} y`), "x".repeat(48));
+  });
+
+  it("puts the agent's name in front of a new topic branch", () => {
+    assert.equal(topicBranch("ada", { prompt: "Fix the footer" }), "ada/fix-the-footer");
+    assert.equal(topicBranch("ada", { prompt: "x", branch: "footer" }), "ada/footer");
+    assert.equal(topicBranch("ada", { prompt: "x", branch: "ada/footer" }), "ada/footer");
+  });
+
+  it("names declared projects and warns when projects are not persisted", () => {
+    const town = resolveOrThrow({
+      name: "t",
+      domain: "test.local",
+      agents: {
+        ada: {
+          uid: 1100,
+          persist: ["notes"],
+          repos: [
+            "git@host:org/site.git",
+            { url: "https://h/x/blog.git", path: "projects/words" },
+            { url: "/srv/tools.git", path: "src/tools" },
+          ],
+        },
+      },
+    });
+    const agent = town.agents[0]!;
+    assert.equal(repoName("git@host:org/site.git"), "site");
+    assert.deepEqual(declaredProjects(agent), ["site", "tools", "words"]);
+    assert.match(
+      persistenceWarning(agent, `${agent.home}/projects/site`) ?? "",
+      /~\/projects is not a persisted path of ada: .*add "projects" to agents\.ada\.persist/,
+    );
+  });
+});
+
+describe("the agent's pure parts", () => {
+  it("never touch the file system, processes or the network", () => {
+    const pure = [
+      "src/agent/protocol.ts",
+      "src/agent/queue.ts",
+      "src/agent/runtimes/command.ts",
+      "src/agent/runtimes/claude.ts",
+      "src/agent/runtimes/codex.ts",
+      "src/agent/runtimes/types.ts",
+    ];
+    for (const file of pure) {
+      const text = readFileSync(path.join(REPO_ROOT, file), "utf8");
+      assert.doesNotMatch(
+        text,
+        /from\s+["'](node:)?(fs|fs\/promises|child_process|net|http|https|dgram)["']/,
+        file,
+      );
+    }
+  });
+});
