@@ -262,6 +262,112 @@ export function buildProgram(): Command {
       process.exitCode = await up({ config, ...opts, ...streams() });
     });
 
+  program
+    .command("portal")
+    .description(
+      "a tmux window: the agent's login session on top running its portal command, your shell below",
+    )
+    .argument("[agent]", "an agent with portal.enable (default: pick one)")
+    .argument("[project]", "a directory, or a name under projectDirs (default: pick one)")
+    .option("--config <file>", "read this declaration instead of the installed manifest")
+    .option("--manifest <file>", "the installed manifest", "/etc/nuketown/town.json")
+    .option(
+      "--tmux-socket <name|path>",
+      "talk to this tmux server (tmux -L name, or -S path; default: $NUKETOWN_TMUX_SOCKET)",
+    )
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .addHelpText(
+      "after",
+      `
+Inside tmux the portal opens a window in the current session; outside it
+starts (or reuses) the session "nuketown" and attaches. The window is named
+<agent>:<project>: running the portal again shows it instead of starting a
+second runtime. The agent side is a login session: machinectl shell where
+systemd is PID 1, else runuser -l (or su -), behind sudo unless you are root.
+Without a project, pick among the directories up to two levels below each of
+projectDirs (hidden ones skipped), with fzf when installed.
+${EXIT_CODES}`,
+    )
+    .action(
+      async (
+        agent: string | undefined,
+        project: string | undefined,
+        opts: {
+          config?: string;
+          manifest?: string;
+          tmuxSocket?: string;
+          format?: (typeof FORMATS)[number];
+          hostname?: string;
+        },
+      ) => {
+        const { portal } = await import("./portal/command.ts");
+        const { tmuxSocket, ...rest } = opts;
+        process.exitCode = await portal({
+          ...rest,
+          ...(agent !== undefined && { agent }),
+          ...(project !== undefined && { project }),
+          ...(tmuxSocket !== undefined && { socket: tmuxSocket }),
+          ...streams(),
+        });
+      },
+    );
+
+  program
+    .command("review")
+    .description(
+      "fetch the agents' pushed <agent>/* branches and list them with signature and diffstat",
+    )
+    .argument("[agent]", "only this agent's branches (default: every agent)")
+    .option("--repo <dir>", "the repository to review in (default: the current directory)")
+    .option(
+      "--remote <name>",
+      "fetch from this remote (default: a remote named after the agent, else origin)",
+    )
+    .option(
+      "--base <ref>",
+      "compare against this ref (default: origin's HEAD, else the default branch)",
+    )
+    .option("--no-fetch", "list what was fetched before, without fetching")
+    .option("--config <file>", "read this declaration instead of the installed manifest")
+    .option("--manifest <file>", "the installed manifest", "/etc/nuketown/town.json")
+    .addOption(formatOption())
+    .addOption(hostnameOption())
+    .option("--json", "machine-readable output")
+    .addHelpText(
+      "after",
+      `
+Signatures are checked against the agents' keys only (declared
+git.signing.publicKey, else the key in the agent's home), under the agent's
+own email: G good, G! good but another agent's key, U a key that is no
+agent's, B bad, N unsigned, E cannot be checked. Branches are fetched into
+refs/remotes/<remote>/<agent>/*; the diffstat is base...branch.
+${EXIT_CODES}`,
+    )
+    .action(
+      async (
+        agent: string | undefined,
+        opts: {
+          repo?: string;
+          remote?: string;
+          base?: string;
+          fetch: boolean;
+          config?: string;
+          manifest?: string;
+          format?: (typeof FORMATS)[number];
+          hostname?: string;
+          json?: boolean;
+        },
+      ) => {
+        const { review } = await import("./review/command.ts");
+        process.exitCode = await review({
+          ...opts,
+          ...(agent !== undefined && { agent }),
+          ...streams(),
+        });
+      },
+    );
+
   for (const command of program.commands) command.exitOverride();
   return program;
 }

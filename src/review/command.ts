@@ -1,0 +1,297 @@
+/**
+ * `nuketown review [agent]`: in the mayor's repository, fetch what agents
+ * pushed (`<agent>/<topic>` branches) and list each branch with its last
+ * commit, signature status and diffstat against the default branch.
+ * Signatures are checked only against the agents' own keys, each under the
+ * agent's email, through a temporary allowed-signers file.
+ */
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { townFrom } from "../commands/town-source.ts";
+import { ConfigError, EXIT } from "../errors.ts";
+import { type CommandResult, type Runner, systemRunner } from "../host/system.ts";
+import { plural, type Streams, table } from "../output.ts";
+import type { DeclarationFormat } from "../town/parse.ts";
+import type { ResolvedAgent } from "../town/types.ts";
+import {
+  agentRefPrefix,
+  agentRefspec,
+  baseCandidates,
+  COMMIT_FORMAT,
+  type CommitInfo,
+  countSignatures,
+  type DiffStat,
+  formatDiffStat,
+  parseCommits,
+  parseLeftRight,
+  parseNumstat,
+  remoteFor,
+  SIGNATURE_MEANING,
+} from "./git.ts";
+import {
+  type AgentSigners,
+  parsePublicKeys,
+  renderAllowedSigners,
+  type SshKey,
+} from "./signers.ts";
+
+export interface ReviewOptions extends Streams {
+  readonly agent?: string;
+  /** @default cwd */
+  readonly repo?: string;
+  /** @default a remote named after the agent, else origin */
+  readonly remote?: string;
+  /** @default origin's HEAD, else the agent's default branch */
+  readonly base?: string;
+  /** @default true */
+  readonly fetch?: boolean;
+  readonly config?: string;
+  readonly manifest?: string;
+  readonly format?: DeclarationFormat;
+  readonly hostname?: string;
+  readonly cwd: string;
+  readonly json?: boolean;
+  /** @default systemRunner */
+  readonly runner?: Runner;
+}
+
+export interface ReviewedBranch {
+  readonly agent: string;
+  readonly remote: string;
+  /** As pushed: `<agent>/<topic>`. */
+  readonly branch: string;
+  readonly ref: string;
+  readonly base: string;
+  readonly commit: string;
+  readonly subject: string;
+  readonly author: { readonly name: string; readonly email: string };
+  readonly date: string;
+  readonly signature: {
+    /** `%G?` of the last commit. */
+    readonly status: string;
+    readonly meaning: string;
+    readonly signer: string;
+    readonly key: string;
+    /** A good signature, but by another agent's key. */
+    readonly otherAgent: boolean;
+  };
+  readonly ahead: number;
+  readonly behind: number;
+  /** `%G?` letters of every commit in base..branch. */
+  readonly commitSignatures: Record<string, number>;
+  /** Commits in base..branch without a good signature by this agent's own key. */
+  readonly notSignedByAgent: number;
+  readonly diffstat: DiffStat & { readonly text: string };
+}
+
+export async function review(opts: ReviewOptions): Promise<number> {
+  const runner = opts.runner ?? systemRunner;
+  const town = await townFrom(opts);
+  const repo = path.resolve(opts.cwd, opts.repo ?? ".");
+  const agents =
+    opts.agent === undefined ? town.agents : town.agents.filter((a) => a.name === opts.agent);
+  if (opts.agent !== undefined && agents.length === 0)
+    throw new ConfigError("review", [
+      { path: "agent", message: `no agent ${opts.agent} in town ${town.name}` },
+    ]);
+
+  const git = (args: readonly string[], allowFailure = false): Promise<CommandResult> =>
+    runner.run("git", ["-C", repo, ...args], { allowFailure });
+  const inRepo = await git(["rev-parse", "--git-dir"], true);
+  if (inRepo.code !== 0)
+    throw new ConfigError("review", [{ path: "repo", message: `${repo} is not a git repository` }]);
+
+  const warnings: string[] = [];
+  const remotes = (await git(["remote"])).stdout.split("\n").filter((r) => r !== "");
+  const sources = agents.flatMap((agent) => {
+    const remote = remoteFor(agent.name, remotes, opts.remote);
+    if (remote === undefined) {
+      warnings.push(
+        `${agent.name}: no remote ${opts.remote ?? `named ${agent.name} or origin`} in ${repo}`,
+      );
+      return [];
+    }
+    return [{ agent, remote }];
+  });
+
+  const fetched: { remote: string; agents: string[]; ok: boolean; error?: string }[] = [];
+  if (opts.fetch !== false) {
+    for (const remote of [...new Set(sources.map((s) => s.remote))].sort()) {
+      const names = sources.filter((s) => s.remote === remote).map((s) => s.agent.name);
+      const result = await git(
+        ["fetch", "--prune", "--quiet", remote, ...names.map((n) => agentRefspec(n, remote))],
+        true,
+      );
+      const error = result.stderr.trim().split("\n").slice(-3).join(" ");
+      fetched.push({
+        remote,
+        agents: names,
+        ok: result.code === 0,
+        ...(result.code !== 0 && { error }),
+      });
+      if (result.code !== 0) warnings.push(`fetch from ${remote} failed: ${error}`);
+    }
+  }
+
+  const signers = await Promise.all(agents.map((agent) => agentSigners(agent, warnings)));
+  const dir = await mkdtemp(path.join(os.tmpdir(), "nuketown-review-"));
+  const branches: ReviewedBranch[] = [];
+  try {
+    const allowedSigners = path.join(dir, "allowed_signers");
+    await writeFile(allowedSigners, renderAllowedSigners(signers), { mode: 0o600 });
+    // Our signers only: neither the user's config nor the repo's may widen them.
+    const verifying = ["-c", `gpg.ssh.allowedSignersFile=${allowedSigners}`];
+    const log = (args: readonly string[]) =>
+      git([...verifying, "log", "--no-show-signature", `--format=${COMMIT_FORMAT}`, ...args]);
+
+    for (const { agent, remote } of sources) {
+      const base = opts.base ?? (await findBase(git, remote, agent.git.defaultBranch));
+      if (base === undefined) {
+        warnings.push(`${agent.name}: no base to compare with (pass --base)`);
+        continue;
+      }
+      const prefix = agentRefPrefix(agent.name, remote);
+      const refs = (await git(["for-each-ref", "--format=%(refname)", prefix])).stdout
+        .split("\n")
+        .filter((r) => r !== "")
+        .sort();
+      for (const ref of refs) {
+        const [tip] = parseCommits((await log(["-1", ref])).stdout);
+        if (tip === undefined) continue;
+        const range = `${base}...${ref}`;
+        const counts = parseLeftRight(
+          (await git(["rev-list", "--left-right", "--count", range])).stdout,
+        );
+        const commits = parseCommits((await log([`${base}..${ref}`])).stdout);
+        const numstat = parseNumstat((await git(["diff", "--numstat", range])).stdout);
+        const stat = (await git(["diff", "--stat", range])).stdout.replace(/\s+$/, "");
+        branches.push(
+          describe(agent, remote, ref, base, tip, counts, commits, { ...numstat, text: stat }),
+        );
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  for (const warning of warnings) opts.err.write(`nuketown review: ${warning}\n`);
+  if (opts.json) {
+    opts.out.write(`${JSON.stringify({ repo, fetched, branches, warnings }, null, 2)}\n`);
+    return EXIT.ok;
+  }
+  if (branches.length === 0) {
+    opts.out.write(`no agent branches in ${repo}\n`);
+    return EXIT.ok;
+  }
+  opts.out.write(
+    `${table(
+      ["branch", "sig", "author", "ahead", "changes", "subject"],
+      branches.map((b) => [
+        b.branch,
+        signatureCell(b),
+        b.author.name,
+        String(b.ahead),
+        formatDiffStat(b.diffstat),
+        b.subject,
+      ]),
+    )}\n`,
+  );
+  opts.out.write(
+    "\nsig: G good, G! another agent's key, U no agent's key, B bad, N unsigned, E cannot check\n",
+  );
+  for (const b of branches) {
+    const letters = Object.entries(b.commitSignatures).map(([letter, n]) => `${n} ${letter}`);
+    const unsigned =
+      b.notSignedByAgent === 0
+        ? ""
+        : `; ${plural(b.notSignedByAgent, "commit")} not signed by ${b.agent}'s key (${letters.join(", ")})`;
+    opts.out.write(
+      `\n${b.branch} (${b.remote}, ${b.commit.slice(0, 12)}) vs ${b.base}: ${b.ahead} ahead, ${b.behind} behind${unsigned}\n`,
+    );
+    opts.out.write(
+      `  ${b.signature.status}: ${b.signature.meaning}${b.signature.signer ? ` (${b.signature.signer})` : ""}\n`,
+    );
+    if (b.diffstat.text !== "") opts.out.write(`${b.diffstat.text}\n`);
+  }
+  return EXIT.ok;
+}
+
+function describe(
+  agent: ResolvedAgent,
+  remote: string,
+  ref: string,
+  base: string,
+  tip: CommitInfo,
+  counts: { ahead: number; behind: number },
+  commits: readonly CommitInfo[],
+  diffstat: DiffStat & { text: string },
+): ReviewedBranch {
+  const otherAgent = tip.signature === "G" && tip.signer !== agent.git.email;
+  return {
+    agent: agent.name,
+    remote,
+    branch: ref.slice(`refs/remotes/${remote}/`.length),
+    ref,
+    base,
+    commit: tip.commit,
+    subject: tip.subject,
+    author: { name: tip.author, email: tip.authorEmail },
+    date: tip.date,
+    signature: {
+      status: tip.signature,
+      meaning: otherAgent
+        ? "good signature, but by another agent's key"
+        : (SIGNATURE_MEANING[tip.signature] ?? "unknown status"),
+      signer: tip.signer,
+      key: tip.key,
+      otherAgent,
+    },
+    ahead: counts.ahead,
+    behind: counts.behind,
+    commitSignatures: countSignatures(commits),
+    notSignedByAgent: commits.filter((c) => !(c.signature === "G" && c.signer === agent.git.email))
+      .length,
+    diffstat,
+  };
+}
+
+const signatureCell = (b: ReviewedBranch) => (b.signature.otherAgent ? "G!" : b.signature.status);
+
+async function findBase(
+  git: (args: readonly string[], allowFailure?: boolean) => Promise<CommandResult>,
+  remote: string,
+  defaultBranch: string,
+): Promise<string | undefined> {
+  for (const candidate of baseCandidates(remote, defaultBranch)) {
+    const found = await git(["rev-parse", "--verify", "--quiet", `${candidate}^{commit}`], true);
+    if (found.code === 0) {
+      const short = await git(["rev-parse", "--abbrev-ref", candidate], true);
+      return short.code === 0 && short.stdout.trim() !== "" ? short.stdout.trim() : candidate;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The agent's SSH public keys: the declared `git.signing.publicKey` when
+ * there is one (the town vouches for it), else what the agent's home holds.
+ */
+async function agentSigners(agent: ResolvedAgent, warnings: string[]): Promise<AgentSigners> {
+  const declared = parsePublicKeys(agent.git.signing.publicKey ?? "");
+  if (declared.length > 0) return { email: agent.git.email, keys: declared };
+  const keys: SshKey[] = [];
+  for (const file of [
+    path.join(agent.home, ".ssh", "id_ed25519.pub"),
+    path.join(agent.home, ".config", "git", "allowed_signers"),
+  ]) {
+    try {
+      keys.push(...parsePublicKeys(await readFile(file, "utf8")));
+    } catch {}
+  }
+  if (keys.length === 0 && agent.git.signing.format === "ssh")
+    warnings.push(
+      `${agent.name}: no public key found (git.signing.publicKey, ${agent.home}/.ssh/id_ed25519.pub): its signatures show as U`,
+    );
+  return { email: agent.git.email, keys };
+}
