@@ -166,6 +166,17 @@ export function buildProgram(): Command {
       .addHelpText("after", EXIT_CODES);
   type TownOpts = { config?: string; manifest?: string; json?: boolean };
 
+  townOptions(
+    program
+      .command("agent")
+      .description(
+        "run an agent's daemon (as the agent): takes tasks on its socket, runs its runtime",
+      )
+      .argument("<name>", "the agent"),
+  ).action(async (name: string, opts: TownOpts) => {
+    const { agent } = await import("./commands/agent.ts");
+    process.exitCode = await agent({ ...opts, name, ...streams() });
+  });
   townOptions(program.command("approvald").description("run the approval daemon (as root)")).action(
     async (opts: TownOpts) => {
       const { approvald } = await import("./commands/approval.ts");

@@ -6,7 +6,7 @@
  * would have to switch branches over them fails and says which files; a task
  * for the branch already checked out runs in place and reports them.
  */
-import { readdir, stat } from "node:fs/promises";
+import { mkdir, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Runner } from "../host/system.ts";
 import type { ResolvedAgent } from "../town/types.ts";
@@ -151,11 +151,12 @@ export async function prepareWorkspace(
       );
     }
     deps.log?.(`cloning ${repo.url} into ${dir}`);
+    await mkdir(path.dirname(dir), { recursive: true });
     const result = await deps.runner.run(
       "git",
       ["clone", "--quiet", ...(repo.branch ? ["--branch", repo.branch] : []), "--", repo.url, dir],
       {
-        cwd: agent.home,
+        cwd: path.dirname(dir),
         env: gitEnv(agent, deps),
         allowFailure: true,
         timeoutMs: deps.cloneTimeoutMs ?? 10 * 60_000,
