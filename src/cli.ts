@@ -379,6 +379,20 @@ ${EXIT_CODES}`,
       },
     );
 
+  townOptions(
+    program
+      .command("talk")
+      .description("a terminal conversation with an agent, through its daemon")
+      .argument("<agent>")
+      .option(
+        "--project <name>",
+        "the project the conversation is about (default: the agent's first repo)",
+      ),
+  ).action(async (agent: string, opts: TownOpts & { project?: string }) => {
+    const { talk } = await import("./commands/talk.ts");
+    process.exitCode = await talk({ ...opts, agent, ...streams() });
+  });
+
   for (const command of program.commands) command.exitOverride();
   return program;
 }
