@@ -464,4 +464,41 @@ s.on("error",(e)=>{process.stdout.write("ERR "+e.code);process.exitCode=2;});`;
     assert.equal(status.agent.name, B);
     conn.end();
   });
+
+  it("refuses to run as anyone but the agent, and next to a running daemon", () => {
+    const asRoot = spawnSync(BIN, ["agent", A, "--manifest", manifest], { encoding: "utf8" });
+    assert.equal(asRoot.status, 3, asRoot.stderr);
+    assert.match(asRoot.stderr, new RegExp(`must run as ${A} \\(uid 60301\\), not as uid 0`));
+    const second = run("runuser", ["-u", A, "--", BIN, "agent", A, "--manifest", manifest]);
+    assert.equal(second.code, 3, second.stderr);
+    assert.match(second.stderr, /another agent daemon already listens on/);
+    const unknown = spawnSync(BIN, ["agent", "nt-test-nobody", "--manifest", manifest], {
+      encoding: "utf8",
+    });
+    assert.equal(unknown.status, 2);
+    assert.match(unknown.stderr, /no enabled agent "nt-test-nobody"/);
+  });
+
+  it("stops on SIGTERM: cancels what runs, removes its socket, exits 0", async () => {
+    const client = await connect(B);
+    const seen: TaskEvent[] = [];
+    const hanging = client.run(
+      { project: "widget", prompt: "hang-now until stopped" },
+      { onEvent: (e) => seen.push(e) },
+    );
+    for (let i = 0; i < 100 && !seen.some((e) => e.event === "task.started"); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const daemon = daemons.get(B)!;
+    const exited = new Promise<number | null>((resolve) => daemon.child.on("exit", resolve));
+    // The daemon itself, as systemd would signal it (runuser would answer SIGTERM for it).
+    const pid = mustRun("pgrep", ["-P", String(daemon.child.pid), "-u", String(UIDS[B])]).trim();
+    process.kill(Number(pid), "SIGTERM");
+    const outcome = await hanging;
+    assert.equal(outcome.state, "cancelled");
+    assert.ok(outcome.end.event === "task.cancelled");
+    assert.equal(outcome.end.reason, "the agent daemon stopped");
+    assert.equal(await exited, 0, `runuser passes on the daemon's exit code: ${daemon.log()}`);
+    assert.ok(!existsSync(socket(B)), "the socket is removed");
+    assert.match(daemon.log(), /stopped/);
+  });
 });

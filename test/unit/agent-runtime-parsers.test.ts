@@ -16,9 +16,18 @@ import {
   isProjectName,
   parseFrame,
 } from "../../src/agent/protocol.ts";
-import { claudeBatchArgs, claudeParser } from "../../src/agent/runtimes/claude.ts";
-import { codexBatchArgs, codexParser } from "../../src/agent/runtimes/codex.ts";
+import {
+  claudeBatchArgs,
+  claudeInteractiveArgs,
+  claudeParser,
+} from "../../src/agent/runtimes/claude.ts";
+import {
+  codexBatchArgs,
+  codexInteractiveArgs,
+  codexParser,
+} from "../../src/agent/runtimes/codex.ts";
 import { commandInput, parseCommandLine } from "../../src/agent/runtimes/command.ts";
+import { tmuxSessionName } from "../../src/agent/runtimes/tmux.ts";
 import type { OutputParser, RuntimeOutput } from "../../src/agent/runtimes/types.ts";
 import {
   declaredProjects,
@@ -219,6 +228,29 @@ describe("codex exec --json", () => {
       "t-1",
       "-",
     ]);
+  });
+});
+
+describe("interactive runtimes", () => {
+  it("start the CLIs' own interfaces with the prompt, resuming the conversation", () => {
+    const agent = { runtime: { args: ["--model", "m"] } } as never;
+    assert.deepEqual(claudeInteractiveArgs(agent, { prompt: "hi" }, "s-1"), [
+      "--resume",
+      "s-1",
+      "--model",
+      "m",
+      "--",
+      "hi",
+    ]);
+    assert.deepEqual(codexInteractiveArgs(agent, { prompt: "hi" }, "t-1"), [
+      "--model",
+      "m",
+      "resume",
+      "t-1",
+      "--",
+      "hi",
+    ]);
+    assert.equal(tmuxSessionName("ada", "my.site"), "ada-my_site");
   });
 });
 
