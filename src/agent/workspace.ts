@@ -152,16 +152,25 @@ export async function prepareWorkspace(
     }
     deps.log?.(`cloning ${repo.url} into ${dir}`);
     await mkdir(path.dirname(dir), { recursive: true });
-    const result = await deps.runner.run(
-      "git",
-      ["clone", "--quiet", ...(repo.branch ? ["--branch", repo.branch] : []), "--", repo.url, dir],
-      {
-        cwd: path.dirname(dir),
-        env: gitEnv(agent, deps),
-        allowFailure: true,
-        timeoutMs: deps.cloneTimeoutMs ?? 10 * 60_000,
-      },
-    );
+    const result = await deps.runner
+      .run(
+        "git",
+        [
+          "clone",
+          "--quiet",
+          ...(repo.branch ? ["--branch", repo.branch] : []),
+          "--",
+          repo.url,
+          dir,
+        ],
+        {
+          cwd: path.dirname(dir),
+          env: gitEnv(agent, deps),
+          allowFailure: true,
+          timeoutMs: deps.cloneTimeoutMs ?? 10 * 60_000,
+        },
+      )
+      .catch(asWorkspaceError(dir));
     if (result.code !== 0)
       throw new WorkspaceError(
         "workspace",
@@ -171,9 +180,13 @@ export async function prepareWorkspace(
     cloned = true;
   }
 
-  const current = (await git(["symbolic-ref", "--quiet", "--short", "HEAD"], true)).stdout.trim();
-  const dirty = await dirtyFiles(git);
-  const target = await targetBranch(git, agent.name, request);
+  // Independent questions, asked at once: this is on the path from request to runtime start.
+  const [head, dirty, target] = await Promise.all([
+    git(["symbolic-ref", "--quiet", "--short", "HEAD"], true),
+    dirtyFiles(git),
+    targetBranch(git, agent.name, request),
+  ]);
+  const current = head.stdout.trim();
   const report = (branch: string, created: boolean): WorkspaceReport => ({
     workspace: dir,
     branch,
@@ -206,12 +219,16 @@ export async function prepareWorkspace(
       await git(["switch", "--quiet", "--create", target.name, "--track", `origin/${target.name}`]);
       return report(target.name, false);
     case "new": {
-      if (!(await verify(git, "HEAD"))) {
+      const [hasHead, hasOrigin] = await Promise.all([
+        verify(git, "HEAD"),
+        verify(git, "refs/remotes/origin/HEAD"),
+      ]);
+      if (!hasHead) {
         // An empty repository: nothing to branch from, so the first commit starts the branch.
         await git(["symbolic-ref", "HEAD", `refs/heads/${target.name}`]);
         return report(target.name, true);
       }
-      const base = (await verify(git, "refs/remotes/origin/HEAD")) ? "origin/HEAD" : "HEAD";
+      const base = hasOrigin ? "origin/HEAD" : "HEAD";
       await git(["switch", "--quiet", "--no-track", "--create", target.name, base]);
       return report(target.name, true);
     }
@@ -246,11 +263,9 @@ function gitEnv(agent: AgentPart, deps: WorkspaceDeps): NodeJS.ProcessEnv {
 function gitIn(dir: string, agent: AgentPart, deps: WorkspaceDeps): Git {
   const env = gitEnv(agent, deps);
   return async (args, allowFailure = false) => {
-    const result = await deps.runner.run("git", ["-C", dir, ...args], {
-      env,
-      allowFailure: true,
-      timeoutMs: 60_000,
-    });
+    const result = await deps.runner
+      .run("git", ["-C", dir, ...args], { env, allowFailure: true, timeoutMs: 60_000 })
+      .catch(asWorkspaceError(dir));
     if (result.code !== 0 && !allowFailure)
       throw new WorkspaceError(
         "workspace",
@@ -268,9 +283,17 @@ async function targetBranch(
 ): Promise<{ name: string; kind: "local" | "remote" | "new" }> {
   const candidates = request.branch ? [request.branch, topicBranch(agent, request)] : [];
   if (!request.branch) candidates.push(topicBranch(agent, request));
-  for (const name of candidates) {
-    if (await verify(git, `refs/heads/${name}`)) return { name, kind: "local" };
-    if (await verify(git, `refs/remotes/origin/${name}`)) return { name, kind: "remote" };
+  const found = await Promise.all(
+    candidates.map(async (name) => {
+      const [local, remote] = await Promise.all([
+        verify(git, `refs/heads/${name}`),
+        verify(git, `refs/remotes/origin/${name}`),
+      ]);
+      return local ? "local" : remote ? "remote" : undefined;
+    }),
+  );
+  for (const [index, kind] of found.entries()) {
+    if (kind) return { name: candidates[index]!, kind };
   }
   return { name: topicBranch(agent, request), kind: "new" };
 }
@@ -302,6 +325,15 @@ export async function knownProjects(agent: AgentPart): Promise<string[]> {
 
 async function isDirectory(p: string): Promise<boolean> {
   return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
+}
+
+/** git missing (or not startable) is the workspace's failure, said plainly, not a daemon bug. */
+function asWorkspaceError(dir: string) {
+  return (error: Error): never => {
+    throw new WorkspaceError("workspace", `cannot run git for ${dir}: ${error.message}`, {
+      workspace: dir,
+    });
+  };
 }
 
 function lastLines(text: string, count = 3): string {
