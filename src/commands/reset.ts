@@ -79,6 +79,7 @@ export async function reset(opts: ResetOptions): Promise<number> {
       });
       const ms = performance.now() - started;
       results.push({ agent: agent.name, ms: Math.round(ms), warnings: result.warnings });
+      for (const warning of result.warnings) opts.err.write(`warning: ${agent.name}: ${warning}\n`);
       if (!opts.json) opts.out.write(`reset ${agent.name} (${(ms / 1000).toFixed(2)} s)\n`);
     }
     // The old homes were moved aside; deleting them does not hold up the agents.

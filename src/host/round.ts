@@ -98,7 +98,6 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   if (ctx.systemd) {
     await runner.run("systemctl", ["start", agentUnitName(agent.name)], { allowFailure: true });
   }
-  for (const warning of warnings) ctx.log(`warning: ${agent.name}: ${warning}`);
   return {
     agent: agent.name,
     digest: await roundDigest(town, agent),

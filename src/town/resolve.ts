@@ -160,7 +160,10 @@ function normalize(
     },
     secrets: {
       ...(sopsFile !== undefined && { sopsFile }),
-      ageKeyFile: decl.secrets.ageKeyFile ?? `${stateDir}/age/keys.txt`,
+      ageKeyFile:
+        decl.secrets.ageKeyFile === undefined
+          ? `${stateDir}/age/keys.txt`
+          : path.resolve(context.baseDir, decl.secrets.ageKeyFile),
     },
     hosts: Object.entries(decl.hosts)
       .map(([name, h]) => ({ name, ...h }))

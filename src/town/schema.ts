@@ -608,9 +608,15 @@ export const TownSchema = z.strictObject({
         .min(1)
         .optional()
         .meta({ description: "Default sops file for agents' secrets." }),
-      ageKeyFile: absolutePath()
+      ageKeyFile: line()
+        .min(1)
         .optional()
-        .meta(derived("The host's age identity.", '"<stateDir>/age/keys.txt"')),
+        .meta(
+          derived(
+            "The host's age identity; relative paths are taken from the declaration's folder.",
+            '"<stateDir>/age/keys.txt"',
+          ),
+        ),
     })
     .prefault({}),
   hosts: z
