@@ -5,10 +5,12 @@
  * `<agent>:<project>` and found again by that name, so a second portal to
  * the same place shows the running one and never starts the command twice.
  */
+
 import { spawn } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { tmuxSessionName, tmuxSocket } from "../agent/runtimes/tmux.ts";
 import { shellQuote } from "../approval/wrappers.ts";
 import { townFrom } from "../commands/town-source.ts";
 import { ConfigError, EXIT } from "../errors.ts";
@@ -130,7 +132,21 @@ export async function portal(opts: PortalOptions): Promise<number> {
     name,
     dir: project.dir,
     agentCommand: shellLine(
-      agentLoginArgv(agent.name, agentScript(project.dir, agent.portal.command), method),
+      agentLoginArgv(
+        agent.name,
+        agentScript(
+          project.dir,
+          agent.portal.command,
+          // Before the agent's first round there is no runtime dir: run the command in the pane.
+          existsSync(agent.runtimeDir)
+            ? {
+                socket: tmuxSocket(agent),
+                name: tmuxSessionName(agent.name, path.basename(project.dir)),
+              }
+            : undefined,
+        ),
+        method,
+      ),
     ),
     humanPercent: humanPercent(agent.portal.layout),
     ...(process.stdout.columns &&

@@ -49,10 +49,20 @@ export function humanPercent(layout: { readonly agent: number; readonly human: n
  * line (shell syntax on purpose, like an entry in a crontab); every other
  * value is quoted.
  */
-export function agentScript(dir: string, command: string): string {
+export function agentScript(
+  dir: string,
+  command: string,
+  session?: { readonly socket: string; readonly name: string },
+): string {
+  // With a session: the agent's own tmux session for the project (the one its
+  // daemon runs interactive tasks in), attached if it exists, so the command
+  // never starts twice.
+  const run = session
+    ? `tmux -S ${shellQuote(session.socket)} new-session -A -s ${shellQuote(session.name)} -c ${shellQuote(dir)} ${shellQuote(command)}`
+    : command;
   return [
     `if cd -- ${shellQuote(dir)}; then`,
-    `  ${command}`,
+    `  ${run}`,
     "else",
     `  echo ${shellQuote(`nuketown portal: cannot enter ${dir} as`)} "$(id -un)" >&2`,
     "fi",

@@ -132,6 +132,12 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
       mkdirSync(path.join(mayorHome, "dev", dir), { recursive: true });
     }
     mustRun("chown", ["-R", `${MAYOR_UID}:${MAYOR_UID}`, path.join(mayorHome, "dev")]);
+    // The agent's runtime dir, as every round makes it: the portal attaches to
+    // the agent's own tmux session there (the one its daemon uses).
+    const agentRuntime = path.join(root, "run", "agents", AGENT);
+    mkdirSync(agentRuntime, { recursive: true, mode: 0o755 });
+    chmodSync(agentRuntime, 0o711);
+    chownSync(agentRuntime, AGENT_UID, AGENT_UID);
     tmuxDir = path.join(root, "tmux");
     mkdirSync(tmuxDir);
     chownSync(tmuxDir, MAYOR_UID, MAYOR_UID);
@@ -292,7 +298,8 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
       "the attached client",
       () => capture(SOCKET, "test:outside").includes(`agent-uid=${AGENT_UID}`) || undefined,
     );
-    assert.equal(runtimes(), 2, "one per tmux server");
+    // Both portals show the agent's own tmux session for the project: still one runtime.
+    assert.equal(runtimes(), 1, "the agent's session is shared by every portal");
 
     mustTmux(SOCKET, "new-window", "-d", "-t", "test:", "-n", "again", "-c", mayorHome);
     type("test:again", portalLine(OUTER_SOCKET, "env -u TMUX -u TMUX_PANE "));
@@ -302,6 +309,6 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
     );
     assert.equal(windowsNamed(OUTER_SOCKET, windowName).length, 1);
     await sleep(500);
-    assert.equal(runtimes(), 2);
+    assert.equal(runtimes(), 1);
   });
 });
