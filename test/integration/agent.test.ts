@@ -259,6 +259,40 @@ describe("the agent daemon, as real agents", { skip: !isRoot() && "needs root" }
       const branches = asAgent(agent, ["git", "-C", clone, "branch", "--list", `${agent}/*`]);
       assert.match(branches.stdout, new RegExp(`${agent}/add-a-note-to-the-widget`));
     }
+    // The mayor's side: the branches reach the shared remote, and review checks
+    // their signatures against the agents' own keys.
+    const bare = path.join(root, "repos", "widget.git");
+    for (const agent of [A, B]) {
+      const clone = path.join(home(agent), "projects", "widget");
+      mustRun("git", [
+        "-c",
+        "safe.directory=*",
+        "-C",
+        clone,
+        "push",
+        "--quiet",
+        bare,
+        `${agent}/add-a-note-to-the-widget`,
+      ]);
+    }
+    const mayorClone = path.join(root, "mayor-widget");
+    mustRun("git", ["clone", "--quiet", bare, mayorClone]);
+    const review = spawnSync(
+      BIN,
+      ["review", "--repo", mayorClone, "--manifest", manifest, "--json"],
+      { encoding: "utf8" },
+    );
+    assert.equal(review.status, 0, review.stderr);
+    const reviewed = JSON.parse(review.stdout) as {
+      branches: { agent: string; branch: string; signature: { status: string } }[];
+    };
+    for (const agent of [A, B]) {
+      const branch = reviewed.branches.find(
+        (b) => b.branch === `${agent}/add-a-note-to-the-widget`,
+      );
+      assert.equal(branch?.signature.status, "G", `review: ${review.stdout}`);
+    }
+
     const history = readFileSync(
       path.join(home(A), ".local", "state", "nuketown", "tasks.jsonl"),
       "utf8",
