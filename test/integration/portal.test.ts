@@ -288,24 +288,30 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
       () => windowsNamed(OUTER_SOCKET, windowName)[0],
     );
     assert.equal(window[0], "nuketown");
-    const [agentPane] = panes(OUTER_SOCKET, window[1]!);
-    await waitFor(
-      "the runtime in the new session",
-      () => capture(OUTER_SOCKET, agentPane!.id).includes(`agent-uid=${AGENT_UID}`) || undefined,
-    );
-    // The terminal is attached: the outer pane now draws the nuketown session.
-    await waitFor(
-      "the attached client",
-      () => capture(SOCKET, "test:outside").includes(`agent-uid=${AGENT_UID}`) || undefined,
+    assert.equal(panes(OUTER_SOCKET, window[1]!).length, 2);
+    // The agent pane shows the agent's own tmux session, where the runtime already runs.
+    const agentSession = run("tmux", [
+      "-S",
+      path.join(root, "run", "agents", AGENT, "tmux.sock"),
+      "capture-pane",
+      "-p",
+      "-t",
+      `${AGENT}-proj`,
+    ]);
+    assert.match(agentSession.stdout, new RegExp(`agent-uid=${AGENT_UID}`));
+    // The terminal is attached to the nuketown session.
+    await waitFor("the attached client", () =>
+      mustTmux(OUTER_SOCKET, "list-clients", "-t", "nuketown").trim() !== "" ? true : undefined,
     );
     // Both portals show the agent's own tmux session for the project: still one runtime.
     assert.equal(runtimes(), 1, "the agent's session is shared by every portal");
 
     mustTmux(SOCKET, "new-window", "-d", "-t", "test:", "-n", "again", "-c", mayorHome);
     type("test:again", portalLine(OUTER_SOCKET, "env -u TMUX -u TMUX_PANE "));
-    await waitFor(
-      "the second client",
-      () => capture(SOCKET, "test:again").includes(`agent-uid=${AGENT_UID}`) || undefined,
+    await waitFor("the second client", () =>
+      mustTmux(OUTER_SOCKET, "list-clients", "-t", "nuketown").trim().split("\n").length === 2
+        ? true
+        : undefined,
     );
     assert.equal(windowsNamed(OUTER_SOCKET, windowName).length, 1);
     await sleep(500);
