@@ -7,6 +7,19 @@ import { REPO_ROOT } from "../support/fixtures.ts";
 /** The pure core: validation and every renderer. Only load.ts reads files. */
 const PURE_DIRS = ["src/town", "src/host/render"];
 const EFFECTFUL_EXCEPTIONS = new Set(["src/town/load.ts"]);
+/** Pure modules that live beside effectful ones in their component's folder. */
+const PURE_FILES = [
+  "src/glob.ts",
+  "src/host/plan.ts",
+  "src/host/tables.ts",
+  "src/approval/protocol.ts",
+  "src/approval/policy.ts",
+  "src/approval/sudo-args.ts",
+  "src/approval/wrappers.ts",
+  "src/agent/queue.ts",
+  "src/portal/fuzzy.ts",
+  "src/portal/tmux.ts",
+];
 const FORBIDDEN = /from\s+["'](node:)?(fs|fs\/promises|child_process|net|http|https|dgram)["']/;
 
 function sources(dir: string): string[] {
@@ -16,6 +29,13 @@ function sources(dir: string): string[] {
 }
 
 describe("the pure core", () => {
+  it("pure modules elsewhere never touch the file system, processes or the network", () => {
+    for (const file of PURE_FILES) {
+      const text = readFileSync(path.join(REPO_ROOT, file), "utf8");
+      assert.doesNotMatch(text, FORBIDDEN, `${file} imports an effectful module`);
+    }
+  });
+
   for (const dir of PURE_DIRS) {
     it(`${dir} never touches the file system, processes or the network`, () => {
       const files = sources(dir).filter((f) => !EFFECTFUL_EXCEPTIONS.has(f));
