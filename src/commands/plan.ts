@@ -32,8 +32,9 @@ export interface PlanOptions extends Streams {
 
 async function makePlan(
   opts: PlanOptions,
+  loaded?: ResolvedTown,
 ): Promise<{ town: ResolvedTown; observed: ObservedHost; plan: HostPlan }> {
-  const town = await townFrom(opts);
+  const town = loaded ?? (await townFrom(opts));
   const programs = currentPrograms();
   const observed = await observeHost(town, { root: opts.root, programs });
   const plan = planHost(town, observed, {
@@ -60,7 +61,7 @@ export async function apply(opts: PlanOptions): Promise<number> {
   if (opts.root === undefined) requireRoot("apply");
   const town = await townFrom(opts);
   return withHostLock(opts.root ?? town.stateDir, "apply", async () => {
-    const { observed, plan: hostPlan } = await makePlan(opts);
+    const { observed, plan: hostPlan } = await makePlan(opts, town);
     if (hostPlan.errors.length > 0) {
       if (opts.json) opts.out.write(`${JSON.stringify(planJson(hostPlan), null, 2)}\n`);
       else opts.err.write(renderPlan(hostPlan, observed));

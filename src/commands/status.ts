@@ -1,4 +1,6 @@
 import { readFile } from "node:fs/promises";
+import { ControlClient } from "../approval/client.ts";
+import type { PendingRequest } from "../approval/protocol.ts";
 import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
@@ -28,6 +30,7 @@ export async function status(opts: StatusOptions): Promise<number> {
   const systemd = await systemdIsInit();
   const mounts = await readMounts();
   const supervised = await readSupervised(town);
+  const pending = await pendingApprovals(town);
   const homesMounted =
     town.homes.backend === "directory" || mounts.some((m) => m.mountPoint === town.agentsDir);
 
@@ -56,6 +59,8 @@ export async function status(opts: StatusOptions): Promise<number> {
         service,
         binds: agent.persist.filter((p) => mounts.some((m) => m.mountPoint === p.target)).length,
         persisted: agent.persist.length,
+        pendingApprovals:
+          pending === undefined ? null : pending.filter((r) => r.agent.name === agent.name).length,
       };
     }),
   );
@@ -79,7 +84,17 @@ export async function status(opts: StatusOptions): Promise<number> {
   opts.out.write("\n");
   opts.out.write(
     `${table(
-      ["agent", "uid", "home", "last reset", "persisted", "binds", "processes", "service"],
+      [
+        "agent",
+        "uid",
+        "home",
+        "last reset",
+        "persisted",
+        "binds",
+        "processes",
+        "approvals",
+        "service",
+      ],
       rows.map((r) => [
         r.agent,
         String(r.uid),
@@ -88,11 +103,26 @@ export async function status(opts: StatusOptions): Promise<number> {
         r.persistedBytes === null ? "-" : humanBytes(r.persistedBytes),
         `${r.binds}/${r.persisted}`,
         String(r.processes),
+        r.pendingApprovals === null ? "-" : String(r.pendingApprovals),
         r.service,
       ]),
     )}\n`,
   );
   return EXIT.ok;
+}
+
+/** Requests waiting for a human, when the daemon runs and we may ask it (root or an approver). */
+async function pendingApprovals(town: ResolvedTown): Promise<PendingRequest[] | undefined> {
+  try {
+    const client = await ControlClient.connect(town.paths.controlSocket);
+    try {
+      return await client.list();
+    } finally {
+      client.close();
+    }
+  } catch {
+    return undefined;
+  }
 }
 
 interface Supervised {

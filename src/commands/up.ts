@@ -77,12 +77,23 @@ export async function up(opts: UpOptions): Promise<number> {
       }),
     ),
   ];
-  const record = () =>
-    writeFileAtomic(
-      upStatePath(town),
-      `${JSON.stringify({ pid: process.pid, services: supervisor.state() }, null, 2)}\n`,
-      { mode: 0o644 },
-    );
+  // One write at a time, each of the state as it is when it runs: concurrent
+  // renames could otherwise leave an older state on disk last.
+  let writing = Promise.resolve();
+  const record = () => {
+    writing = writing
+      .then(() =>
+        writeFileAtomic(
+          upStatePath(town),
+          `${JSON.stringify({ pid: process.pid, services: supervisor.state() }, null, 2)}\n`,
+          { mode: 0o644 },
+        ),
+      )
+      .catch((error: Error) => {
+        opts.err.write(`nuketown up: cannot record the daemons' state: ${error.message}\n`);
+      });
+    return writing;
+  };
   const supervisor = new Supervisor(specs, {
     onEvent: (line) => {
       opts.err.write(`nuketown up: ${line}\n`);
