@@ -96,7 +96,11 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   // Where the agent's daemon puts its socket: /run is empty after boot, and the round runs first.
   await ensureDir(agent.runtimeDir, 0o711, agent.uid, agent.gid);
   if (ctx.systemd) {
-    await runner.run("systemctl", ["start", agentUnitName(agent.name)], { allowFailure: true });
+    // --no-block: at boot this runs inside the reset unit, which the agent unit is ordered
+    // after; waiting for the start job would wait for ourselves.
+    await runner.run("systemctl", ["start", "--no-block", agentUnitName(agent.name)], {
+      allowFailure: true,
+    });
   }
   return {
     agent: agent.name,

@@ -248,7 +248,8 @@ describe("systemd units", () => {
     assert.deepEqual(directive(content, "Group"), ["ada"]);
     assert.deepEqual(directive(content, "WorkingDirectory"), ["/agents/ada"]);
     assert.deepEqual(directive(content, "ExecStart"), ["/usr/local/bin/nuketown agent ada"]);
-    assert.deepEqual(directive(content, "Requires"), ["nuketown-reset.service"]);
+    assert.deepEqual(directive(content, "Requires"), []);
+    assert.deepEqual(directive(content, "Wants"), ["nuketown-reset.service network-online.target"]);
     assert.match(
       directive(content, "After")[0] ?? "",
       /nuketown-reset\.service nuketown-approvald\.service/,

@@ -66,6 +66,8 @@ function resetUnit(town: ResolvedTown): UnitFile {
       "Type=oneshot",
       "RemainAfterExit=yes",
       `ExecStart=${word(town.install.bin)} reset --all`,
+      // A hung round must not hold the boot (and every login) forever.
+      "TimeoutStartSec=30min",
       "# Not sandboxed: reset mounts, snapshots and chowns homes across the whole system.",
     ],
     Install: ["WantedBy=multi-user.target"],
@@ -133,9 +135,9 @@ function agentUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
   return unitFile(town, agentUnitName(agent.name), {
     Unit: [
       `Description=nuketown agent ${word(agent.name)} (${word(agent.role)})`,
-      `Requires=${RESET_UNIT}`,
+      // Wants, not Requires: one agent's failed round must not keep the others down.
       `After=${RESET_UNIT} ${APPROVALD_UNIT} network-online.target`,
-      "Wants=network-online.target",
+      `Wants=${RESET_UNIT} network-online.target`,
     ],
     Service: [
       `User=${word(agent.name)}`,
