@@ -203,11 +203,11 @@ export class ApprovalDaemon {
     socket.on("close", () => {
       for (const waiting of this.#pending.values()) {
         if (waiting.socket === socket) {
-          void this.#decide(waiting.request.id, {
+          this.#decide(waiting.request.id, {
             decision: "cancelled",
             by: { kind: "daemon" },
             reason: "the requester went away",
-          });
+          }).catch((error: Error) => this.#report("cancelling", error));
         }
       }
     });
@@ -279,7 +279,9 @@ export class ApprovalDaemon {
         reason: `TEST MODE (${mode}): no human was asked`,
       });
     }
-    if (policy.action === "allow") {
+    // Rules match argv and user, not groups: a request for another group
+    // (-g disk, -g shadow…) always goes to a human.
+    if (policy.action === "allow" && request.runAs.group === undefined) {
       const rule = policy.source === "rule" ? { rule: policy.rule } : {};
       return immediate({
         decision: "approved",
@@ -289,11 +291,11 @@ export class ApprovalDaemon {
     }
 
     const timer = setTimeout(() => {
-      void this.#decide(pending.id, {
+      this.#decide(pending.id, {
         decision: "timeout",
         by: { kind: "daemon" },
         reason: `no answer within ${timeout} s`,
-      });
+      }).catch((error: Error) => this.#report("timing out a request", error));
     }, timeout * 1000);
     timer.unref();
     this.#pending.set(pending.id, { request: pending, socket, timer });
@@ -356,6 +358,11 @@ export class ApprovalDaemon {
     for (const c of this.#channels) c.resolved(waiting.request, decision);
   }
 
+  /** A background step failed: say so, never crash the daemon every agent depends on. */
+  #report(what: string, error: Error): void {
+    process.stderr.write(`nuketown approvald: error while ${what}: ${error.message}\n`);
+  }
+
   // ---- unlocked secrets --------------------------------------------------
 
   /** An approved unlock is carried out before the answer goes back: the answer carries the path. */
@@ -373,13 +380,18 @@ export class ApprovalDaemon {
     try {
       const plaintext = await this.#decryptor.decrypt(secret.source);
       const dir = path.join(this.#town.paths.unlockedSecrets, agent.name);
-      await ensureDir(dir, 0o700, agent.uid, agent.gid);
+      // root:<agent's group>, read-only for the agent: it can read its secret
+      // but neither replace it nor plant anything the daemon later removes.
+      await ensureDir(dir, 0o750, 0, agent.gid);
       const file = path.join(dir, secret.name);
-      await writeFileAtomic(file, plaintext, { mode: 0o600, uid: agent.uid, gid: agent.gid });
+      await writeFileAtomic(file, plaintext, { mode: 0o440, uid: 0, gid: agent.gid });
       const previous = this.#unlocked.get(file);
       if (previous) clearTimeout(previous.timer);
       const timer = setTimeout(
-        () => void this.#lockFile(file, `expired after ${secret.ttl} s`),
+        () =>
+          this.#lockFile(file, `expired after ${secret.ttl} s`).catch((error: Error) =>
+            this.#report("locking an expired secret", error),
+          ),
         secret.ttl * 1000,
       );
       timer.unref();
@@ -409,7 +421,7 @@ export class ApprovalDaemon {
     if (!entry) return;
     clearTimeout(entry.timer);
     this.#unlocked.delete(file);
-    await rm(file, { force: true });
+    await rm(file, { recursive: true, force: true });
     await this.#audit.append("secret.locked", { agent: entry.agent, name: entry.secret, reason });
   }
 

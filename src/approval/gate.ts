@@ -195,7 +195,8 @@ function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Tar
   }
   const etc = gate.etc ?? "/etc";
   const users = parsePasswd(readFileSync(`${etc}/passwd`, "utf8"));
-  const runAsUser = parsed.user ?? "root";
+  // As sudo does: -g alone keeps the invoking user and changes only the group.
+  const runAsUser = parsed.user ?? (parsed.group !== undefined ? agent.name : "root");
   const target = users.find(
     (u) =>
       u.name === runAsUser || (runAsUser.startsWith("#") && u.uid === Number(runAsUser.slice(1))),
@@ -210,7 +211,19 @@ function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Tar
     gid = group.gid;
   }
   // Like sudo -i, a login shell starts in the target's home.
-  const cwd = parsed.cwd ?? (parsed.login ? target.home : gate.cwd);
+  const wanted = path.resolve(gate.cwd, parsed.cwd ?? (parsed.login ? target.home : gate.cwd));
+  // Enter the directory now and keep it: the command later runs in this very
+  // directory (inherited, never looked up again), so swapping the path for a
+  // symlink while the human decides changes nothing. The human sees its real path.
+  try {
+    process.chdir(wanted);
+  } catch (error) {
+    throw new GateExit(
+      GATE_EXIT.refused,
+      `cannot enter ${wanted}: ${(error as NodeJS.ErrnoException).code}`,
+    );
+  }
+  const cwd = process.cwd();
   // -i / -s: the target's shell (from passwd, never the agent's $SHELL), with sudo's escaping.
   const argv = shellArgv(parsed, target.shell || "/bin/sh");
   const shell: ApprovalRequest["shell"] = parsed.login
@@ -366,7 +379,7 @@ function execute(request: ApprovalRequest, target: Target, gate: GateEnvironment
   return new Promise((resolve) => {
     const child = spawn(program, programArgs, {
       argv0: asRoot ? argv0 : undefined,
-      cwd: request.cwd,
+      // No cwd: the child inherits the directory the gate entered before asking.
       env,
       stdio: "inherit",
     });

@@ -57,7 +57,7 @@ async function approversGid(name: string): Promise<number | undefined> {
 const requestRow = (r: PendingRequest) => [
   r.id,
   r.agent.name,
-  r.runAs.user,
+  r.runAs.group === undefined ? r.runAs.user : `${r.runAs.user}:${r.runAs.group}`,
   r.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" "),
   r.cwd,
   r.hash.slice(0, 12),

@@ -357,8 +357,19 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     assert.equal(file, path.join(root, "run", "secrets", AGENT, "api"));
     assert.equal(readFileSync(file, "utf8"), "the api token\n");
     const info = statSync(file);
-    assert.equal(info.mode & 0o777, 0o600);
-    assert.equal(info.uid, 60201);
+    assert.equal(info.mode & 0o777, 0o440, "readable by the agent's group, writable by nobody");
+    assert.equal(info.uid, 0);
+    assert.equal(info.gid, 60201);
+    assert.equal(
+      (await asUser(AGENT, ["cat", file])).stdout,
+      "the api token\n",
+      "the agent reads it through its group",
+    );
+    assert.notEqual(
+      (await asUser(AGENT, ["rm", "-f", file])).code,
+      0,
+      "the agent cannot replace it",
+    );
     assert.equal(
       mountInfo().find((m) => m.mountPoint === path.join(root, "run", "secrets"))?.fsType,
       "tmpfs",
@@ -418,5 +429,34 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
       encoding: "utf8",
     });
     assert.equal(verified.status, 0, verified.stderr);
+  });
+
+  it("runs in the directory the human saw, even if the agent swaps the path for a symlink meanwhile", async () => {
+    const home = path.join(root, "agents", AGENT);
+    const agent = asUser(AGENT, [
+      "sh",
+      "-c",
+      `mkdir -p ${home}/proj && cd ${home}/proj && sudo pwd`,
+    ]);
+    const id = await pendingId();
+    const listed = JSON.parse((await nuketownAs(MAYOR, ["approvals", "--json"])).stdout) as {
+      id: string;
+      cwd: string;
+    }[];
+    assert.equal(listed.find((r) => r.id === id)?.cwd, `${home}/proj`);
+    const swap = await asUser(AGENT, [
+      "sh",
+      "-c",
+      `mv ${home}/proj ${home}/proj.old && ln -s / ${home}/proj`,
+    ]);
+    assert.equal(swap.code, 0, swap.stderr);
+    assert.equal((await nuketownAs(MAYOR, ["approve", id])).code, 0);
+    const result = await agent;
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stdout,
+      `${home}/proj.old\n`,
+      "the approved directory itself, not what the path points to now",
+    );
   });
 });
