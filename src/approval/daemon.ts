@@ -449,7 +449,14 @@ export class ApprovalDaemon {
     const dir = this.#town.paths.unlockedSecrets;
     await ensureDir(dir, 0o755);
     const mounts = parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"));
-    if (!mounts.some((m) => m.mountPoint === dir && m.fsType === "tmpfs")) {
+    // Already in memory (the usual /run/nuketown): nothing to mount. Otherwise a tmpfs of our own.
+    const holder = mounts
+      .filter(
+        (m) =>
+          dir === m.mountPoint || dir.startsWith(m.mountPoint === "/" ? "/" : `${m.mountPoint}/`),
+      )
+      .sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
+    if (holder?.fsType !== "tmpfs") {
       this.#mountedTmpfs = true;
       await this.#runner.run("mount", [
         "-t",

@@ -321,7 +321,17 @@ describe("systemd units", () => {
       [],
       "only a dir under /run can be a RuntimeDirectory",
     );
-    assert.deepEqual(directive(content, "CapabilityBoundingSet"), ["CAP_CHOWN CAP_FOWNER"]);
+    // The desktop channel (on by default) runs zenity as the mayor: it needs those capabilities and /tmp.
+    assert.deepEqual(directive(content, "CapabilityBoundingSet"), [
+      "CAP_CHOWN CAP_FOWNER CAP_SETUID CAP_SETGID CAP_SYS_PTRACE CAP_KILL",
+    ]);
+    assert.deepEqual(directive(content, "PrivateTmp"), []);
+    const terminalOnly = unit(
+      townWith({}, {}, { approval: { channels: ["terminal"] } }),
+      "nuketown-approvald.service",
+    );
+    assert.deepEqual(directive(terminalOnly, "CapabilityBoundingSet"), ["CAP_CHOWN CAP_FOWNER"]);
+    assert.deepEqual(directive(terminalOnly, "PrivateTmp"), ["yes"]);
     assert.deepEqual(directive(content, "NoNewPrivileges"), ["yes"]);
     assert.deepEqual(directive(content, "MemoryDenyWriteExecute"), []);
     assert.deepEqual(directive(content, "User"), []);

@@ -88,9 +88,15 @@ function approvaldUnit(town: ResolvedTown): UnitFile {
       "Restart=on-failure",
       "RestartSec=5",
       "",
-      "# Runs as root, but may only create its sockets and hand the control socket",
-      `# to the ${word(town.approval.approversGroup)} group.`,
-      "CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER",
+      "# Runs as root, but may only create its sockets, hand the control socket",
+      `# to the ${word(town.approval.approversGroup)} group and unlocked secrets to their agents`,
+      ...(desktop
+        ? [
+            "# and, for desktop dialogs, find the mayor's session (/proc/*/environ), run zenity as",
+            "# the mayor and close it again.",
+            "CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_SETUID CAP_SETGID CAP_SYS_PTRACE CAP_KILL",
+          ]
+        : ["CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER"]),
       "NoNewPrivileges=yes",
       "ProtectSystem=strict",
       `ReadWritePaths=${word(town.stateDir)} ${word(town.runtimeDir)}`,
@@ -102,13 +108,11 @@ function approvaldUnit(town: ResolvedTown): UnitFile {
             "RuntimeDirectoryPreserve=yes",
           ]
         : []),
-      ...(desktop
-        ? [
-            "# ProtectHome=read-only, not yes: desktop requests reach the mayor's session bus in /run/user.",
-            "ProtectHome=read-only",
-          ]
-        : ["ProtectHome=yes"]),
-      "PrivateTmp=yes",
+      "# Read-only, not hidden: encrypted secrets may sit beside a declaration in a home,",
+      "# and desktop dialogs reach the mayor's session in /run/user.",
+      "ProtectHome=read-only",
+      // The X server's socket is in /tmp/.X11-unix: a private /tmp would hide it.
+      ...(desktop ? [] : ["PrivateTmp=yes"]),
       "PrivateDevices=yes",
       ...(networked ? [] : ["PrivateNetwork=yes"]),
       "ProtectKernelTunables=yes",
