@@ -29,7 +29,7 @@ export interface ResetOptions extends Streams {
 export async function reset(opts: ResetOptions): Promise<number> {
   requireRoot("reset");
   const town = await townFrom(opts);
-  if (opts.all === opts.agents.length > 0) {
+  if (Boolean(opts.all) === opts.agents.length > 0) {
     throw new ConfigError("reset", [
       { path: "", message: "name the agents to reset, or pass --all (not both)" },
     ]);
@@ -66,9 +66,23 @@ export async function reset(opts: ResetOptions): Promise<number> {
       log: (line: string) => opts.err.write(`${line}\n`),
     };
     const results = [];
+    const failed: string[] = [];
     for (const agent of chosen) {
       const started = performance.now();
-      const result = await resetAgent(ctx, agent);
+      // One agent's failed round (a bad secret, a busy mount) must not keep the others on last round's home.
+      let result: Awaited<ReturnType<typeof resetAgent>>;
+      try {
+        result = await resetAgent(ctx, agent);
+      } catch (error) {
+        failed.push(agent.name);
+        opts.err.write(`error: ${agent.name}: the round failed: ${(error as Error).message}\n`);
+        results.push({
+          agent: agent.name,
+          ms: Math.round(performance.now() - started),
+          error: (error as Error).message,
+        });
+        continue;
+      }
       const state = await readState(town.stateDir);
       await writeState(town.stateDir, {
         ...state,
@@ -85,6 +99,8 @@ export async function reset(opts: ResetOptions): Promise<number> {
     // The old homes were moved aside; deleting them does not hold up the agents.
     if (town.homes.backend !== "directory") await emptyTrash(town, systemRunner);
     if (opts.json) opts.out.write(`${JSON.stringify({ reset: results }, null, 2)}\n`);
+    if (failed.length > 0)
+      throw new RefusedError(`the round failed for ${failed.join(", ")}; the others were reset`);
     return EXIT.ok;
   });
 }

@@ -41,7 +41,14 @@ export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
       },
     ]);
   }
-  const parsed = JSON.parse(text) as { version?: number; town?: ResolvedTown };
+  let parsed: { version?: number; town?: ResolvedTown };
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(manifest, [
+      { path: "", message: `not JSON (${(error as Error).message}): run nuketown apply again` },
+    ]);
+  }
   if (parsed.version !== 1 || !parsed.town) {
     throw new ConfigError(manifest, [
       { path: "version", message: "not a nuketown manifest of version 1" },

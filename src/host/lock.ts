@@ -26,14 +26,15 @@ async function acquire(file: string, what: string): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const handle = await open(file, "wx", 0o644);
-      await handle.writeFile(`${process.pid} ${what}\n`);
+      await handle.writeFile(`${process.pid} ${await bootId()} ${what}\n`);
       await handle.close();
       return;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
-    const [pid, ...rest] = (await readFile(file, "utf8").catch(() => "")).trim().split(" ");
-    if (pid && (await isAlive(Number(pid)))) {
+    const [pid, boot, ...rest] = (await readFile(file, "utf8").catch(() => "")).trim().split(" ");
+    // A lock from before a reboot is stale even if its pid is in use again now.
+    if (pid && boot === (await bootId()) && (await isAlive(Number(pid)))) {
       throw new RefusedError(
         `another nuketown ${rest.join(" ") || "run"} (pid ${pid}) holds ${file}; wait for it`,
       );
@@ -42,6 +43,12 @@ async function acquire(file: string, what: string): Promise<void> {
   }
   throw new RefusedError(`could not take the lock ${file}`);
 }
+
+const bootId = () =>
+  readFile("/proc/sys/kernel/random/boot_id", "utf8").then(
+    (t) => t.trim(),
+    () => "unknown",
+  );
 
 async function isAlive(pid: number): Promise<boolean> {
   if (!Number.isInteger(pid) || pid <= 0) return false;

@@ -78,6 +78,11 @@ describe("nuketown CLI", () => {
     assert.equal(nuketown(["check", EXAMPLE, "--bogus"]).code, 2);
     assert.equal(nuketown(["frobnicate"]).code, 2);
     assert.equal(nuketown(["render", EXAMPLE]).code, 2, "render without --out");
+    if (process.getuid?.() === 0) {
+      const bare = nuketown(["reset", "--config", EXAMPLE]);
+      assert.equal(bare.code, 2, "reset with neither agents nor --all");
+      assert.match(bare.stderr, /name the agents to reset, or pass --all/);
+    }
   });
 
   it("render lays out every artifact as on the host, with modes", async () => {

@@ -324,7 +324,10 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
     const pid = holder.stdout.trim();
     const lock = path.join(root, "state", "lock");
     try {
-      writeFileSync(lock, `${pid} apply\n`);
+      writeFileSync(
+        lock,
+        `${pid} ${readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()} apply\n`,
+      );
       const refused = nuketown(["apply", config]);
       assert.equal(refused.code, 3);
       assert.match(refused.stderr, new RegExp(`another nuketown apply \\(pid ${pid}\\) holds`));
