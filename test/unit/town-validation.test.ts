@@ -271,6 +271,14 @@ describe("declaration rules", () => {
     assert.match(problemAt(result, "agents.ada.persist[2]"), /inside persisted "projects"/);
   });
 
+  it("rejects persisting a file nuketown writes, or a path inside its own state dir", () => {
+    const result = resolveWith(
+      (d) => (d.agents.ada.persist = [{ path: ".config/git/config", type: "file" }, ".local/state/nuketown/sessions"]),
+    );
+    assert.match(problemAt(result, "agents.ada.persist[0]"), /nuketown writes every round/);
+    assert.match(problemAt(result, "agents.ada.persist[1]"), /inside ".local\/state\/nuketown", which nuketown always persists/);
+  });
+
   it("rejects a sudo-enabled agent when no human may approve", () => {
     const result = resolveWith((d) => {
       d.humans.mayor.approver = false;
