@@ -3,7 +3,7 @@
  * bind-mounted onto the home each round. Nothing here ever deletes persisted
  * data; only `purgePersisted` does, for `apply --purge` of a removed agent.
  */
-import { chown, lstat, mkdir, open, readFile, rm } from "node:fs/promises";
+import { lchown, lstat, mkdir, open, readFile, realpath, rm } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import type { PersistedPath, ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -31,7 +31,8 @@ async function ensureOwnedPath(base: string, dir: string, agent: ResolvedAgent):
     const info = await lstat(current).catch(() => undefined);
     if (info === undefined) {
       await mkdir(current, { mode: 0o700 });
-      await chown(current, agent.uid, agent.gid);
+      // lchown: if the path was swapped for a symlink meanwhile, never hand its target over.
+      await lchown(current, agent.uid, agent.gid);
     } else if (!info.isDirectory()) {
       throw new RefusedError(
         `${current} should be a directory but is ${info.isSymbolicLink() ? "a symlink" : "a file"}`,
@@ -58,7 +59,8 @@ export async function ensurePersistSources(
   town: ResolvedTown,
   agent: ResolvedAgent,
 ): Promise<void> {
-  await ensureDir(path.join(town.persistDir, "agents"), 0o755);
+  // Root only: agents reach their data through the binds, never through each other's persist roots.
+  await ensureDir(path.join(town.persistDir, "agents"), 0o700);
   const rootInfo = await lstat(agent.persistRoot).catch(() => undefined);
   if (rootInfo === undefined) await ensureDir(agent.persistRoot, 0o700, agent.uid, agent.gid);
   else if (!rootInfo.isDirectory())
@@ -83,7 +85,15 @@ export async function mountPersisted(agent: ResolvedAgent, runner: Runner): Prom
   for (const p of agent.persist) {
     if (mounted.has(p.target)) continue;
     await ensureTarget(agent, p);
+    // mount follows symlinks: refuse a target that is not where it should be, and check where the
+    // mount landed, so a path swapped under us can never put an agent's data over a system dir.
+    if ((await realpath(p.target)) !== p.target) {
+      throw new RefusedError(`${p.target} resolves elsewhere (a symlink on the way); not mounting`);
+    }
     await runner.run("mount", ["--bind", p.source, p.target]);
+    if (!(await readMounts()).some((m) => m.mountPoint === p.target)) {
+      throw new RefusedError(`the bind mount for ${p.target} did not land there; check the mount table`);
+    }
   }
 }
 
