@@ -1,3 +1,5 @@
+import { stat } from "node:fs/promises";
+import path from "node:path";
 import { createTwoFilesPatch } from "diff";
 import { EXIT, RefusedError } from "../errors.ts";
 import { applyPlan } from "../host/apply.ts";
@@ -70,6 +72,12 @@ export async function apply(opts: PlanOptions): Promise<number> {
       );
     }
     if (!opts.json) opts.out.write(renderPlan(hostPlan, observed));
+    if (
+      opts.root === undefined &&
+      town.agents.some((a) => a.sudo.enable || a.secrets.unlockable.length > 0)
+    ) {
+      await refuseWritablePrograms(currentPrograms());
+    }
     const report = await applyPlan(hostPlan, {
       town,
       runner: systemRunner,
@@ -148,3 +156,28 @@ const indentDiff = (patch: string) =>
     .filter((line) => line !== "" && !line.startsWith("\\"))
     .map((line) => `      ${line}`)
     .join("\n");
+
+/**
+ * The approval gate runs our Node and our sources as root: refuse to install
+ * it when anyone but root could change them (a checkout a user or an agent
+ * can write to would be a way to root).
+ */
+async function refuseWritablePrograms(programs: { node: string; sources: string }): Promise<void> {
+  for (const start of [programs.node, programs.sources]) {
+    let current = path.resolve(start);
+    for (;;) {
+      const info = await stat(current);
+      // A sticky world-writable dir (/tmp) is fine: others may not rename or remove what root owns in it.
+      const writableByOthers =
+        (info.mode & 0o022) !== 0 && !(info.isDirectory() && (info.mode & 0o1000) !== 0);
+      if (info.uid !== 0 || writableByOthers) {
+        throw new RefusedError(
+          `the approval gate would run ${start} as root, but ${current} is ${info.uid !== 0 ? `owned by uid ${info.uid}` : "writable by others"}; install nuketown where only root can change it`,
+        );
+      }
+      const parent = path.dirname(current);
+      if (parent === current) break;
+      current = parent;
+    }
+  }
+}
