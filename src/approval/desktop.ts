@@ -122,24 +122,33 @@ function localDisplayNumber(display: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-const isSocket = async (file: string) => (await stat(file).catch(() => undefined))?.isSocket();
+/**
+ * A live display socket of root's or the mayor's: /tmp/.X11-unix is world-writable,
+ * so an agent could otherwise stand up a fake X server the dialog would talk to.
+ */
+const isSocket = async (file: string, owner: number) => {
+  const info = await stat(file).catch(() => undefined);
+  return info?.isSocket() === true && (info.uid === 0 || info.uid === owner);
+};
 
 async function localX11Display(
   display: string | undefined,
   x11SocketDir: string,
+  owner: number,
 ): Promise<string | undefined> {
   const number = display === undefined ? undefined : localDisplayNumber(display);
   if (number === undefined) return undefined;
-  return (await isSocket(path.join(x11SocketDir, `X${number}`))) ? display : undefined;
+  return (await isSocket(path.join(x11SocketDir, `X${number}`), owner)) ? display : undefined;
 }
 
 async function liveWaylandDisplay(
   wayland: string | undefined,
   runtimeDir: string | undefined,
+  owner: number,
 ): Promise<string | undefined> {
   if (!wayland) return undefined;
   const socket = path.isAbsolute(wayland) ? wayland : runtimeDir && path.join(runtimeDir, wayland);
-  return socket && (await isSocket(socket)) ? wayland : undefined;
+  return socket && (await isSocket(socket, owner)) ? wayland : undefined;
 }
 
 async function sessionFromEnvironment(
@@ -148,8 +157,12 @@ async function sessionFromEnvironment(
   x11SocketDir: string,
 ): Promise<GraphicalSession | undefined> {
   const runtimeDir = env.get("XDG_RUNTIME_DIR");
-  const display = await localX11Display(env.get("DISPLAY"), x11SocketDir);
-  const waylandDisplay = await liveWaylandDisplay(env.get("WAYLAND_DISPLAY"), runtimeDir);
+  const display = await localX11Display(env.get("DISPLAY"), x11SocketDir, account.uid);
+  const waylandDisplay = await liveWaylandDisplay(
+    env.get("WAYLAND_DISPLAY"),
+    runtimeDir,
+    account.uid,
+  );
   if (!display && !waylandDisplay) return undefined;
   const xauthority = display ? env.get("XAUTHORITY") : undefined;
   return {
@@ -238,13 +251,17 @@ async function logindSession(
     let waylandDisplay: string | undefined;
     if (type === "wayland") {
       for (const p of ordered) {
-        waylandDisplay = await liveWaylandDisplay(p.env.get("WAYLAND_DISPLAY"), runtimeDir);
+        waylandDisplay = await liveWaylandDisplay(
+          p.env.get("WAYLAND_DISPLAY"),
+          runtimeDir,
+          account.uid,
+        );
         if (waylandDisplay) break;
       }
-      waylandDisplay ??= await liveWaylandDisplay("wayland-0", runtimeDir);
+      waylandDisplay ??= await liveWaylandDisplay("wayland-0", runtimeDir, account.uid);
       // XWayland's display, if the compositor runs one.
       for (const p of ordered) {
-        display ??= await localX11Display(p.env.get("DISPLAY"), x11SocketDir);
+        display ??= await localX11Display(p.env.get("DISPLAY"), x11SocketDir, account.uid);
         if (display) break;
       }
     }
