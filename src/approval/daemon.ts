@@ -221,7 +221,8 @@ export class ApprovalDaemon {
     const timeout = agent?.sudo.timeout ?? this.#town.approval.timeout;
     const pending: PendingRequest = {
       ...request,
-      id: randomBytes(4).toString("hex"),
+      // 64 bits: a human types it, and an agent cannot hope to collide with a pending one.
+      id: randomBytes(8).toString("hex"),
       time: now.toISOString(),
       hash: commandHash(request),
       expires: new Date(now.getTime() + timeout * 1000).toISOString(),
@@ -298,6 +299,18 @@ export class ApprovalDaemon {
       }).catch((error: Error) => this.#report("timing out a request", error));
     }, timeout * 1000);
     timer.unref();
+    if (socket.destroyed) {
+      // The gate left while we were auditing: nobody waits for an answer any more.
+      clearTimeout(timer);
+      await this.#audit.append("decision", {
+        id: pending.id,
+        agent: pending.agent.name,
+        decision: "cancelled",
+        by: { kind: "daemon" },
+        reason: "the requester went away",
+      });
+      return;
+    }
     this.#pending.set(pending.id, { request: pending, socket, timer });
     await this.#writeJournal();
     socket.write(
@@ -473,9 +486,14 @@ export class ApprovalDaemon {
 
   // ---- journal ----------------------------------------------------------
 
-  async #writeJournal(): Promise<void> {
-    const entries = [...this.#pending.values()].map((w) => auditView(w.request));
-    await writeFileAtomic(this.#journal, `${JSON.stringify(entries)}\n`, { mode: 0o600 });
+  // One write at a time, each of the pending set as it is then: concurrent renames could land a stale one last.
+  #journalWrites: Promise<void> = Promise.resolve();
+  #writeJournal(): Promise<void> {
+    this.#journalWrites = this.#journalWrites.then(() => {
+      const entries = [...this.#pending.values()].map((w) => auditView(w.request));
+      return writeFileAtomic(this.#journal, `${JSON.stringify(entries)}\n`, { mode: 0o600 });
+    });
+    return this.#journalWrites;
   }
 
   /** Requests that were pending when the daemon died: their gates were told nothing, so record them as denied. */
@@ -575,6 +593,8 @@ export class ApprovalDaemon {
     const info = await lstat(file).catch(() => undefined);
     await rm(file, { force: true });
     if (!info?.isFile()) return { ok: false, error: `create ${file} to prove who you are` };
+    // A hard link to someone else's file would borrow their ownership.
+    if (info.nlink !== 1) return { ok: false, error: `${file} must be a new file, not a link` };
     if (info.uid === 0) return { ok: true, human: "root" };
     const user = parsePasswd(await readFile(path.join(this.#etc, "passwd"), "utf8")).find(
       (u) => u.uid === info.uid,

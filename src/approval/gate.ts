@@ -224,6 +224,13 @@ function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Tar
     );
   }
   const cwd = process.cwd();
+  // Shown to a human: no control, format or bidi characters that could hide where it runs.
+  if (/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/u.test(cwd)) {
+    throw new GateExit(
+      GATE_EXIT.refused,
+      `refusing to ask from a directory whose name a human cannot read: ${JSON.stringify(cwd)}`,
+    );
+  }
   // -i / -s: the target's shell (from passwd, never the agent's $SHELL), with sudo's escaping.
   const argv = shellArgv(parsed, target.shell || "/bin/sh");
   const shell: ApprovalRequest["shell"] = parsed.login
@@ -279,9 +286,26 @@ function ask(
           type: string;
           id?: string;
           error?: string;
+          expires?: string;
         } & Partial<Decision>;
-        if (frame.type === "pending" && frame.id) onPending(frame.id);
-        else if (frame.type === "decision" && frame.decision && frame.by) {
+        if (frame.type === "pending" && frame.id) {
+          onPending(frame.id);
+          // The daemon answers "timeout" itself; if even that never comes, give up a little later.
+          const left = frame.expires ? Date.parse(frame.expires) - Date.now() : Number.NaN;
+          if (Number.isFinite(left)) {
+            setTimeout(() => {
+              if (decided) return;
+              decided = true;
+              reject(
+                new GateExit(
+                  GATE_EXIT.timeout,
+                  "no answer from the approval daemon in time; sudo denied",
+                ),
+              );
+              socket.destroy();
+            }, left + 15_000).unref();
+          }
+        } else if (frame.type === "decision" && frame.decision && frame.by) {
           decided = true;
           resolve({
             decision: frame.decision,

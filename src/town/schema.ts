@@ -167,8 +167,14 @@ const SudoSchema = z.strictObject({
   timeout: z
     .int()
     .positive()
+    .max(604800)
     .optional()
-    .meta(derived("Seconds to wait for a human before denying.", "the town's approval.timeout")),
+    .meta(
+      derived(
+        "Seconds to wait for a human before denying (at most a week).",
+        "the town's approval.timeout",
+      ),
+    ),
 });
 
 const RuntimeSchema = z.strictObject({
@@ -201,8 +207,9 @@ const RuntimeSchema = z.strictObject({
   timeout: z
     .int()
     .positive()
+    .max(604800)
     .default(3600)
-    .meta({ description: "Seconds a task may run before it is failed." }),
+    .meta({ description: "Seconds a task may run before it is failed (at most a week)." }),
   maxParallel: z.int().positive().max(32).default(2).meta({
     description:
       "Tasks in different projects that may run at the same time (one at a time per project).",
@@ -555,8 +562,9 @@ export const TownSchema = z.strictObject({
       timeout: z
         .int()
         .positive()
+        .max(604800)
         .default(300)
-        .meta({ description: "Seconds before an unanswered request is denied." }),
+        .meta({ description: "Seconds before an unanswered request is denied (at most a week)." }),
       channels: z
         .array(z.enum(["terminal", "desktop", "chat", "web"]))
         .default(["terminal", "desktop", "chat", "web"])
