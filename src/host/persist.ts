@@ -92,7 +92,9 @@ export async function mountPersisted(agent: ResolvedAgent, runner: Runner): Prom
     }
     await runner.run("mount", ["--bind", p.source, p.target]);
     if (!(await readMounts()).some((m) => m.mountPoint === p.target)) {
-      throw new RefusedError(`the bind mount for ${p.target} did not land there; check the mount table`);
+      throw new RefusedError(
+        `the bind mount for ${p.target} did not land there; check the mount table`,
+      );
     }
   }
 }

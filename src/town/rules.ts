@@ -166,14 +166,24 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
     }
     // A file nuketown writes cannot also be a bind-mounted persisted file (the write would fail
     // with EBUSY every round), and nothing may be persisted inside the state dir nuketown binds itself.
-    const written = new Set([...reserved, ...declaredFiles, ...agent.secrets.extra.map((x) => x.target)]);
+    const written = new Set([
+      ...reserved,
+      ...declaredFiles,
+      ...agent.secrets.extra.map((x) => x.target),
+    ]);
     declared.forEach((p, i) => {
       if (p.type === "file" && written.has(p.path)) {
-        at(here("persist", i), `"${p.path}" is a file nuketown writes every round; it cannot also be persisted`);
+        at(
+          here("persist", i),
+          `"${p.path}" is a file nuketown writes every round; it cannot also be persisted`,
+        );
       }
       const implicit = agent.persist.find((q) => q.implicit);
       if (implicit && p.path !== implicit.path && isWithin(implicit.path, p.path)) {
-        at(here("persist", i), `"${p.path}" is inside "${implicit.path}", which nuketown always persists`);
+        at(
+          here("persist", i),
+          `"${p.path}" is inside "${implicit.path}", which nuketown always persists`,
+        );
       }
     });
 
