@@ -15,6 +15,7 @@ import {
   encodeFrame,
   isTaskEnd,
   LineSplitter,
+  MAX_FRAME_BYTES,
   type TaskEnd,
   type TaskEvent,
   type TaskInfo,
@@ -204,8 +205,16 @@ export class AgentClient {
     return new Promise<Frame>((resolve, reject) => {
       if (this.#closed) return reject(this.#closed);
       const ref = String(this.#nextRef++);
+      const line = encodeFrame({ ...frame, ref });
+      // The daemon could only answer an oversized frame with an error it cannot tie to a request.
+      if (Buffer.byteLength(line) > MAX_FRAME_BYTES)
+        return reject(
+          new AgentRequestError(
+            `the ${frame.type} request is larger than a frame (${MAX_FRAME_BYTES} bytes)`,
+          ),
+        );
       this.#pending.set(ref, { resolve, reject, ...(onReply && { onReply }) });
-      this.#socket.write(encodeFrame({ ...frame, ref }));
+      this.#socket.write(line);
     });
   }
 
@@ -220,8 +229,10 @@ export class AgentClient {
       this.#onEvent(frame as unknown as TaskEvent);
       return;
     }
-    // A reply: to the request it names, else (an unparseable request) to the oldest one.
-    const ref = typeof frame.ref === "string" ? frame.ref : this.#pending.keys().next().value;
+    // A reply: to the request it names. Every request carries a ref and fits a frame, so a
+    // ref-less error answers none of ours: handing it to whichever request is pending would
+    // fail an unrelated one.
+    const ref = typeof frame.ref === "string" ? frame.ref : undefined;
     const pending = ref === undefined ? undefined : this.#pending.get(ref);
     if (!pending || ref === undefined) return;
     this.#pending.delete(ref);

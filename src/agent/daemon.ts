@@ -19,6 +19,7 @@ import {
   type AgentStatus,
   ANSWER_CHUNK_BYTES,
   ClientFrameSchema,
+  capReport,
   chunkText,
   clip,
   clipBytes,
@@ -269,6 +270,9 @@ export class AgentDaemon {
     let line = encodeFrame(frame);
     if (Buffer.byteLength(line) > MAX_FRAME_BYTES) {
       this.#log(`internal: a ${frame.type} frame was too large to send`);
+      // An event is fitted before it gets here; one that still does not fit is dropped, never
+      // replaced by an error nobody asked for.
+      if (frame.type === "event") return;
       line = encodeFrame({
         type: "error",
         ...(typeof frame.ref === "string" && { ref: frame.ref }),
@@ -297,19 +301,22 @@ export class AgentDaemon {
     switch (frame.type) {
       case "status":
         this.#statusOf()
-          .then((status) => this.#send(connection, { type: "status", ...ref, ...status }))
+          .then((status) =>
+            this.#send(connection, fitStatus({ type: "status", ...ref, ...status })),
+          )
           .catch((error: Error) =>
             this.#send(connection, { type: "error", ...ref, error: `internal: ${error.message}` }),
           );
         return;
       case "list":
-        return void this.#send(connection, {
-          type: "tasks",
-          ...ref,
-          tasks: [...this.#queue.running, ...this.#queue.waiting, ...this.#recent].map((t) =>
-            this.#info(t),
-          ),
-        });
+        return void this.#send(
+          connection,
+          fitList({ type: "tasks", ...ref }, "tasks", [
+            ...this.#queue.running.map((t) => this.#info(t)),
+            ...this.#queue.waiting.map((t) => this.#info(t)),
+            ...this.#recent.map((t) => this.#info(t)),
+          ]),
+        );
       case "task": {
         if (this.#stopping)
           return void this.#send(connection, {
@@ -363,11 +370,14 @@ export class AgentDaemon {
           });
         }
         connection.all = true;
-        return void this.#send(connection, {
-          type: "subscribed",
-          ...ref,
-          tasks: [...this.#queue.running, ...this.#queue.waiting].map((t) => this.#info(t)),
-        });
+        return void this.#send(
+          connection,
+          fitList(
+            { type: "subscribed", ...ref },
+            "tasks",
+            [...this.#queue.running, ...this.#queue.waiting].map((t) => this.#info(t)),
+          ),
+        );
       }
     }
   }
@@ -438,7 +448,13 @@ export class AgentDaemon {
   }
 
   #emit(task: TaskRecord, event: DistributiveOmit<TaskEvent, "id" | "time">): void {
-    const frame = { type: "event", ...event, id: task.id, time: this.#clock().toISOString() };
+    const frame = fitEvent({
+      type: "event",
+      ...event,
+      ...("report" in event && event.report && { report: capReport(event.report) }),
+      id: task.id,
+      time: this.#clock().toISOString(),
+    });
     for (const connection of this.#connections) {
       if (connection.all || connection.tasks.has(task.id)) this.#send(connection, frame);
     }
@@ -633,6 +649,78 @@ function fillReport(partial: Partial<WorkspaceReport>): WorkspaceReport {
     dirty: partial.dirty ?? [],
     warnings: partial.warnings ?? [],
   };
+}
+
+type Frame = { type: string; [key: string]: unknown };
+
+function fits(frame: Frame): boolean {
+  return Buffer.byteLength(encodeFrame(frame)) <= MAX_FRAME_BYTES;
+}
+
+/** A reply listing items, cut to fit one frame; `more` says how many were left off. */
+function fitList(head: Frame, key: string, items: readonly unknown[]): Frame {
+  let kept = items.length;
+  let frame: Frame = { ...head, [key]: items };
+  while (!fits(frame) && kept > 0) {
+    kept = Math.floor(kept / 2);
+    frame = { ...head, [key]: items.slice(0, kept), more: items.length - kept };
+  }
+  return frame;
+}
+
+/** A status, its queue (then what runs, then its warnings) cut to fit one frame. */
+function fitStatus(frame: Frame): Frame {
+  let fitted = frame;
+  for (const key of ["queued", "running", "warnings", "projects"]) {
+    if (fits(fitted)) break;
+    const items = fitted[key] as readonly unknown[];
+    const cut = fitList({ ...fitted }, key, items);
+    const { more, ...rest } = cut;
+    fitted = more === undefined ? rest : { ...rest, [`${key}More`]: more };
+  }
+  return fitted;
+}
+
+/**
+ * An event cut to fit one frame: a client must see every task's end, so its
+ * report goes first, then its answer, error and stderr shrink, then the task
+ * description is cut to the bone.
+ */
+function fitEvent(frame: Frame): Frame {
+  if (fits(frame)) return frame;
+  let fitted: Frame = frame;
+  if (fitted.report !== undefined) {
+    const { report: _report, ...rest } = fitted;
+    fitted = rest;
+  }
+  for (const key of ["answer", "stderr", "error", "text"]) {
+    while (!fits(fitted) && typeof fitted[key] === "string" && (fitted[key] as string) !== "") {
+      const text = fitted[key] as string;
+      const half = Math.floor(text.length / 2);
+      fitted = {
+        ...fitted,
+        [key]: half < 2 ? "" : clip(text, half),
+        ...(key === "answer" && { truncated: true }),
+      };
+    }
+  }
+  if (!fits(fitted) && typeof fitted.task === "object" && fitted.task !== null) {
+    const task = fitted.task as TaskInfo;
+    fitted = {
+      ...fitted,
+      task: {
+        id: task.id,
+        project: task.project,
+        prompt: clip(task.prompt, 100),
+        mode: task.mode,
+        state: task.state,
+        queuedAt: task.queuedAt,
+        ...(task.startedAt !== undefined && { startedAt: task.startedAt }),
+        ...(task.endedAt !== undefined && { endedAt: task.endedAt }),
+      },
+    };
+  }
+  return fitted;
 }
 
 /** The `ref` of a frame that failed validation, so the error still reaches the right request. */

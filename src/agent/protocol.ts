@@ -31,6 +31,17 @@ export const ANSWER_CHUNK_BYTES = 8 * 1024;
 export const PROMPT_PREVIEW_CHARS = 500;
 /** Longest progress line sent to clients (longer lines are cut with "…"). */
 export const MAX_PROGRESS_CHARS = 4000;
+/** Uncommitted changes listed in a report sent to clients; `dirtyCount` says how many there are. */
+export const MAX_DIRTY_LINES = 200;
+
+/** A report cut to what a frame can carry: the first MAX_DIRTY_LINES changes (each clipped) and their count. */
+export function capReport(report: WorkspaceReport): WorkspaceReport {
+  const { dirtyCount: _count, ...rest } = report;
+  const lines = report.dirty.length > MAX_DIRTY_LINES;
+  const dirty = report.dirty.slice(0, MAX_DIRTY_LINES).map((line) => clip(line, 200));
+  const warnings = report.warnings.slice(0, 20).map((line) => clip(line, 1000));
+  return { ...rest, dirty, warnings, ...(lines && { dirtyCount: report.dirty.length }) };
+}
 
 export const TASK_MODES = ["batch", "interactive"] as const;
 export type TaskMode = (typeof TASK_MODES)[number];
@@ -152,8 +163,10 @@ export interface WorkspaceReport {
   readonly created: boolean;
   /** The project was cloned for this task. */
   readonly cloned: boolean;
-  /** `git status --porcelain` lines: uncommitted changes, never discarded. */
+  /** `git status --porcelain` lines: uncommitted changes, never discarded (the first MAX_DIRTY_LINES). */
   readonly dirty: readonly string[];
+  /** How many uncommitted changes there are, when `dirty` lists only the first of them. */
+  readonly dirtyCount?: number;
   readonly warnings: readonly string[];
 }
 

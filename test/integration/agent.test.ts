@@ -40,6 +40,9 @@ case "$task" in
   *crash-now*) echo "boom: crashing on purpose" >&2; exit 3 ;;
   *hang-now*) sleep 300 & printf '{"type":"progress","text":"child %s"}\\n' "$!"; sleep 300 ;;
   *slow-now*) sleep 1 ;;
+  *dirty-now*)
+    i=0; while [ $i -lt 3000 ]; do : > "untracked-file-with-a-rather-long-name-number-$i.txt"; i=$((i+1)); done
+    printf '{"type":"answer","text":"left a mess"}\\n'; exit 0 ;;
 esac
 echo "$NUKETOWN_TASK_ID" >> notes.txt
 git add notes.txt
@@ -338,6 +341,24 @@ describe("the agent daemon, as real agents", { skip: !isRoot() && "needs root" }
     const pgid = first?.event === "task.progress" ? first.text.split(" ")[3] : undefined;
     assert.ok(pgid);
     assert.deepEqual(liveInGroup(pgid), [], "nothing of the runtime's group is left");
+  });
+
+  it("finishes a task that leaves thousands of changes: the report lists the first ones and counts them", async () => {
+    const client = await connect(A);
+    const pending = client.list(); // a request in flight must not be failed by anything else
+    const { outcome } = await task(A, { project: "gadget", prompt: "dirty-now please" });
+    await pending;
+    try {
+      assert.equal(outcome.state, "finished", JSON.stringify(outcome.end).slice(0, 500));
+      assert.ok(outcome.end.event === "task.finished");
+      assert.equal(outcome.answer, "left a mess");
+      assert.equal(outcome.end.report?.dirty.length, 200);
+      assert.equal(outcome.end.report?.dirtyCount, 3000);
+      assert.ok((await client.list()).length > 0);
+    } finally {
+      const dir = path.join(home(A), "projects", "gadget");
+      assert.equal(asAgent(A, ["git", "-C", dir, "clean", "-q", "-f"]).code, 0);
+    }
   });
 
   it("fails a task whose runtime is missing, and keeps serving", async () => {
