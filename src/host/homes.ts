@@ -4,10 +4,11 @@
  * so rolling back costs the same whatever the home holds. The directory
  * backend wipes file by file: the slow path, for hosts without btrfs.
  */
-import { lstat, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { ensureDir } from "./files.ts";
+import { isDeviceSpec } from "./plan.ts";
 import type { Runner } from "./system.ts";
 import type { MountEntry } from "./tables.ts";
 
@@ -44,7 +45,8 @@ const usesBtrfs = (town: ResolvedTown) => town.homes.backend !== "directory";
 /** Create the image file (sparse) and format it, when it does not exist yet. */
 export async function createImage(town: ResolvedTown, runner: Runner): Promise<void> {
   const image = town.homes.image.path;
-  await ensureDir(path.dirname(image), 0o700);
+  // mkdir only: the image may sit in a directory that is not ours (never re-own or chmod it).
+  await mkdir(path.dirname(image), { recursive: true, mode: 0o700 });
   await runner.run("truncate", ["--size", town.homes.image.size, image]);
   await runner.run("mkfs.btrfs", [
     "--quiet",
@@ -68,10 +70,6 @@ export async function mountHomes(town: ResolvedTown, runner: Runner): Promise<vo
   }
   await ensureDir(town.agentsDir, 0o755);
 }
-
-/** A block device or a UUID=/LABEL= spec (else `device` names an existing btrfs mount). */
-export const isDeviceSpec = (device: string) =>
-  /^(\/dev\/|UUID=|LABEL=|PARTUUID=|PARTLABEL=)/.test(device);
 
 /** Make the blank home and the home itself, owned by the agent, private. */
 export async function createHome(

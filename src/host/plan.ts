@@ -268,7 +268,7 @@ export function planHost(
     town.homes.backend === "btrfs" &&
     !mounted &&
     town.homes.device &&
-    /^(\/dev\/|[A-Z]+=)/.test(town.homes.device)
+    isDeviceSpec(town.homes.device)
   ) {
     actions.push({
       layer: "homes",
@@ -380,6 +380,10 @@ function roundReason(
     return "identity, persisted paths, repos or secrets changed";
   return undefined;
 }
+
+/** A block device or a UUID=/LABEL= spec (else `homes.device` names an existing btrfs mount). */
+export const isDeviceSpec = (device: string) =>
+  /^(\/dev\/|UUID=|LABEL=|PARTUUID=|PARTLABEL=)/.test(device);
 
 /** One line per action, for `nuketown plan`. */
 export function describeAction(action: Action): string {
