@@ -11,6 +11,8 @@ import type { Readable, Writable } from "node:stream";
 /** How long a runtime gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 3000;
 const STDERR_TAIL_BYTES = 8 * 1024;
+/** How long output may stay open once the runtime is gone (a grandchild that escaped its group). */
+export const DRAIN_MS = 2000;
 
 export interface ProcessSpec {
   readonly command: string;
@@ -23,6 +25,8 @@ export interface ProcessSpec {
   readonly signal: AbortSignal;
   readonly onLine: (line: string) => void;
   readonly killGraceMs?: number;
+  /** How long stdout and stderr may stay open after the runtime exited or was killed. */
+  readonly drainMs?: number;
 }
 
 export type ProcessOutcome =
@@ -50,6 +54,9 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     let ending: "timeout" | "aborted" | undefined;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let killTimer: NodeJS.Timeout | undefined;
+    let drainTimer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const drainMs = spec.drainMs ?? DRAIN_MS;
 
     const killGroup = (signal: NodeJS.Signals) => {
       if (child.pid === undefined) return;
@@ -59,11 +66,44 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
         // ESRCH: the group is already gone.
       }
     };
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      lines.close();
+      child.stdout.destroy();
+      child.stderr.destroy();
+      const tail = stderrTail(stderr);
+      if (ending) resolve({ kind: ending, stderr: tail });
+      else
+        resolve({
+          kind: "exited",
+          code: exit?.code ?? null,
+          signal: exit?.signal ?? null,
+          stderr: tail,
+        });
+    };
+    /**
+     * Something outside the group (a grandchild started with setsid) may hold
+     * stdout or stderr open for ever: a little while after the runtime is gone
+     * (or was killed), stop waiting for them.
+     */
+    const drainSoon = () => {
+      if (drainTimer === undefined) drainTimer = setTimeout(finish, drainMs);
+    };
     const stop = (why: "timeout" | "aborted") => {
-      if (ending || exit) return;
+      if (ending || settled) return;
       ending = why;
+      if (exit) {
+        // The runtime already exited and only its output is still open: end now.
+        finish();
+        return;
+      }
       killGroup("SIGTERM");
-      killTimer = setTimeout(() => killGroup("SIGKILL"), spec.killGraceMs ?? KILL_GRACE_MS);
+      killTimer = setTimeout(() => {
+        killGroup("SIGKILL");
+        drainSoon();
+      }, spec.killGraceMs ?? KILL_GRACE_MS);
     };
     const timer = setTimeout(() => stop("timeout"), spec.timeoutMs);
     const onAbort = () => stop("aborted");
@@ -71,6 +111,7 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     const cleanup = () => {
       clearTimeout(timer);
       clearTimeout(killTimer);
+      clearTimeout(drainTimer);
       spec.signal.removeEventListener("abort", onAbort);
     };
 
@@ -78,14 +119,18 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
       stderr = Buffer.concat([stderr, chunk]);
       if (stderr.length > STDERR_TAIL_BYTES * 2) stderr = stderr.subarray(-STDERR_TAIL_BYTES);
     });
+    child.stdout.on("error", () => {});
+    child.stderr.on("error", () => {});
     const lines = createInterface({ input: child.stdout, crlfDelay: Number.POSITIVE_INFINITY });
     lines.on("line", (line) => {
-      if (line.trim() !== "") spec.onLine(line);
+      if (line.trim() !== "" && !settled) spec.onLine(line);
     });
     child.stdin?.on("error", () => {});
     child.stdin?.end(spec.input);
 
     child.on("error", (error: NodeJS.ErrnoException) => {
+      if (settled) return;
+      settled = true;
       cleanup();
       lines.close();
       const why =
@@ -100,19 +145,9 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     child.on("exit", (code, signal) => {
       exit = { code, signal };
       killGroup("SIGKILL");
+      drainSoon();
     });
-    child.on("close", () => {
-      cleanup();
-      const tail = stderrTail(stderr);
-      if (ending) resolve({ kind: ending, stderr: tail });
-      else
-        resolve({
-          kind: "exited",
-          code: exit?.code ?? null,
-          signal: exit?.signal ?? null,
-          stderr: tail,
-        });
-    });
+    child.on("close", finish);
   });
 }
 
