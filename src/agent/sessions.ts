@@ -40,12 +40,23 @@ export class FileSessionStore implements SessionStore {
   }
 
   set(key: string, id: string): Promise<void> {
+    return this.#update((sessions) => ({
+      ...sessions,
+      [key]: { id, updated: this.#clock().toISOString() },
+    }));
+  }
+
+  forget(key: string): Promise<void> {
+    return this.#update((sessions) => {
+      const { [key]: _gone, ...rest } = sessions;
+      return rest;
+    });
+  }
+
+  #update(change: (sessions: SessionFile["sessions"]) => SessionFile["sessions"]): Promise<void> {
     const next = this.#chain.then(async () => {
       const current = await this.#read();
-      const file: SessionFile = {
-        version: 1,
-        sessions: { ...current.sessions, [key]: { id, updated: this.#clock().toISOString() } },
-      };
+      const file: SessionFile = { version: 1, sessions: change(current.sessions) };
       await writeFileAtomic(this.#file, `${JSON.stringify(file, null, 2)}\n`, {
         mode: 0o600,
         dirMode: 0o700,

@@ -27,7 +27,7 @@ import {
   TaskAborted,
 } from "../../src/agent/runtimes/index.ts";
 import type { RuntimeTask } from "../../src/agent/runtimes/types.ts";
-import { FileSessionStore } from "../../src/agent/sessions.ts";
+import { conversationKey, FileSessionStore } from "../../src/agent/sessions.ts";
 import { prepareWorkspace, type WorkspaceError } from "../../src/agent/workspace.ts";
 import { systemRunner } from "../../src/host/system.ts";
 import type { ResolvedAgent } from "../../src/town/types.ts";
@@ -213,6 +213,32 @@ cat ${path.join(FIXTURES, "claude-stream.jsonl")}`,
       "-p --output-format stream-json --verbose -- fix the footer",
       "-p --output-format stream-json --verbose --resume 5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90 -- and the header",
       "-p --output-format stream-json --verbose -- elsewhere",
+    ]);
+  });
+
+  it("forgets a session claude cannot resume (after a reset) and starts a new one, once", async () => {
+    const calls = path.join(dir, "claude-resume-calls");
+    // STAND-IN for the claude CLI after a reset: ~/.claude is gone, so --resume fails.
+    const command = script(
+      "claude-reset",
+      `printf '%s\n' "$*" >> ${calls}
+case "$*" in
+  *--resume*) echo "No conversation found with session ID: stale-id" >&2; exit 1 ;;
+esac
+cat ${path.join(FIXTURES, "claude-stream.jsonl")}`,
+    );
+    const store = new FileSessionStore(path.join(dir, "state", "sessions.json"));
+    const key = conversationKey("claude-code", "site", "room-reset")!;
+    await store.set(key, "stale-id");
+    const agent = agentWith({ kind: "claude-code", command });
+    const first = await run(agent, { replyTo: "room-reset" });
+    assert.equal(first.error, undefined, first.error?.message);
+    assert.equal(first.result!.sessionId, "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90");
+    assert.ok(first.progress.includes("session stale-id could not be resumed: starting a new one"));
+    assert.equal(await store.get(key), "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90");
+    assert.deepEqual(readFileSync(calls, "utf8").trim().split("\n"), [
+      "-p --output-format stream-json --verbose --resume stale-id -- fix the footer",
+      "-p --output-format stream-json --verbose -- fix the footer",
     ]);
   });
 

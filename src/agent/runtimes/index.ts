@@ -151,33 +151,53 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
         }
       }
 
-      const invocation = batch(task, workspace, session);
-      const answers: string[] = [];
-      const errors: string[] = [];
-      let sessionId: string | undefined;
-      const outcome = await runProcess({
-        command,
-        args: invocation.args,
-        cwd: workspace.workspace,
-        env: {
-          ...(deps.env ?? process.env),
-          ...agent.runtime.env,
-          ...env,
-          GIT_TERMINAL_PROMPT: "0",
-        },
-        ...(invocation.input !== undefined && { input: invocation.input }),
-        timeoutMs: agent.runtime.timeout * 1000,
-        signal,
-        ...(deps.killGraceMs !== undefined && { killGraceMs: deps.killGraceMs }),
-        onLine: (line) => {
-          for (const output of invocation.parser.line(line)) {
-            if (output.type === "progress") emit(output.text);
-            else if (output.type === "answer") answers.push(output.text);
-            else if (output.type === "session") sessionId = output.id;
-            else errors.push(output.text);
-          }
-        },
-      });
+      const attempt = async (resume: string | undefined) => {
+        const invocation = batch(task, workspace, resume);
+        const answers: string[] = [];
+        const errors: string[] = [];
+        let sessionId: string | undefined;
+        const outcome = await runProcess({
+          command,
+          args: invocation.args,
+          cwd: workspace.workspace,
+          env: {
+            ...(deps.env ?? process.env),
+            ...agent.runtime.env,
+            ...env,
+            GIT_TERMINAL_PROMPT: "0",
+          },
+          ...(invocation.input !== undefined && { input: invocation.input }),
+          timeoutMs: agent.runtime.timeout * 1000,
+          signal,
+          ...(deps.killGraceMs !== undefined && { killGraceMs: deps.killGraceMs }),
+          onLine: (line) => {
+            for (const output of invocation.parser.line(line)) {
+              if (output.type === "progress") emit(output.text);
+              else if (output.type === "answer") answers.push(output.text);
+              else if (output.type === "session") sessionId = output.id;
+              else errors.push(output.text);
+            }
+          },
+        });
+        return { outcome, answers, errors, sessionId };
+      };
+      let result = await attempt(session);
+      // A stored session the runtime cannot resume (its ~/.claude or ~/.codex went with a
+      // reset; only sessions.json is persisted) would fail every later task: forget it and
+      // start a new session, once.
+      if (
+        session !== undefined &&
+        key !== undefined &&
+        result.sessionId === undefined &&
+        result.outcome.kind === "exited" &&
+        (result.outcome.code !== 0 || result.errors.length > 0) &&
+        !signal.aborted
+      ) {
+        emit(`session ${session} could not be resumed: starting a new one`);
+        await deps.sessions.forget?.(key);
+        result = await attempt(undefined);
+      }
+      const { outcome, answers, errors, sessionId } = result;
       if (sessionId !== undefined && key !== undefined) await deps.sessions.set(key, sessionId);
       switch (outcome.kind) {
         case "missing":

@@ -86,4 +86,6 @@ export interface OutputParser {
 export interface SessionStore {
   get(key: string): Promise<string | undefined>;
   set(key: string, id: string): Promise<void>;
+  /** The session cannot be resumed (its runtime's state went with a reset): start afresh. */
+  forget?(key: string): Promise<void>;
 }
