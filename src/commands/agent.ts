@@ -1,13 +1,20 @@
 /**
  * `nuketown agent <name>`: run the agent's daemon, as the agent (its systemd
  * unit has User=<name>; `nuketown up` supervises it where systemd is not
- * PID 1). Runs until SIGTERM or SIGINT.
+ * PID 1). Runs until SIGTERM or SIGINT, or until its town changes: then it
+ * stops the same way and exits 75 (EX_TEMPFAIL), and systemd
+ * (Restart=on-failure) or `nuketown up` starts it again with the new town.
  */
+import { readFile, type Stats, unwatchFile, watchFile } from "node:fs";
+import path from "node:path";
 import { AgentDaemon } from "../agent/daemon.ts";
 import { ConfigError, EXIT, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import { townFrom } from "./town-source.ts";
+import { DEFAULT_MANIFEST, townFrom } from "./town-source.ts";
+
+/** The exit code that asks to be started again: the town changed under a running daemon. */
+export const EXIT_TOWN_CHANGED = 75;
 
 export interface AgentOptions extends Streams {
   readonly name: string;
@@ -20,9 +27,14 @@ export interface AgentOptions extends Streams {
   readonly until?: Promise<unknown>;
   /** Called once the socket listens (tests). */
   readonly onReady?: (daemon: AgentDaemon) => void;
+  /** How often the manifest (or declaration) is checked for changes; default 2 s. */
+  readonly watchIntervalMs?: number;
 }
 
 export async function agent(opts: AgentOptions): Promise<number> {
+  const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
+  // Read before the town is loaded: a change that lands in between is still seen.
+  const original = await readText(source);
   const town = await townFrom(opts);
   const agent = town.agents.find((a) => a.name === opts.name);
   if (!agent) {
@@ -46,9 +58,56 @@ export async function agent(opts: AgentOptions): Promise<number> {
   await daemon.start();
   opts.onReady?.(daemon);
   opts.out.write(`nuketown agent ${agent.name}: listening on ${agent.socket}\n`);
-  await (opts.until ?? stopSignal());
+  const changed = townChange(source, original, opts.watchIntervalMs ?? 2000);
+  try {
+    const why = await Promise.race([opts.until ?? stopSignal(), changed.promise]);
+    if (why === CHANGED) {
+      log(
+        `${source} changed: stopping to start again with the new town (exit ${EXIT_TOWN_CHANGED})`,
+      );
+      await daemon.stop();
+      return EXIT_TOWN_CHANGED;
+    }
+  } finally {
+    changed.stop();
+  }
   await daemon.stop();
   return EXIT.ok;
+}
+
+const CHANGED = Symbol("town changed");
+
+function readText(file: string): Promise<string | undefined> {
+  return new Promise((resolve) =>
+    readFile(file, "utf8", (error, text) => resolve(error ? undefined : text)),
+  );
+}
+
+/**
+ * Resolves when the file at `file` holds something else than `original`.
+ * apply replaces the manifest by a rename, so the path is polled, not the inode.
+ * A file that vanished (mid-replace, or removed) is not a change.
+ */
+function townChange(file: string, original: string | undefined, intervalMs: number) {
+  let listener: ((current: Stats, previous: Stats) => void) | undefined;
+  const promise = new Promise<typeof CHANGED>((resolve) => {
+    let checking = false;
+    listener = () => {
+      if (checking) return;
+      checking = true;
+      void readText(file).then((text) => {
+        checking = false;
+        if (text !== undefined && text !== original) resolve(CHANGED);
+      });
+    };
+    watchFile(file, { interval: intervalMs, persistent: false }, listener);
+  });
+  return {
+    promise,
+    stop: () => {
+      if (listener) unwatchFile(file, listener);
+    },
+  };
 }
 
 function stopSignal(): Promise<NodeJS.Signals> {

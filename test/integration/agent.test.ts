@@ -556,4 +556,28 @@ s.on("error",(e)=>{process.stdout.write("ERR "+e.code);process.exitCode=2;});`;
     assert.ok(!existsSync(socket(B)), "the socket is removed");
     assert.match(daemon.log(), /stopped/);
   });
+
+  it("stops when its manifest changes, cancelling what runs, and exits 75 to be started again", async () => {
+    const client = await connect(A);
+    const seen: TaskEvent[] = [];
+    const hanging = client.run(
+      { project: "widget", prompt: "hang-now until the town changes" },
+      { onEvent: (e) => seen.push(e) },
+    );
+    for (let i = 0; i < 100 && !seen.some((e) => e.event === "task.started"); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const daemon = daemons.get(A)!;
+    const exited = new Promise<number | null>((resolve) => daemon.child.on("exit", resolve));
+    // As apply does: a new file renamed over the old one.
+    const next = `${manifest}.new`;
+    writeFileSync(next, `${readFileSync(manifest, "utf8").trimEnd()}\n\n`, {
+      mode: statSync(manifest).mode & 0o777,
+    });
+    renameSync(next, manifest);
+    const outcome = await hanging;
+    assert.equal(outcome.state, "cancelled");
+    assert.equal(await exited, 75, daemon.log());
+    assert.match(daemon.log(), /town\.json changed: stopping to start again with the new town/);
+    assert.ok(!existsSync(socket(A)), "the socket is removed");
+  });
 });
