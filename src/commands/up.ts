@@ -7,7 +7,7 @@ import { APPROVALD_UNIT, agentUnitName } from "../host/render/units.ts";
 import { systemRunner } from "../host/system.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import type { ResolvedTown } from "../town/types.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type ServiceSpec, Supervisor } from "../up/supervisor.ts";
 import { apply } from "./plan.ts";
 import { requireRoot, townFrom } from "./town-source.ts";
@@ -61,18 +61,7 @@ export async function up(opts: UpOptions): Promise<number> {
         uid: agent.uid,
         gid: agent.gid,
         cwd: agent.home,
-        env: {
-          HOME: agent.home,
-          USER: agent.name,
-          LOGNAME: agent.name,
-          PATH: [
-            ...(agent.sudo.enable ? [town.install.shimDir] : []),
-            "/usr/local/bin",
-            "/usr/bin",
-            "/bin",
-          ].join(":"),
-          ...agent.runtime.env,
-        },
+        env: agentServiceEnv(town, agent),
         log: path.join(logs, `agent-${agent.name}.log`),
       }),
     ),
@@ -116,6 +105,23 @@ export async function up(opts: UpOptions): Promise<number> {
   await supervisor.stop();
   await rm(upStatePath(town), { force: true });
   return EXIT.ok;
+}
+
+/**
+ * An agent daemon's environment under `up`: the runtime's declared variables,
+ * then PATH with the sudo shim first, so a declared PATH cannot drop the shim.
+ */
+export function agentServiceEnv(town: ResolvedTown, agent: ResolvedAgent): NodeJS.ProcessEnv {
+  const declared = agent.runtime.env.PATH;
+  const rest =
+    declared === undefined || declared === "" ? ["/usr/local/bin", "/usr/bin", "/bin"] : [declared];
+  return {
+    HOME: agent.home,
+    USER: agent.name,
+    LOGNAME: agent.name,
+    ...agent.runtime.env,
+    PATH: [...(agent.sudo.enable ? [town.install.shimDir] : []), ...rest].join(":"),
+  };
 }
 
 function guide(town: ResolvedTown, how: string): string {

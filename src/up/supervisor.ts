@@ -103,39 +103,76 @@ export class Supervisor {
 
   #launch(service: Running): void {
     const { spec } = service;
-    const log = openSync(spec.log, "a", 0o640);
     let child: ChildProcess;
     try {
-      child = spawn(spec.command, [...spec.args], {
-        uid: spec.uid,
-        gid: spec.gid,
-        env: spec.env ?? process.env,
-        cwd: spec.cwd,
-        stdio: ["ignore", log, log],
-      });
-    } finally {
-      closeSync(log);
+      const log = openSync(spec.log, "a", 0o640);
+      try {
+        child = spawn(spec.command, [...spec.args], {
+          uid: spec.uid,
+          gid: spec.gid,
+          env: spec.env ?? process.env,
+          cwd: spec.cwd,
+          stdio: ["ignore", log, log],
+        });
+      } finally {
+        closeSync(log);
+      }
+    } catch (error) {
+      // A synchronous failure (an unwritable log, a bad argument) must not end `up`.
+      service.child = undefined;
+      this.#died(service, `could not start: ${(error as Error).message}`);
+      return;
     }
     service.child = child;
     service.since = new Date();
     this.#onEvent(`${spec.name}: started (pid ${child.pid})`);
+    let gone = false;
+    const died = (why: string) => {
+      if (gone) return;
+      gone = true;
+      if (service.child === child) service.child = undefined;
+      this.#died(service, why);
+    };
     child.on("error", (error) => {
       service.lastExit = error.message;
+      // A child that never started (ENOENT, a missing cwd) has no exit to wait for.
+      if (child.pid === undefined) died(`could not start: ${error.message}`);
     });
-    child.on("exit", (code, signal) => {
-      const uptime = Date.now() - (service.since?.getTime() ?? Date.now());
-      service.lastExit = signal ? `killed by ${signal}` : `exited ${code}`;
-      service.child = undefined;
+    child.on("exit", (code, signal) => died(signal ? `killed by ${signal}` : `exited ${code}`));
+  }
+
+  #died(service: Running, why: string): void {
+    const { spec } = service;
+    const uptime = Date.now() - (service.since?.getTime() ?? Date.now());
+    service.lastExit = why;
+    if (this.#stopping) return;
+    service.delay = uptime > STABLE_MS ? this.#minDelay : service.delay;
+    this.#onEvent(`${spec.name}: ${why}; restarting in ${service.delay} ms (see ${spec.log})`);
+    const delay = service.delay;
+    service.delay = Math.min(service.delay * 2, this.#maxDelay);
+    // What the daemon started (its runtimes, in their own process groups) outlives it:
+    // a new daemon must not find the old one's work still running.
+    const reaped =
+      spec.uid !== undefined && spec.uid !== 0 ? killUser(spec.uid) : Promise.resolve();
+    void reaped.then(() => {
       if (this.#stopping) return;
-      service.delay = uptime > STABLE_MS ? this.#minDelay : service.delay;
-      this.#onEvent(
-        `${spec.name}: ${service.lastExit}; restarting in ${service.delay} ms (see ${spec.log})`,
-      );
       service.timer = setTimeout(() => {
         service.restarts++;
         this.#launch(service);
-      }, service.delay);
-      service.delay = Math.min(service.delay * 2, this.#maxDelay);
+      }, delay);
     });
   }
+}
+
+/** SIGKILL every process of a user (pkill -KILL -u); never fails. */
+function killUser(uid: number): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      const pkill = spawn("pkill", ["-KILL", "-u", String(uid)], { stdio: "ignore" });
+      pkill.on("error", () => resolve());
+      pkill.on("close", () => resolve());
+    } catch {
+      resolve();
+    }
+  });
 }
