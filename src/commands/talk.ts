@@ -43,8 +43,8 @@ export async function talk(opts: TalkOptions): Promise<number> {
       },
     ]);
   }
-  let project = opts.project ?? defaultProject(agent);
-  if (!project) {
+  const chosen = opts.project ?? defaultProject(agent);
+  if (!chosen) {
     throw new ConfigError("talk", [
       {
         path: "--project",
@@ -52,6 +52,7 @@ export async function talk(opts: TalkOptions): Promise<number> {
       },
     ]);
   }
+  let project: string = chosen;
   const me = os.userInfo().username;
   const historyDir =
     opts.historyDir ?? path.join(os.homedir(), ".local", "state", "nuketown", "talk");
@@ -70,26 +71,13 @@ export async function talk(opts: TalkOptions): Promise<number> {
   });
   let running: AbortController | undefined;
   const prompt = () => opts.out.write(`${me}> `);
-  prompt();
-  for await (const raw of rl) {
-    const line = raw.trim();
-    if (line === "") {
-      prompt();
-      continue;
-    }
-    if (line === "/quit" || line === "/exit") break;
-    if (line === "/help") say(HELP);
-    else if (line === "/status") {
-      const status = await client.status();
-      say(JSON.stringify(status));
-    } else if (line === "/cancel") {
-      if (running) running.abort();
-      else say("nothing is running");
-    } else if (line.startsWith("/project ")) {
-      project = line.slice("/project ".length).trim();
-      say(`now talking about ${project}`);
-    } else {
-      running = new AbortController();
+  const failed = (error: unknown) => say(`error: ${printable((error as Error).message)}`);
+
+  /** Sends one message and shows the answer; never throws (a refused request is said). */
+  const ask = async (line: string) => {
+    const controller = new AbortController();
+    running = controller;
+    try {
       await appendFile(
         history,
         `${JSON.stringify({ time: new Date().toISOString(), from: me, project, text: line })}\n`,
@@ -97,34 +85,103 @@ export async function talk(opts: TalkOptions): Promise<number> {
       );
       const outcome = await client.run(
         { project, prompt: line, source: "talk", replyTo: `talk:${me}:${project}` },
-        { signal: running.signal, onEvent: (event) => showProgress(event, say) },
+        { signal: controller.signal, onEvent: (event) => showProgress(event, say) },
       );
-      running = undefined;
       const text =
         outcome.state === "finished"
           ? outcome.answer.trimEnd()
           : `(${outcome.state}${"error" in outcome.end ? `: ${String(outcome.end.error)}` : ""})`;
-      say(`${agent.name}> ${text}`);
+      say(`${agent.name}> ${printable(text)}`);
       await appendFile(
         history,
         `${JSON.stringify({ time: new Date().toISOString(), from: agent.name, project, text })}\n`,
       );
+    } catch (error) {
+      failed(error);
+    } finally {
+      if (running === controller) running = undefined;
     }
+  };
+
+  // Lines are read as they come, also while an answer is awaited: /cancel must be seen.
+  await new Promise<void>((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      process.off("SIGINT", onInterrupt);
+      running?.abort();
+      resolve();
+    };
+    // Ctrl-C cancels the running answer; with nothing running, it leaves.
+    const onInterrupt = () => {
+      if (running) {
+        say("\n(cancelling)");
+        running.abort();
+      } else rl.close();
+    };
+    process.on("SIGINT", onInterrupt);
+    rl.on("close", finish);
     prompt();
-  }
+    rl.on("line", (raw) => {
+      const line = raw.trim();
+      if (line === "") {
+        if (!running) prompt();
+        return;
+      }
+      if (line === "/quit" || line === "/exit") return void rl.close();
+      if (line === "/help") say(HELP);
+      else if (line === "/cancel") {
+        if (running) running.abort();
+        else say("nothing is running");
+        return;
+      } else if (line === "/status") {
+        client.status().then(
+          (status) => say(printable(JSON.stringify(status))),
+          (error: unknown) => failed(error),
+        );
+        return;
+      } else if (running) {
+        say("(the agent is still answering: wait, or /cancel)");
+        return;
+      } else if (line.startsWith("/project ")) {
+        project = line.slice("/project ".length).trim();
+        say(`now talking about ${project}`);
+      } else {
+        void ask(line).then(() => {
+          if (!done) prompt();
+        });
+        return;
+      }
+      prompt();
+    });
+  });
   rl.close();
   client.close();
   opts.out.write("\n");
   return EXIT.ok;
 }
 
+/**
+ * Text an agent controls, made safe for the human's terminal: C0 and C1
+ * control characters (escape sequences could rewrite the screen or the
+ * title) are shown escaped; newlines and tabs stay.
+ */
+export function printable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are what is escaped
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) =>
+    c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
 function showProgress(event: TaskEvent, say: (line: string) => void): void {
   if (event.event === "task.queued" && event.position > 0)
     say(`  … queued behind ${event.position} task(s)`);
-  else if (event.event === "task.progress") say(`  … ${event.text}`);
+  else if (event.event === "task.progress") say(`  … ${printable(event.text)}`);
   else if (event.event === "task.started") {
-    for (const warning of event.report.warnings) say(`  ! ${warning}`);
-    if (event.report.dirty.length > 0) say(`  ! uncommitted changes in ${event.report.workspace}`);
+    for (const warning of event.report.warnings) say(`  ! ${printable(warning)}`);
+    if (event.report.dirty.length > 0)
+      say(`  ! uncommitted changes in ${printable(event.report.workspace)}`);
   }
 }
 
@@ -140,9 +197,15 @@ async function recentHistory(file: string, count: number): Promise<string[]> {
     .trim()
     .split("\n")
     .filter((l) => l !== "")
-    .slice(-count)
-    .map((l) => {
-      const entry = JSON.parse(l) as { from: string; text: string };
-      return `  (earlier) ${entry.from}> ${entry.text}`;
-    });
+    .flatMap((l) => {
+      // A corrupt line (a crash mid-write, an edit) is skipped, not fatal.
+      try {
+        const entry = JSON.parse(l) as { from?: unknown; text?: unknown };
+        if (typeof entry?.from !== "string" || typeof entry.text !== "string") return [];
+        return [`  (earlier) ${printable(entry.from)}> ${printable(entry.text)}`];
+      } catch {
+        return [];
+      }
+    })
+    .slice(-count);
 }

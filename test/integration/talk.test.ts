@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
@@ -74,6 +74,8 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
         "# Stand-in runtime (the command kind): the task as JSON on stdin, JSON lines out.",
         'prompt=$(sed -n \'s/.*"prompt":"\\([^"]*\\)".*/\\1/p\')',
         'echo "{\\"type\\":\\"progress\\",\\"text\\":\\"thinking\\"}"',
+        'case "$prompt" in *slow*) sleep 60 ;; esac',
+        'case "$prompt" in *escape*) echo \'{"type":"answer","text":"bell\\u0007 clear\\u001b[2J done"}\'; exit 0 ;; esac',
         'printf \'{"type":"answer","text":"you said: %s (uid %s)"}\\n\' "$prompt" "$(id -u)"',
         "",
       ].join("\n"),
@@ -160,5 +162,48 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
     await until("the earlier lines", () =>
       screen().includes(`(earlier) ${AGENT}> you said: hello there`),
     );
+  });
+
+  it("cancels with /cancel and Ctrl-C, goes on after a refused request, shows control characters escaped", async () => {
+    const historyFile = path.join(
+      root,
+      "mayor",
+      ".local",
+      "state",
+      "nuketown",
+      "talk",
+      `${AGENT}.jsonl`,
+    );
+    appendFileSync(historyFile, "{ not json\n");
+    tmux(
+      "new-session",
+      "-d",
+      "-s",
+      "talk",
+      "-x",
+      "160",
+      "-y",
+      "40",
+      `${BIN} talk ${AGENT} --manifest ${manifest}`,
+    );
+    await until("the talk prompt", () => screen().includes(`${MAYOR}>`));
+    const count = (text: string) => screen().split(text).length - 1;
+    tmux("send-keys", "-t", "talk", "slow one", "Enter");
+    await until("the task to run", () => count("… thinking") >= 1);
+    tmux("send-keys", "-t", "talk", "/cancel", "Enter");
+    await until("/cancel to cancel it", () => count(`${AGENT}> (cancelled`) >= 1, 15_000);
+    tmux("send-keys", "-t", "talk", "slow two", "Enter");
+    await until("the second task to run", () => count("… thinking") >= 2);
+    tmux("send-keys", "-t", "talk", "C-c");
+    await until("Ctrl-C to cancel it", () => count(`${AGENT}> (cancelled`) >= 2, 15_000);
+    assert.equal(tmux("has-session", "-t", "talk").code, 0, "talk goes on after Ctrl-C");
+    tmux("send-keys", "-t", "talk", "/project ../nope", "Enter");
+    tmux("send-keys", "-t", "talk", "hello", "Enter");
+    await until("the refusal", () => screen().includes("error: "));
+    tmux("send-keys", "-t", "talk", "/project demo", "Enter");
+    tmux("send-keys", "-t", "talk", "escape please", "Enter");
+    await until("the escaped answer", () => screen().includes("bell\\x07 clear\\x1b[2J done"));
+    tmux("send-keys", "-t", "talk", "/quit", "Enter");
+    await until("talk to exit", () => tmux("has-session", "-t", "talk").code !== 0, 10_000);
   });
 });
