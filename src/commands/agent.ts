@@ -5,13 +5,12 @@
  * stops the same way and exits 75 (EX_TEMPFAIL), and systemd
  * (Restart=on-failure) or `nuketown up` starts it again with the new town.
  */
-import { readFile, type Stats, unwatchFile, watchFile } from "node:fs";
 import path from "node:path";
 import { AgentDaemon } from "../agent/daemon.ts";
 import { ConfigError, EXIT, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import { DEFAULT_MANIFEST, townFrom } from "./town-source.ts";
+import { CHANGED, DEFAULT_MANIFEST, readText, townChange, townFrom } from "./town-source.ts";
 
 /** The exit code that asks to be started again: the town changed under a running daemon. */
 export const EXIT_TOWN_CHANGED = 75;
@@ -73,41 +72,6 @@ export async function agent(opts: AgentOptions): Promise<number> {
   }
   await daemon.stop();
   return EXIT.ok;
-}
-
-const CHANGED = Symbol("town changed");
-
-function readText(file: string): Promise<string | undefined> {
-  return new Promise((resolve) =>
-    readFile(file, "utf8", (error, text) => resolve(error ? undefined : text)),
-  );
-}
-
-/**
- * Resolves when the file at `file` holds something else than `original`.
- * apply replaces the manifest by a rename, so the path is polled, not the inode.
- * A file that vanished (mid-replace, or removed) is not a change.
- */
-function townChange(file: string, original: string | undefined, intervalMs: number) {
-  let listener: ((current: Stats, previous: Stats) => void) | undefined;
-  const promise = new Promise<typeof CHANGED>((resolve) => {
-    let checking = false;
-    listener = () => {
-      if (checking) return;
-      checking = true;
-      void readText(file).then((text) => {
-        checking = false;
-        if (text !== undefined && text !== original) resolve(CHANGED);
-      });
-    };
-    watchFile(file, { interval: intervalMs, persistent: false }, listener);
-  });
-  return {
-    promise,
-    stop: () => {
-      if (listener) unwatchFile(file, listener);
-    },
-  };
 }
 
 function stopSignal(): Promise<NodeJS.Signals> {

@@ -11,7 +11,14 @@ import { EXIT, RefusedError } from "../errors.ts";
 import { createDecryptor } from "../host/secrets.ts";
 import { parseGroup } from "../host/tables.ts";
 import { type Streams, table } from "../output.ts";
-import { requireRoot, townFrom } from "./town-source.ts";
+import {
+  CHANGED,
+  DEFAULT_MANIFEST,
+  readText,
+  requireRoot,
+  townChange,
+  townFrom,
+} from "./town-source.ts";
 
 interface TownOptions extends Streams {
   readonly config?: string;
@@ -23,6 +30,8 @@ interface TownOptions extends Streams {
 /** `nuketown approvald`: serve until SIGTERM/SIGINT. */
 export async function approvald(opts: TownOptions): Promise<number> {
   requireRoot("approvald");
+  const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
+  const original = await readText(source);
   const town = await townFrom(opts);
   const gid = await approversGid(town.approval.approversGroup);
   const daemon = new ApprovalDaemon({
@@ -40,12 +49,27 @@ export async function approvald(opts: TownOptions): Promise<number> {
   opts.err.write(
     `nuketown approvald: requests on ${town.paths.requestSocket}, humans on ${town.paths.controlSocket} (group ${town.approval.approversGroup})\n`,
   );
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
-  });
-  await daemon.stop();
+  // A changed town (a revoked rule, a new approver) must not wait for a reboot:
+  // stop, and let systemd or nuketown up start us again with it.
+  const changed = townChange(source, original, 2000);
+  try {
+    const why = await Promise.race([
+      changed.promise,
+      new Promise<"signal">((resolve) => {
+        process.once("SIGTERM", () => resolve("signal"));
+        process.once("SIGINT", () => resolve("signal"));
+      }),
+    ]);
+    await daemon.stop();
+    if (why === CHANGED) {
+      opts.err.write(
+        `nuketown approvald: ${source} changed: restarting with the new town (exit 75)\n`,
+      );
+      return 75;
+    }
+  } finally {
+    changed.stop();
+  }
   return EXIT.ok;
 }
 

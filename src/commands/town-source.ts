@@ -3,6 +3,7 @@
  * positional argument), or the manifest that apply installed, which is what
  * the boot-time reset and the daemons read.
  */
+import { readFile as readFileCallback, type Stats, unwatchFile, watchFile } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { ProgramLocations } from "../approval/wrappers.ts";
@@ -65,4 +66,39 @@ export function requireRoot(what: string): void {
 /** Where this nuketown runs from: the gate and shim wrappers exec these. */
 export function currentPrograms(): ProgramLocations {
   return { node: process.execPath, sources: path.resolve(import.meta.dirname, "..") };
+}
+
+export const CHANGED = Symbol("town changed");
+
+export function readText(file: string): Promise<string | undefined> {
+  return new Promise((resolve) =>
+    readFileCallback(file, "utf8", (error, text) => resolve(error ? undefined : text)),
+  );
+}
+
+/**
+ * Resolves when the file at `file` holds something else than `original`.
+ * apply replaces the manifest by a rename, so the path is polled, not the inode.
+ * A file that vanished (mid-replace, or removed) is not a change.
+ */
+export function townChange(file: string, original: string | undefined, intervalMs: number) {
+  let listener: ((current: Stats, previous: Stats) => void) | undefined;
+  const promise = new Promise<typeof CHANGED>((resolve) => {
+    let checking = false;
+    listener = () => {
+      if (checking) return;
+      checking = true;
+      void readText(file).then((text) => {
+        checking = false;
+        if (text !== undefined && text !== original) resolve(CHANGED);
+      });
+    };
+    watchFile(file, { interval: intervalMs, persistent: false }, listener);
+  });
+  return {
+    promise,
+    stop: () => {
+      if (listener) unwatchFile(file, listener);
+    },
+  };
 }

@@ -5,7 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -458,5 +466,19 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
       `${home}/proj.old\n`,
       "the approved directory itself, not what the path points to now",
     );
+  });
+
+  it("restarts (exit 75) when the town changes, so a revoked rule takes effect at once", async () => {
+    const exited = new Promise<number | null>((resolve) =>
+      daemon?.once("exit", (code) => resolve(code)),
+    );
+    const text = readFileSync(manifest, "utf8");
+    writeFileSync(`${manifest}.new`, `${text}\n`);
+    renameSync(`${manifest}.new`, manifest);
+    const code = await Promise.race([
+      exited,
+      new Promise<string>((r) => setTimeout(() => r("still running"), 10_000)),
+    ]);
+    assert.equal(code, 75);
   });
 });
