@@ -225,6 +225,7 @@ function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Tar
   }
   const cwd = process.cwd();
   // Shown to a human: no control, format or bidi characters that could hide where it runs.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
   if (/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/u.test(cwd)) {
     throw new GateExit(
       GATE_EXIT.refused,

@@ -131,7 +131,7 @@ function guide(town: ResolvedTown, how: string): string {
     "",
     "  nuketown status                   each agent: home, last reset, processes, daemon",
     "  nuketown approvals --watch        sudo requests waiting for a human (approve ID / deny ID)",
-    ...(agents.length > 0 ? [`  nuketown talk ${agents[0]}`.padEnd(36) + "talk to an agent"] : []),
+    ...(agents.length > 0 ? [`${`  nuketown talk ${agents[0]}`.padEnd(36)}talk to an agent`] : []),
     `  nuketown audit tail               what was asked and decided`,
     "",
   ].join("\n");

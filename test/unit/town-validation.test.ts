@@ -273,10 +273,17 @@ describe("declaration rules", () => {
 
   it("rejects persisting a file nuketown writes, or a path inside its own state dir", () => {
     const result = resolveWith(
-      (d) => (d.agents.ada.persist = [{ path: ".config/git/config", type: "file" }, ".local/state/nuketown/sessions"]),
+      (d) =>
+        (d.agents.ada.persist = [
+          { path: ".config/git/config", type: "file" },
+          ".local/state/nuketown/sessions",
+        ]),
     );
     assert.match(problemAt(result, "agents.ada.persist[0]"), /nuketown writes every round/);
-    assert.match(problemAt(result, "agents.ada.persist[1]"), /inside ".local\/state\/nuketown", which nuketown always persists/);
+    assert.match(
+      problemAt(result, "agents.ada.persist[1]"),
+      /inside ".local\/state\/nuketown", which nuketown always persists/,
+    );
   });
 
   it("rejects a sudo-enabled agent when no human may approve", () => {
