@@ -20,7 +20,7 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { parseMountinfo } from "../../src/host/tables.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
 
 const mountInfo = () => parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
 
@@ -169,12 +169,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
   });
 
   after(async () => {
-    if (daemon && daemon.exitCode === null) {
-      const exited = new Promise((resolve) => daemon?.once("exit", resolve));
-      daemon.kill("SIGTERM");
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
-      daemon.kill("SIGKILL");
-    }
+    await stopChild(daemon, 5000);
     if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemonLog);
     rmSync(SUDOERS, { force: true });
     cleanupHost(root, [MAYOR, STRANGER, APPROVERS]);

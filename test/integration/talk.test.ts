@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-talker";
@@ -115,12 +115,7 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
 
   after(async () => {
     tmux("kill-server");
-    if (upProcess && upProcess.exitCode === null) {
-      const exited = new Promise((resolve) => upProcess?.once("exit", resolve));
-      upProcess.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      upProcess.kill("SIGKILL");
-    }
+    await stopChild(upProcess);
     cleanupHost(root, [MAYOR, APPROVERS]);
   });
 

@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun } from "../support/host.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const MAYOR = "nt-test-upmayor";
@@ -82,12 +82,7 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
   });
 
   after(async () => {
-    if (upProcess && upProcess.exitCode === null) {
-      const exited = new Promise((resolve) => upProcess?.once("exit", resolve));
-      upProcess.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      upProcess.kill("SIGKILL");
-    }
+    await stopChild(upProcess);
     cleanupHost(root, [MAYOR, APPROVERS]);
   });
 

@@ -4,7 +4,7 @@
  * whatever a test (or a crashed earlier run) left: processes, mounts, loop
  * devices, accounts, files. It touches nothing else.
  */
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { parseGroup, parseMountinfo, parsePasswd } from "../../src/host/tables.ts";
@@ -89,4 +89,13 @@ export function testGroup(name: string) {
 
 export function mountPoints(): string[] {
   return parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8")).map((m) => m.mountPoint);
+}
+
+/** Stop a child the test started: SIGTERM, then SIGKILL after `graceMs` if it is still there. */
+export async function stopChild(child: ChildProcess | undefined, graceMs = 10_000): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, graceMs))]);
+  child.kill("SIGKILL");
 }
