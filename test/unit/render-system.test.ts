@@ -247,7 +247,9 @@ describe("systemd units", () => {
     assert.deepEqual(directive(content, "User"), ["ada"]);
     assert.deepEqual(directive(content, "Group"), ["ada"]);
     assert.deepEqual(directive(content, "WorkingDirectory"), ["/agents/ada"]);
-    assert.deepEqual(directive(content, "ExecStart"), ["/usr/local/bin/nuketown agent ada"]);
+    assert.deepEqual(directive(content, "ExecStart"), [
+      "/usr/local/bin/nuketown agent ada --manifest /etc/nuketown/town.json",
+    ]);
     assert.deepEqual(directive(content, "Requires"), []);
     assert.deepEqual(directive(content, "Wants"), ["nuketown-reset.service network-online.target"]);
     assert.match(
@@ -314,7 +316,9 @@ describe("systemd units", () => {
   it("hardens approvald and leaves only its state and runtime dirs writable", () => {
     const town = townWith({}, {}, { stateDir: "/srv/nuketown", runtimeDir: "/srv/nuketown-run" });
     const content = unit(town, "nuketown-approvald.service");
-    assert.deepEqual(directive(content, "ExecStart"), ["/usr/local/bin/nuketown approvald"]);
+    assert.deepEqual(directive(content, "ExecStart"), [
+      "/usr/local/bin/nuketown approvald --manifest /etc/nuketown/town.json",
+    ]);
     assert.deepEqual(directive(content, "ReadWritePaths"), ["/srv/nuketown /srv/nuketown-run"]);
     assert.deepEqual(
       directive(content, "RuntimeDirectory"),
@@ -342,7 +346,9 @@ describe("systemd units", () => {
     const content = unit(town, "nuketown-reset.service");
     assert.deepEqual(directive(content, "Type"), ["oneshot"]);
     assert.deepEqual(directive(content, "RemainAfterExit"), ["yes"]);
-    assert.deepEqual(directive(content, "ExecStart"), ["/usr/local/bin/nuketown reset --all"]);
+    assert.deepEqual(directive(content, "ExecStart"), [
+      "/usr/local/bin/nuketown reset --all --manifest /etc/nuketown/town.json",
+    ]);
     assert.deepEqual(directive(content, "After"), ["local-fs.target"]);
     assert.deepEqual(directive(content, "Before"), [
       "systemd-user-sessions.service nuketown-agent-ada.service nuketown-agent-bob.service",

@@ -65,7 +65,7 @@ function resetUnit(town: ResolvedTown): UnitFile {
     Service: [
       "Type=oneshot",
       "RemainAfterExit=yes",
-      `ExecStart=${word(town.install.bin)} reset --all`,
+      `ExecStart=${word(town.install.bin)} reset --all --manifest ${word(town.paths.manifest)}`,
       // A hung round must not hold the boot (and every login) forever.
       "TimeoutStartSec=30min",
       "# Not sandboxed: reset mounts, snapshots and chowns homes across the whole system.",
@@ -84,7 +84,7 @@ function approvaldUnit(town: ResolvedTown): UnitFile {
       ...(networked ? ["Wants=network-online.target", "After=network-online.target"] : []),
     ],
     Service: [
-      `ExecStart=${word(town.install.bin)} approvald`,
+      `ExecStart=${word(town.install.bin)} approvald --manifest ${word(town.paths.manifest)}`,
       "Restart=on-failure",
       "RestartSec=5",
       "",
@@ -148,7 +148,7 @@ function agentUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
       `Group=${word(agent.group)}`,
       `WorkingDirectory=${word(agent.home)}`,
       ...agentEnvironment(town, agent),
-      `ExecStart=${word(town.install.bin)} agent ${word(agent.name)}`,
+      `ExecStart=${word(town.install.bin)} agent ${word(agent.name)} --manifest ${word(town.paths.manifest)}`,
       "Restart=on-failure",
       "RestartSec=5",
       "",
