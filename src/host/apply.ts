@@ -221,8 +221,20 @@ async function execute(
       await stopAgent({ runner, systemd: false }, gone);
       await unmountBelow(action.home, runner);
       await removeHome(town, { name: gone.name, home: action.home }, runner);
-      await runner.run("userdel", [gone.name], { allowFailure: true });
-      await runner.run("groupdel", [gone.name], { allowFailure: true });
+      // Exit 6 means "no such user/group" (a run interrupted after it): fine. Anything
+      // else keeps the state record, so the next apply tries again instead of
+      // mistaking the account for a foreign one.
+      for (const [tool, name] of [
+        ["userdel", gone.name],
+        ["groupdel", gone.name],
+      ] as const) {
+        const result = await runner.run(tool, [name], { allowFailure: true });
+        if (result.code !== 0 && result.code !== 6) {
+          throw new RefusedError(
+            `${tool} ${name} failed (exit ${result.code}): ${result.stderr.trim()}`,
+          );
+        }
+      }
       if (action.purge) await purgePersisted(town, gone.name);
       const { [gone.name]: _removed, ...agents } = state().agents;
       await save({ ...state(), agents });
