@@ -63,6 +63,9 @@ export interface DaemonOptions {
   readonly runner?: Runner;
 }
 
+/** Requests one agent may have waiting for a human at once. */
+export const MAX_PENDING_PER_AGENT = 8;
+
 interface Waiting {
   readonly request: PendingRequest;
   readonly socket: net.Socket;
@@ -255,6 +258,17 @@ export class ApprovalDaemon {
       });
     }
 
+    // An agent cannot flood the humans (or the desktop) with questions.
+    const waiting = [...this.#pending.values()].filter(
+      (w) => w.request.agent.name === agent.name,
+    ).length;
+    if (waiting >= MAX_PENDING_PER_AGENT) {
+      return immediate({
+        decision: "denied",
+        by: { kind: "daemon" },
+        reason: `${agent.name} already has ${waiting} requests waiting for a human`,
+      });
+    }
     // Policy rules are about commands; an unlock always asks (or test mode answers).
     const policy = request.unlock
       ? ({ action: "ask", source: "default" } as const)

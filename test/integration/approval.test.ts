@@ -463,6 +463,23 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     );
   });
 
+  it("denies at once past 8 requests waiting from one agent", async () => {
+    const waiting = Array.from({ length: 8 }, () => asUser(AGENT, ["sudo", "id", "-u"]));
+    for (let i = 0; i < 100; i++) {
+      const list = await nuketownAs(MAYOR, ["approvals", "--json"]);
+      if (list.code === 0 && (JSON.parse(list.stdout) as unknown[]).length === 8) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ninth = await asUser(AGENT, ["sudo", "id", "-u"]);
+    assert.notEqual(ninth.code, 0);
+    assert.match(ninth.stderr, /already has 8 requests waiting for a human/);
+    const pending = JSON.parse((await nuketownAs(MAYOR, ["approvals", "--json"])).stdout) as {
+      id: string;
+    }[];
+    for (const r of pending) await nuketownAs(MAYOR, ["deny", r.id, "--reason", "enough"]);
+    for (const result of await Promise.all(waiting)) assert.equal(result.code, 10);
+  });
+
   it("restarts (exit 75) when the town changes, so a revoked rule takes effect at once", async () => {
     const exited = new Promise<number | null>((resolve) =>
       daemon?.once("exit", (code) => resolve(code)),
