@@ -210,7 +210,11 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
     type("test:0", portalLine(SOCKET));
     const window = await waitFor("the portal window", () => windowsNamed(SOCKET, windowName)[0]);
     assert.equal(window[0], "test", "inside tmux: a window in the current session");
-    const [agentPane, humanPane] = panes(SOCKET, window[1]!);
+    // The window exists a moment before the portal splits it.
+    const [agentPane, humanPane] = await waitFor("the split", () => {
+      const found = panes(SOCKET, window[1]!);
+      return found.length === 2 ? found : undefined;
+    });
     assert.ok(agentPane && humanPane, "two panes");
     assert.ok(
       agentPane.height > humanPane.height * 2,
@@ -288,7 +292,9 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
       () => windowsNamed(OUTER_SOCKET, windowName)[0],
     );
     assert.equal(window[0], "nuketown");
-    assert.equal(panes(OUTER_SOCKET, window[1]!).length, 2);
+    await waitFor("the split", () =>
+      panes(OUTER_SOCKET, window[1]!).length === 2 ? true : undefined,
+    );
     // The agent pane shows the agent's own tmux session, where the runtime already runs.
     const agentSession = run("tmux", [
       "-S",
