@@ -17,3 +17,21 @@ export interface Streams {
 }
 
 export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/**
+ * Text someone else controls (an agent's answer, a commit subject, an argv),
+ * made safe for a terminal: control characters and the invisible format and
+ * bidi characters that could redraw or disguise a line are shown escaped.
+ * Newlines and tabs stay.
+ */
+export function printable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are what is escaped
+  return text.replace(
+    /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/gu,
+    (c) => {
+      if (c === "\r") return "\\r";
+      const code = c.codePointAt(0) ?? 0;
+      return code > 0xff ? `\\u{${code.toString(16)}}` : `\\x${code.toString(16).padStart(2, "0")}`;
+    },
+  );
+}

@@ -10,7 +10,7 @@ import type { PendingRequest } from "../approval/protocol.ts";
 import { EXIT, RefusedError } from "../errors.ts";
 import { createDecryptor } from "../host/secrets.ts";
 import { parseGroup } from "../host/tables.ts";
-import { type Streams, table } from "../output.ts";
+import { printable, type Streams, table } from "../output.ts";
 import {
   CHANGED,
   DEFAULT_MANIFEST,
@@ -82,8 +82,8 @@ const requestRow = (r: PendingRequest) => [
   r.id,
   r.agent.name,
   r.runAs.group === undefined ? r.runAs.user : `${r.runAs.user}:${r.runAs.group}`,
-  r.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" "),
-  r.cwd,
+  printable(r.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" ")),
+  printable(r.cwd),
   r.hash.slice(0, 12),
   r.expires,
 ];

@@ -5,7 +5,7 @@ import readline from "node:readline";
 import { AgentClient } from "../agent/client.ts";
 import type { TaskEvent } from "../agent/protocol.ts";
 import { ConfigError, EXIT } from "../errors.ts";
-import type { Streams } from "../output.ts";
+import { printable, type Streams } from "../output.ts";
 import type { ResolvedAgent } from "../town/types.ts";
 import { townFrom } from "./town-source.ts";
 
@@ -160,18 +160,6 @@ export async function talk(opts: TalkOptions): Promise<number> {
   client.close();
   opts.out.write("\n");
   return EXIT.ok;
-}
-
-/**
- * Text an agent controls, made safe for the human's terminal: C0 and C1
- * control characters (escape sequences could rewrite the screen or the
- * title) are shown escaped; newlines and tabs stay.
- */
-export function printable(text: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are what is escaped
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) =>
-    c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
 }
 
 function showProgress(event: TaskEvent, say: (line: string) => void): void {

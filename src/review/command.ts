@@ -11,7 +11,7 @@ import path from "node:path";
 import { townFrom } from "../commands/town-source.ts";
 import { ConfigError, EXIT } from "../errors.ts";
 import { type CommandResult, type Runner, systemRunner } from "../host/system.ts";
-import { plural, type Streams, table } from "../output.ts";
+import { plural, printable, type Streams, table } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent } from "../town/types.ts";
 import {
@@ -188,12 +188,12 @@ export async function review(opts: ReviewOptions): Promise<number> {
     `${table(
       ["branch", "sig", "author", "ahead", "changes", "subject"],
       branches.map((b) => [
-        b.branch,
+        printable(b.branch),
         signatureCell(b),
-        b.author.name,
+        printable(b.author.name),
         String(b.ahead),
         formatDiffStat(b.diffstat),
-        b.subject,
+        printable(b.subject),
       ]),
     )}\n`,
   );
@@ -210,9 +210,9 @@ export async function review(opts: ReviewOptions): Promise<number> {
       `\n${b.branch} (${b.remote}, ${b.commit.slice(0, 12)}) vs ${b.base}: ${b.ahead} ahead, ${b.behind} behind${unsigned}\n`,
     );
     opts.out.write(
-      `  ${b.signature.status}: ${b.signature.meaning}${b.signature.signer ? ` (${b.signature.signer})` : ""}\n`,
+      `  ${b.signature.status}: ${b.signature.meaning}${b.signature.signer ? ` (${printable(b.signature.signer)})` : ""}\n`,
     );
-    if (b.diffstat.text !== "") opts.out.write(`${b.diffstat.text}\n`);
+    if (b.diffstat.text !== "") opts.out.write(`${printable(b.diffstat.text)}\n`);
   }
   return EXIT.ok;
 }
