@@ -11,7 +11,9 @@
  *
  * Pure: no I/O here.
  */
+
 import type { ResolvedAgent } from "../../town/types.ts";
+import { isObject, type Json, str } from "./json.ts";
 import type { OutputParser, RuntimeOutput, RuntimeTask } from "./types.ts";
 
 export function claudeBatchArgs(
@@ -44,12 +46,6 @@ export function claudeInteractiveArgs(
     task.prompt,
   ];
 }
-
-type Json = Record<string, unknown>;
-
-const isObject = (value: unknown): value is Json =>
-  value !== null && typeof value === "object" && !Array.isArray(value);
-const str = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 
 /** What a tool call is about, in a few words: its command, file, pattern or url. */
 export function describeToolInput(input: unknown): string {

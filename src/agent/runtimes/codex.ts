@@ -13,7 +13,9 @@
  * The older `{"id":…,"msg":{"type":…}}` event shape is understood too.
  * Pure: no I/O here.
  */
+
 import type { ResolvedAgent } from "../../town/types.ts";
+import { isObject, type Json, str } from "./json.ts";
 import type { OutputParser, RuntimeOutput, RuntimeTask } from "./types.ts";
 
 export function codexBatchArgs(agent: Pick<ResolvedAgent, "runtime">, session?: string): string[] {
@@ -39,11 +41,6 @@ export function codexInteractiveArgs(
     task.prompt,
   ];
 }
-
-type Json = Record<string, unknown>;
-const isObject = (value: unknown): value is Json =>
-  value !== null && typeof value === "object" && !Array.isArray(value);
-const str = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 
 export function codexParser(): OutputParser {
   let lastMessage: string | undefined;
