@@ -16,7 +16,7 @@
  *   node bench/host.ts        (also run by `npm run bench`)
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { applyPlan } from "../src/host/apply.ts";
@@ -25,11 +25,11 @@ import { describeAction, planHost } from "../src/host/plan.ts";
 import { resetAgent } from "../src/host/round.ts";
 import { createDecryptor } from "../src/host/secrets.ts";
 import { type Runner, systemRunner } from "../src/host/system.ts";
-import { parseGroup, parseMountinfo, parsePasswd } from "../src/host/tables.ts";
+import { parseGroup, parsePasswd } from "../src/host/tables.ts";
 import { loadTown } from "../src/town/load.ts";
 import { formatProblem } from "../src/town/problems.ts";
 import type { ResolvedAgent, ResolvedTown } from "../src/town/types.ts";
-import { isRoot, makeTempRoot, mustRun, run } from "../test/support/host.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../test/support/host.ts";
 
 const PREFIX = "nt-test-bench-";
 const UID_MIN = 60900;
@@ -453,36 +453,17 @@ const isBenchAccount = (u: { name: string; uid: number }) =>
   u.name.startsWith(PREFIX) && u.uid >= UID_MIN && u.uid <= UID_MAX;
 
 /**
- * Like `cleanupHost(root)` of test/support/host.ts, but only for this bench's
- * accounts (nt-test-bench-*): cleanupHost removes every nt-test-* account,
- * which would break test runs going on at the same time.
+ * cleanupHost removes the bench's accounts (their homes are under `root`)
+ * and the bench's groups named here. After Ctrl-C a wipe may still be
+ * deleting in libuv's threads, racing the removal of `root`: retry it.
  */
 function cleanupBench(root: string): void {
-  const users = parsePasswd(readFileSync("/etc/passwd", "utf8")).filter(isBenchAccount);
-  for (const user of users) run("pkill", ["-KILL", "-u", String(user.uid)]);
-  const mounts = parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"))
-    .filter((m) => m.mountPoint === root || m.mountPoint.startsWith(`${root}/`))
-    .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
-  for (const mount of mounts) {
-    if (run("umount", [mount.mountPoint]).code !== 0) run("umount", ["--lazy", mount.mountPoint]);
-  }
-  for (const line of run("losetup", [
-    "--list",
-    "--noheadings",
-    "--output",
-    "NAME,BACK-FILE",
-  ]).stdout.split("\n")) {
-    const [device, file] = line.trim().split(/\s+/);
-    if (device && file?.startsWith(`${root}/`)) run("losetup", ["--detach", device]);
-  }
-  for (const user of users) run("userdel", [user.name]);
-  for (const group of parseGroup(readFileSync("/etc/group", "utf8"))) {
-    if (group.name.startsWith(PREFIX)) run("groupdel", [group.name]);
-  }
-  // After Ctrl-C a wipe may still be deleting in libuv's threads, racing this one: retry.
+  const groups = parseGroup(readFileSync("/etc/group", "utf8"))
+    .map((g) => g.name)
+    .filter((name) => name.startsWith(PREFIX));
   for (let attempt = 1; ; attempt++) {
     try {
-      rmSync(root, { recursive: true, force: true });
+      cleanupHost(root, groups);
     } catch (error) {
       if (attempt === 5) throw error;
     }
