@@ -52,7 +52,7 @@ export async function roundDigest(town: ResolvedTown, agent: ResolvedAgent): Pro
   for (const artifact of renderHomeArtifacts(town, agent)) {
     hash.update(`\0${artifact.path}\0${artifact.mode}\0${artifact.content}`);
   }
-  for (const target of secretTargets(agent)) {
+  for (const target of secretTargets(agent, town.chat.transport)) {
     hash.update(
       `\0${target.target}\0${target.mode}\0${target.secret.file}\0${target.secret.key ?? ""}`,
     );
@@ -114,7 +114,7 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
 async function placeIdentity(ctx: RoundContext, agent: ResolvedAgent): Promise<void> {
   const files: HomeFile[] = [];
   let publicKey: string | undefined;
-  for (const target of secretTargets(agent)) {
+  for (const target of secretTargets(agent, ctx.town.chat.transport)) {
     const plaintext = await ctx.decryptor.decrypt(target.secret);
     files.push({
       path: path.join(agent.home, target.target),

@@ -9,7 +9,8 @@ import { constants } from "node:fs";
 import { access, open } from "node:fs/promises";
 import path from "node:path";
 import { EXIT, MissingToolError, NuketownError } from "../errors.ts";
-import type { ResolvedAgent, ResolvedSecret } from "../town/types.ts";
+import { CHAT_SECRET_FILE } from "../town/rules.ts";
+import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.ts";
 import { type CommandResult, type Runner, systemRunner } from "./system.ts";
 
 /** A secret that cannot be decrypted; the message names file, key and reason. */
@@ -201,15 +202,34 @@ export interface SecretTarget {
 
 export const SSH_KEY_TARGET = ".ssh/id_ed25519";
 
-/** The files the secrets layer installs in an agent's home: the SSH key, then the extras. */
-export function secretTargets(agent: ResolvedAgent): SecretTarget[] {
+/**
+ * The files the secrets layer installs in an agent's home: the SSH key, the
+ * chat credential of the town's transport (read by `nuketown chat`, which runs
+ * as the agent), then the extras.
+ */
+export function secretTargets(
+  agent: ResolvedAgent,
+  transport: ResolvedTown["chat"]["transport"] = "local",
+): SecretTarget[] {
   const targets: SecretTarget[] = [];
   const { sshKey, extra } = agent.secrets;
   if (sshKey)
     targets.push({ name: "sshKey", secret: sshKey, target: SSH_KEY_TARGET, mode: "0600" });
+  const chat = agent.chat.enable ? chatCredential(agent, transport) : undefined;
+  if (chat) targets.push({ name: "chat", secret: chat, target: CHAT_SECRET_FILE, mode: "0600" });
   for (const e of extra)
     targets.push({ name: e.name, secret: e.source, target: e.target, mode: e.mode });
   return targets;
+}
+
+/** The agent's credential on the town's chat network, if it has an account there. */
+export function chatCredential(
+  agent: ResolvedAgent,
+  transport: ResolvedTown["chat"]["transport"],
+): ResolvedSecret | undefined {
+  if (transport === "matrix") return agent.chat.matrix?.tokenSecret;
+  if (transport === "xmpp") return agent.chat.xmpp?.passwordSecret;
+  return undefined;
 }
 
 /** The OpenPGP key imported into the agent's keyring (not a file target), if any. */

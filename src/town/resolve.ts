@@ -157,6 +157,7 @@ function normalize(
           }),
         },
       }),
+      ...(decl.chat.approvalRoom !== undefined && { approvalRoom: decl.chat.approvalRoom }),
     },
     secrets: {
       ...(sopsFile !== undefined && { sopsFile }),
@@ -217,6 +218,17 @@ function normalizeAgent(
     persist.push(persisted(STATE_DIR, "directory", true));
   }
 
+  const repos = a.repos.map((r) => {
+    const repo = typeof r === "string" ? { url: r } : r;
+    return {
+      url: repo.url,
+      path: trimSlash(repo.path ?? `projects/${repoName(repo.url)}`),
+      ...(repo.branch !== undefined && { branch: repo.branch }),
+    };
+  });
+  const chatProject =
+    a.chat.project ??
+    repos.find((r) => r.path.startsWith("projects/"))?.path.slice("projects/".length).split("/")[0];
   const sshKey = a.secrets.sshKey === undefined ? undefined : secretOf(a.secrets.sshKey);
   const gpgKey = a.secrets.gpgKey === undefined ? undefined : secretOf(a.secrets.gpgKey);
   const signingFormat = a.git.signing.format ?? (sshKey ? "ssh" : gpgKey ? "openpgp" : "none");
@@ -319,17 +331,11 @@ function normalizeAgent(
         xmpp: { jid: a.chat.xmpp.jid, passwordSecret: secretOf(a.chat.xmpp.passwordSecret) },
       }),
       rooms: [...a.chat.rooms],
+      ...(chatProject !== undefined && { project: chatProject }),
       respondTo: a.chat.respondTo,
       allow: a.chat.allow ?? humans.map((h) => h.name),
     },
-    repos: a.repos.map((r) => {
-      const repo = typeof r === "string" ? { url: r } : r;
-      return {
-        url: repo.url,
-        path: trimSlash(repo.path ?? `projects/${repoName(repo.url)}`),
-        ...(repo.branch !== undefined && { branch: repo.branch }),
-      };
-    }),
+    repos,
     cloud: {
       enable: a.cloud.enable,
       resources,

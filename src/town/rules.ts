@@ -62,6 +62,9 @@ const RESERVED_NAMES = new Set([
   "systemd-journal",
 ]);
 
+/** Where the agent's chat credential (Matrix token, XMPP password) is decrypted to, 0600. */
+export const CHAT_SECRET_FILE = ".config/nuketown/chat-secret";
+
 /** Home files nuketown writes itself; a declared file there would be overwritten. */
 export function generatedHomeFiles(agent: Pick<ResolvedAgent, "name" | "role">): string[] {
   return [
@@ -154,6 +157,7 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
       ...generatedHomeFiles(agent),
       ".ssh/id_ed25519",
       ".ssh/id_ed25519.pub",
+      CHAT_SECRET_FILE,
     ]);
     for (const file of agent.files) {
       if (reserved.has(file.path)) at(here("files", file.path), "is written by nuketown itself");
@@ -220,6 +224,12 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
         at(
           here("chat", "xmpp"),
           "the town chats over XMPP: the agent needs chat.xmpp.jid and passwordSecret",
+        );
+      }
+      if (town.chat.transport !== "local" && agent.chat.project === undefined) {
+        at(
+          here("chat", "project"),
+          "chat messages need a project to be worked on: set chat.project or declare a repo under projects/",
         );
       }
     }

@@ -279,6 +279,17 @@ const AgentChatSchema = z.strictObject({
     .array(line().min(1))
     .default([])
     .meta({ description: "Rooms to join (Matrix ids or aliases, MUC addresses)." }),
+  project: matching(
+    /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/,
+    "a project name (one directory under ~/projects)",
+  )
+    .optional()
+    .meta(
+      derived(
+        "The project chat messages are worked on in (a directory under ~/projects).",
+        "the first declared repo under projects/",
+      ),
+    ),
   respondTo: z.enum(["mentions", "all"]).default("mentions").meta({
     description: "In rooms, answer only when mentioned, or every message.",
   }),
@@ -608,6 +619,15 @@ export const TownSchema = z.strictObject({
         })
         .optional()
         .meta({ description: "The XMPP server the town chats on." }),
+      approvalRoom: line()
+        .min(1)
+        .optional()
+        .meta(
+          derived(
+            "Where the town bot posts approval requests (a Matrix room id or alias, a MUC address).",
+            "a direct chat with each approver",
+          ),
+        ),
     })
     .prefault({}),
   secrets: z

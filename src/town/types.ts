@@ -132,6 +132,8 @@ export interface ResolvedAgent {
     readonly matrix?: { readonly userId: string; readonly tokenSecret: ResolvedSecret };
     readonly xmpp?: { readonly jid: string; readonly passwordSecret: ResolvedSecret };
     readonly rooms: readonly string[];
+    /** Where chat messages are worked on; undefined when the agent declares no project. */
+    readonly project?: string;
     readonly respondTo: "mentions" | "all";
     readonly allow: readonly string[];
   };
@@ -192,6 +194,8 @@ export interface ResolvedTown {
       readonly domain: string;
       readonly bot?: { readonly jid: string; readonly passwordSecret: ResolvedSecret };
     };
+    /** Where the town bot posts approval requests; undefined: a direct chat with each approver. */
+    readonly approvalRoom?: string;
   };
   readonly secrets: { readonly sopsFile?: string; readonly ageKeyFile: string };
   readonly hosts: readonly {
