@@ -1,0 +1,664 @@
+/**
+ * The XMPP transport against a real Prosody on 127.0.0.1: the agent is an
+ * XmppTransport, the human (and a stranger) are raw @xmpp/client sessions
+ * that check what the agent's stanzas look like on the wire.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type Client, client, type XmlElement, xml } from "@xmpp/client";
+import type {
+  ChatMessage,
+  ChatReaction,
+  ConnectionState,
+  TransportHandlers,
+} from "../../src/chat/transport.ts";
+import { XmppTransport } from "../../src/chat/xmpp.ts";
+import { NS, stanzaIdBy } from "../../src/chat/xmpp-stanza.ts";
+import { XMPP_STATE_FILE } from "../../src/chat/xmpp-state.ts";
+import { type ProsodyServer, prosodyInstalled, startProsody } from "../support/prosody.ts";
+import { freePort } from "../support/server-process.ts";
+
+const AGENT_NICK = "Ada";
+
+/** What the transport delivered, and helpers to wait for it. */
+class Inbox {
+  readonly messages: ChatMessage[] = [];
+  readonly reactions: ChatReaction[] = [];
+  readonly states: { state: ConnectionState; detail?: string }[] = [];
+
+  readonly handlers: TransportHandlers = {
+    message: (message) => this.messages.push(message),
+    reaction: (reaction) => this.reactions.push(reaction),
+    connection: (state, detail) => this.states.push({ state, ...(detail ? { detail } : {}) }),
+  };
+
+  message(body: string): Promise<ChatMessage> {
+    return until(() => this.messages.find((m) => m.body === body), `message "${body}"`);
+  }
+
+  reaction(key: string): Promise<ChatReaction> {
+    return until(() => this.reactions.find((r) => r.key === key), `reaction ${key}`);
+  }
+}
+
+/** A person's raw XMPP session and every stanza it received. */
+class Person {
+  readonly stanzas: XmlElement[] = [];
+  readonly jid: string;
+  readonly client: Client;
+
+  constructor(jid: string, session: Client) {
+    this.jid = jid;
+    this.client = session;
+    session.on("stanza", (stanza) => this.stanzas.push(stanza));
+  }
+
+  waitFor(what: string, match: (stanza: XmlElement) => boolean, ms = 10_000) {
+    return until(() => this.stanzas.find(match), what, ms);
+  }
+
+  /** Sends a message; returns its id attribute. */
+  async say(
+    to: string,
+    type: "chat" | "groupchat",
+    body: string | undefined,
+    ...extra: XmlElement[]
+  ) {
+    const id = randomUUID();
+    await this.client.send(
+      xml(
+        "message",
+        { to, type, id },
+        body === undefined ? undefined : xml("body", {}, body),
+        ...extra,
+      ),
+    );
+    return id;
+  }
+
+  /** Says something in a MUC; returns the stanza id the room gave it (from the reflection). */
+  async sayInRoom(room: string, nick: string, body: string, ...extra: XmlElement[]) {
+    const id = await this.say(room, "groupchat", body, ...extra);
+    const reflected = await this.waitFor(
+      `the reflection of "${body}"`,
+      (s) => s.is("message") && s.attrs.from === `${room}/${nick}` && s.attrs.id === id,
+    );
+    return { id, stanzaId: stanzaIdBy(reflected, room) ?? assert.fail("no stanza id") };
+  }
+
+  /** Joins (and if new, creates as a non-anonymous room) `room` with `nick`. */
+  async join(room: string, nick: string) {
+    await this.client.send(
+      xml(
+        "presence",
+        { to: `${room}/${nick}` },
+        xml("x", { xmlns: NS.muc }, xml("history", { maxstanzas: "0" })),
+      ),
+    );
+    const self = await this.waitFor(`own presence in ${room}`, (s) =>
+      isSelfPresence(s, room, nick),
+    );
+    if (statusCodes(self).includes("201")) {
+      const field = (name: string, value: string) =>
+        xml("field", { var: name }, xml("value", {}, value));
+      await this.client.iqCaller.request(
+        xml(
+          "iq",
+          { type: "set", to: room },
+          xml(
+            "query",
+            { xmlns: NS.mucOwner },
+            xml(
+              "x",
+              { xmlns: NS.dataForms, type: "submit" },
+              field("FORM_TYPE", "http://jabber.org/protocol/muc#roomconfig"),
+              field("muc#roomconfig_whois", "anyone"),
+            ),
+          ),
+        ),
+      );
+    }
+  }
+
+  /** The agent's occupant presence in `room`, once it is there. */
+  agentIn(room: string, agentJid: string, after = 0) {
+    return this.waitFor(`the agent in ${room}`, (s) => {
+      if (this.stanzas.indexOf(s) < after || !s.is("presence") || s.attrs.type) return false;
+      if (!s.attrs.from?.startsWith(`${room}/`)) return false;
+      const item = s.getChild("x", NS.mucUser)?.getChild("item");
+      return item?.attrs.jid?.split("/")[0] === agentJid;
+    });
+  }
+
+  async stop() {
+    await this.client.stop().catch(() => {});
+  }
+}
+
+function isSelfPresence(stanza: XmlElement, room: string, nick: string) {
+  return (
+    stanza.is("presence") &&
+    stanza.attrs.from === `${room}/${nick}` &&
+    statusCodes(stanza).includes("110")
+  );
+}
+
+function statusCodes(stanza: XmlElement) {
+  return (stanza.getChild("x", NS.mucUser)?.getChildren("status") ?? []).map((s) => s.attrs.code);
+}
+
+/** XEP-0461 reply with an XEP-0428 fallback quoting `quoted`. */
+function replyWithFallback(to: string, id: string, quoted: string, text: string) {
+  const fallback = `> ${quoted}\n`;
+  return {
+    body: `${fallback}${text}`,
+    extra: [
+      xml("reply", { xmlns: NS.reply, to, id }),
+      xml(
+        "fallback",
+        { xmlns: NS.fallback, for: NS.reply },
+        xml("body", { start: "0", end: String(Array.from(fallback).length) }),
+      ),
+    ],
+  };
+}
+
+function reactions(target: string, ...keys: string[]) {
+  return xml(
+    "reactions",
+    { xmlns: NS.reactions, id: target },
+    keys.map((key) => xml("reaction", {}, key)),
+  );
+}
+
+async function until<T>(probe: () => T | undefined | false, what: string, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not installed" }, () => {
+  let prosody: ProsodyServer | undefined;
+  const server = () => prosody ?? assert.fail("Prosody did not start");
+  let agentJid = "";
+  let human: Person;
+  let stranger: Person;
+  let lobby = "";
+  const temps: string[] = [];
+  const running: XmppTransport[] = [];
+  const people: Person[] = [];
+
+  async function tempDir(): Promise<string> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nt-test-xmpp-"));
+    temps.push(dir);
+    return dir;
+  }
+
+  async function person(localpart: string): Promise<Person> {
+    const password = `pw-${localpart}`;
+    const jid = await server().register(localpart, password);
+    const session = client({
+      service: server().service,
+      domain: server().domain,
+      username: localpart,
+      password,
+      resource: "test",
+    });
+    session.reconnect.stop();
+    session.on("error", () => {});
+    const someone = new Person(jid, session);
+    people.push(someone);
+    await session.start();
+    await session.send(xml("presence"));
+    return someone;
+  }
+
+  function makeTransport(options: { stateDir: string; service?: string; password?: string }) {
+    const log: string[] = [];
+    const instance = new XmppTransport({
+      service: options.service ?? server().service,
+      domain: server().domain,
+      jid: agentJid,
+      password: options.password ?? "pw-agent",
+      rooms: [lobby],
+      inviters: new Set([human.jid]),
+      stateDir: options.stateDir,
+      displayName: AGENT_NICK,
+      log: (line) => log.push(line),
+    });
+    running.push(instance);
+    return { transport: instance, log };
+  }
+
+  async function startAgent(stateDir?: string) {
+    const made = makeTransport({ stateDir: stateDir ?? (await tempDir()) });
+    const inbox = new Inbox();
+    await made.transport.start(inbox.handlers);
+    return { ...made, inbox };
+  }
+
+  /** The agent of most tests: started once, in the lobby. */
+  let agent: Awaited<ReturnType<typeof startAgent>>;
+
+  before(async () => {
+    prosody = await startProsody();
+    agentJid = await server().register("agent", "pw-agent");
+    human = await person("human");
+    stranger = await person("stranger");
+    lobby = `lobby@${server().mucDomain}`;
+    await human.join(lobby, "human");
+    await human.sayInRoom(lobby, "human", "history before the agent existed");
+    await human.say(agentJid, "chat", "a direct message before the agent existed");
+  });
+
+  after(async () => {
+    for (const instance of running) await instance.stop();
+    for (const someone of people) await someone.stop();
+    await prosody?.stop();
+    for (const dir of temps) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("joins the declared room and delivers nothing said before its first start", async () => {
+    const mark = human.stanzas.length;
+    agent = await startAgent();
+    assert.equal(agent.transport.self, agentJid);
+    await human.agentIn(lobby, agentJid, mark);
+    const said = await human.sayInRoom(lobby, "human", "first after start");
+    const message = await agent.inbox.message("first after start");
+    assert.equal(message.room, lobby);
+    assert.equal(message.direct, false);
+    assert.equal(message.sender, human.jid);
+    assert.equal(message.id, said.stanzaId);
+    assert.equal(message.mentionsMe, false);
+    assert.ok(Math.abs(message.time - Date.now()) < 10_000);
+    assert.deepEqual(
+      agent.inbox.messages.map((m) => m.body),
+      ["first after start"],
+    );
+  });
+
+  it("delivers direct messages from the verified sender, and answers them in thread and as a reply", async () => {
+    const { transport, inbox } = agent;
+    const originalId = await human.say(
+      agentJid,
+      "chat",
+      "ada, are you there?",
+      xml("thread", {}, "t-direct"),
+    );
+    const message = await inbox.message("ada, are you there?");
+    assert.equal(message.direct, true);
+    assert.equal(message.room, human.jid);
+    assert.equal(message.sender, human.jid);
+    assert.equal(message.thread, "t-direct");
+    assert.equal(message.mentionsMe, true);
+    assert.ok(message.id.length > 0);
+    assert.equal(await transport.directRoom(`${human.jid}/laptop`), human.jid);
+
+    const sent = await transport.send(message.room, "here I am", {
+      thread: "t-direct",
+      replyTo: message.id,
+    });
+    assert.equal(sent.room, human.jid);
+    const seen = await human.waitFor(
+      "the agent's direct answer",
+      (s) => s.is("message") && s.getChildText("body") === "here I am",
+    );
+    assert.equal(seen.attrs.type, "chat");
+    assert.equal(seen.attrs.from?.split("/")[0], agentJid);
+    assert.equal(seen.getChildText("thread"), "t-direct");
+    const reply = seen.getChild("reply", NS.reply);
+    assert.equal(reply?.attrs.id, originalId);
+    assert.equal(reply?.attrs.to, human.jid);
+    assert.equal(seen.attrs.id, sent.id);
+    assert.equal(seen.getChild("origin-id", NS.stanzaId)?.attrs.id, sent.id);
+
+    // The human's reply and reaction name the agent's message by its id attribute.
+    const { body, extra } = replyWithFallback(agentJid, sent.id, "here I am", "good, thanks");
+    await human.say(agentJid, "chat", body, ...extra);
+    const answer = await inbox.message("good, thanks");
+    assert.equal(answer.inReplyTo, sent.id);
+    await human.say(agentJid, "chat", undefined, reactions(sent.id, "👍"));
+    const reaction = await inbox.reaction("👍");
+    assert.deepEqual(
+      { room: reaction.room, sender: reaction.sender, target: reaction.target },
+      { room: human.jid, sender: human.jid, target: sent.id },
+    );
+
+    // The agent's reaction names the human's message by its id attribute too.
+    await transport.react(message.room, message.id, "👀");
+    const reacted = await human.waitFor(
+      "the agent's direct reaction",
+      (s) => s.is("message") && s.getChild("reactions", NS.reactions) !== undefined,
+    );
+    const set = reacted.getChild("reactions", NS.reactions);
+    assert.equal(set?.attrs.id, originalId);
+    assert.deepEqual(
+      set?.getChildren("reaction").map((r) => r.getText()),
+      ["👀"],
+    );
+  });
+
+  it("delivers MUC messages with the occupant's real JID, thread, reply without its fallback, and mentions", async () => {
+    const { transport, inbox } = agent;
+    const asked = await human.sayInRoom(
+      lobby,
+      "human",
+      "Ada: can you look at this?",
+      xml("thread", {}, "t1"),
+    );
+    const message = await inbox.message("Ada: can you look at this?");
+    assert.equal(message.sender, human.jid);
+    assert.equal(message.id, asked.stanzaId);
+    assert.equal(message.thread, "t1");
+    assert.equal(message.mentionsMe, true);
+
+    const sent = await transport.send(lobby, "looking", { thread: "t1", replyTo: message.id });
+    const seen = await human.waitFor(
+      "the agent's answer in the room",
+      (s) => s.is("message") && s.getChildText("body") === "looking",
+    );
+    assert.equal(seen.attrs.type, "groupchat");
+    assert.equal(seen.attrs.from, `${lobby}/${AGENT_NICK}`);
+    assert.equal(seen.getChildText("thread"), "t1");
+    const reply = seen.getChild("reply", NS.reply);
+    assert.equal(reply?.attrs.id, asked.stanzaId);
+    assert.equal(reply?.attrs.to, `${lobby}/human`);
+    // What the agent returned is what the human refers to it by: the room's stanza id.
+    assert.equal(sent.id, stanzaIdBy(seen, lobby));
+    assert.equal(sent.room, lobby);
+
+    const { body, extra } = replyWithFallback(
+      `${lobby}/${AGENT_NICK}`,
+      sent.id,
+      "looking",
+      "thanks",
+    );
+    await human.sayInRoom(lobby, "human", body, ...extra);
+    const answer = await inbox.message("thanks");
+    assert.equal(answer.inReplyTo, sent.id);
+    assert.equal(answer.mentionsMe, false);
+
+    // A fallback without ranges: the leading quote lines go.
+    await human.sayInRoom(
+      lobby,
+      "human",
+      "> looking\n\nok then",
+      xml("reply", { xmlns: NS.reply, id: sent.id }),
+      xml("fallback", { xmlns: NS.fallback, for: NS.reply }),
+    );
+    assert.equal((await inbox.message("ok then")).inReplyTo, sent.id);
+  });
+
+  it("edits as a correction naming the original's id attribute", async () => {
+    const { transport } = agent;
+    const progress = await transport.send(lobby, "working… 1");
+    const first = await human.waitFor(
+      "the progress message",
+      (s) => s.is("message") && s.getChildText("body") === "working… 1",
+    );
+    await transport.edit(progress, "working… 2");
+    await transport.edit(progress, "done");
+    for (const text of ["working… 2", "done"]) {
+      const corrected = await human.waitFor(
+        `the correction "${text}"`,
+        (s) => s.is("message") && s.getChildText("body") === text,
+      );
+      assert.equal(corrected.getChild("replace", NS.correct)?.attrs.id, first.attrs.id);
+    }
+
+    const direct = await transport.send(human.jid, "draft");
+    await transport.edit(direct, "final");
+    const corrected = await human.waitFor(
+      "the direct correction",
+      (s) => s.is("message") && s.getChildText("body") === "final",
+    );
+    assert.equal(corrected.getChild("replace", NS.correct)?.attrs.id, direct.id);
+  });
+
+  it("delivers only newly added reactions, and reacts with the room's stanza ids", async () => {
+    const { transport, inbox } = agent;
+    const sent = await transport.send(lobby, "approve?");
+    await human.say(lobby, "groupchat", undefined, reactions(sent.id, "✅"));
+    const approved = await inbox.reaction("✅");
+    assert.deepEqual(
+      { room: approved.room, sender: approved.sender, target: approved.target },
+      { room: lobby, sender: human.jid, target: sent.id },
+    );
+    await human.say(lobby, "groupchat", undefined, reactions(sent.id, "✅", "🎉"));
+    await inbox.reaction("🎉");
+    assert.equal(inbox.reactions.filter((r) => r.key === "✅").length, 1);
+
+    const asked = await human.sayInRoom(lobby, "human", "react to me");
+    const message = await inbox.message("react to me");
+    await transport.react(lobby, message.id, "👀");
+    await transport.react(lobby, message.id, "✅");
+    const both = await human.waitFor("the agent's second reaction", (s) => {
+      const set = s.getChild("reactions", NS.reactions);
+      return set?.attrs.id === asked.stanzaId && set.getChildren("reaction").length === 2;
+    });
+    assert.equal(both.attrs.from, `${lobby}/${AGENT_NICK}`);
+    assert.deepEqual(
+      both
+        .getChild("reactions", NS.reactions)
+        ?.getChildren("reaction")
+        .map((r) => r.getText()),
+      ["👀", "✅"],
+    );
+  });
+
+  it("sends long text as several messages within maxMessageChars", async () => {
+    const { transport } = agent;
+    const lines = Array.from({ length: 300 }, (_, i) => `line ${i} ${"x".repeat(20)}`);
+    const text = lines.join("\n");
+    assert.ok(text.length > 2 * transport.maxMessageChars);
+    const mark = human.stanzas.length;
+    const first = await transport.sendLong(lobby, text, "answer.md");
+    const pieces = await until(() => {
+      const received = human.stanzas
+        .slice(mark)
+        .filter((s) => s.is("message") && s.attrs.from === `${lobby}/${AGENT_NICK}`)
+        .filter((s) => s.getChildText("body")?.includes("line "));
+      return received.length >= 3 &&
+        received.some((s) => s.getChildText("body")?.includes("line 299"))
+        ? received
+        : undefined;
+    }, "all pieces");
+    for (const piece of pieces)
+      assert.ok((piece.getChildText("body") ?? "").length <= transport.maxMessageChars);
+    assert.equal(stanzaIdBy(pieces[0] as XmlElement, lobby), first.id);
+    const joined = pieces.map((p) => p.getChildText("body")).join("\n");
+    for (const line of lines) assert.ok(joined.includes(line), line);
+  });
+
+  it("shows typing and presence to the human", async () => {
+    const { transport } = agent;
+    await transport.typing(lobby, true);
+    await human.waitFor(
+      "composing in the room",
+      (s) =>
+        s.is("message") &&
+        s.attrs.from === `${lobby}/${AGENT_NICK}` &&
+        s.getChild("composing", NS.chatStates) !== undefined,
+    );
+    await transport.typing(human.jid, false);
+    await human.waitFor(
+      "active in the direct chat",
+      (s) =>
+        s.is("message") &&
+        s.attrs.type === "chat" &&
+        s.getChild("active", NS.chatStates) !== undefined &&
+        s.getChildText("body") === null,
+    );
+
+    const presence = (show: string | null, status: string | null) =>
+      human.waitFor(`presence ${show}/${status}`, (s) => {
+        if (!s.is("presence") || s.attrs.from !== `${lobby}/${AGENT_NICK}` || s.attrs.type)
+          return false;
+        return s.getChildText("show") === show && s.getChildText("status") === status;
+      });
+    await transport.setPresence("busy", "working on: tests");
+    await presence("dnd", "working on: tests");
+    await transport.setPresence("away", "waiting for approval");
+    await presence("away", "waiting for approval");
+    await transport.setPresence("available", "ready");
+    await presence(null, "ready");
+  });
+
+  it("ignores a stranger's invitations and accepts an allowed inviter's", async () => {
+    const { log, inbox } = agent;
+    const strangers = `strangers@${server().mucDomain}`;
+    await stranger.join(strangers, "stranger");
+    await stranger.client.send(
+      xml(
+        "message",
+        { to: strangers },
+        xml("x", { xmlns: NS.mucUser }, xml("invite", { to: agentJid })),
+      ),
+    );
+    await stranger.say(
+      agentJid,
+      "chat",
+      undefined,
+      xml("x", { xmlns: NS.conference, jid: strangers }),
+    );
+    await until(
+      () =>
+        log.filter((line) => line.includes(`ignored the invitation to ${strangers}`)).length === 2,
+      "both invitations ignored",
+    );
+    assert.ok(log.some((line) => line.includes(stranger.jid)));
+
+    const mediated = `mediated@${server().mucDomain}`;
+    const mark = human.stanzas.length;
+    await human.join(mediated, "human");
+    await human.client.send(
+      xml(
+        "message",
+        { to: mediated },
+        xml("x", { xmlns: NS.mucUser }, xml("invite", { to: agentJid })),
+      ),
+    );
+    await human.agentIn(mediated, agentJid, mark);
+    const direct = `direct@${server().mucDomain}`;
+    await human.join(direct, "human");
+    await human.say(agentJid, "chat", undefined, xml("x", { xmlns: NS.conference, jid: direct }));
+    await human.agentIn(direct, agentJid, mark);
+    await until(
+      () => log.some((line) => line.includes(`accepted the invitation to ${direct}`)),
+      "log",
+    );
+    await human.sayInRoom(direct, "human", "welcome in");
+    const message = await inbox.message("welcome in");
+    assert.equal(message.room, direct);
+    assert.equal(message.sender, human.jid);
+
+    // The stranger never saw the agent in its room.
+    assert.ok(
+      !stranger.stanzas.some(
+        (s) => s.is("presence") && s.attrs.from === `${strangers}/${AGENT_NICK}`,
+      ),
+    );
+  });
+
+  it("after a restart delivers what was said while it was down, and nothing delivered before", async () => {
+    const stateDir = await tempDir();
+    const first = await startAgent(stateDir);
+    await human.sayInRoom(lobby, "human", "before the restart");
+    await human.say(agentJid, "chat", "direct before the restart");
+    await first.inbox.message("before the restart");
+    await first.inbox.message("direct before the restart");
+    await first.transport.stop();
+    const saved = await stat(path.join(stateDir, XMPP_STATE_FILE));
+    assert.equal(saved.mode & 0o777, 0o600);
+    const state = JSON.parse(await readFile(path.join(stateDir, XMPP_STATE_FILE), "utf8"));
+    assert.equal(state.jid, agentJid);
+
+    // The shared agent (another session of the same account) goes too, so the server stores.
+    await agent.transport.stop();
+    await human.sayInRoom(lobby, "human", "while it was down");
+    await human.say(agentJid, "chat", "direct while it was down");
+    await pause(200);
+    const second = await startAgent(stateDir);
+    await second.inbox.message("while it was down");
+    await second.inbox.message("direct while it was down");
+    await human.sayInRoom(lobby, "human", "after the restart");
+    await second.inbox.message("after the restart");
+    assert.deepEqual(second.inbox.messages.map((m) => m.body).sort(), [
+      "after the restart",
+      "direct while it was down",
+      "while it was down",
+    ]);
+    await second.transport.stop();
+  });
+
+  it("waits for a server that is down at start, and reports losing and regaining it", async () => {
+    // A TCP relay in front of Prosody stands in for the server: closed, then open.
+    const port = await freePort();
+    const target = new URL(server().service.replace("xmpp:", "http:"));
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((socket) => {
+      const upstream = net.connect(Number(target.port), target.hostname);
+      for (const s of [socket, upstream]) {
+        sockets.add(s);
+        s.on("close", () => sockets.delete(s));
+        s.on("error", () => s.destroy());
+      }
+      socket.pipe(upstream).pipe(socket);
+    });
+    const open = () => new Promise<void>((resolve) => relay.listen(port, "127.0.0.1", resolve));
+    const close = () =>
+      new Promise<void>((resolve) => {
+        relay.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      });
+    const { transport } = makeTransport({
+      stateDir: await tempDir(),
+      service: `xmpp://127.0.0.1:${port}`,
+    });
+    const inbox = new Inbox();
+    try {
+      const started = transport.start(inbox.handlers);
+      await until(() => inbox.states.find((s) => s.detail?.includes("retrying")), "a retry");
+      await open();
+      await started;
+      assert.equal(inbox.states.at(-1)?.state, "online");
+
+      await close();
+      await until(() => inbox.states.at(-1)?.state !== "online", "the loss to be reported");
+      await open();
+      await until(
+        () => inbox.states.at(-1)?.state === "online",
+        "the connection to come back",
+        20_000,
+      );
+      await human.sayInRoom(lobby, "human", "still there?");
+      await inbox.message("still there?");
+    } finally {
+      await transport.stop();
+      await close();
+    }
+  });
+
+  it("rejects a start with a password the server refuses, naming the account", async () => {
+    const { transport } = makeTransport({ stateDir: await tempDir(), password: "wrong" });
+    const started = Date.now();
+    await assert.rejects(transport.start(new Inbox().handlers), (error: Error) => {
+      assert.match(error.message, new RegExp(agentJid.replace(/[.]/g, "\\.")));
+      assert.match(error.message, /refused the credentials/);
+      assert.match(error.message, /not-authorized/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 5000);
+  });
+});
