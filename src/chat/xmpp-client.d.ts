@@ -20,6 +20,14 @@ declare module "@xmpp/client" {
     toString(): string;
   }
 
+  /** A SASL mechanism as saslmechanisms and xmpp.js drive it. */
+  export interface SaslMechanism {
+    readonly name: string;
+    readonly clientFirst: boolean;
+    response(credentials: { username?: string | null; password?: string | null }): string;
+    challenge(text: string): unknown;
+  }
+
   export type XmlChild = XmlElement | string | undefined | null | false;
 
   export function xml(
@@ -80,6 +88,8 @@ declare module "@xmpp/client" {
     /** Reconnects 1 s after each disconnect (a fixed delay; started by client()). */
     reconnect: { stop(): void };
     iqCaller: { request(stanza: XmlElement, timeout?: number): Promise<XmlElement> };
+    /** saslmechanisms' Factory: `create` makes the first entry whose name the server offers. */
+    saslFactory: { _mechs: { name: string; mech: new () => SaslMechanism }[] };
     /** XEP-0198: "resumed" when a reconnect resumed the session (no "online" then). */
     streamManagement: Emitter;
   }

@@ -85,6 +85,7 @@ import {
   type TransportHandlers,
   type TransportOptions,
 } from "./transport.ts";
+import { ScramSha1 } from "./xmpp-scram.ts";
 import {
   bareJid,
   dateTime,
@@ -243,6 +244,8 @@ export class XmppTransport implements ChatTransport {
       timeout: 5000,
     });
     client.reconnect.stop();
+    for (const entry of client.saslFactory._mechs)
+      if (entry.name === "SCRAM-SHA-1") entry.mech = ScramSha1;
     client.on("error", (error) => {
       if (this.#online) this.#options.log(`xmpp: ${describe(error)}`);
     });

@@ -81,6 +81,13 @@ class Person {
     return id;
   }
 
+  /** Resolves once the server has handled everything sent before (it answers in order). */
+  async sync(domain: string) {
+    await this.client.iqCaller.request(
+      xml("iq", { type: "get", to: domain }, xml("ping", { xmlns: NS.ping })),
+    );
+  }
+
   /** Says something in a MUC; returns the stanza id the room gave it (from the reflection). */
   async sayInRoom(room: string, nick: string, body: string, ...extra: XmlElement[]) {
     const id = await this.say(room, "groupchat", body, ...extra);
@@ -186,8 +193,6 @@ async function until<T>(probe: () => T | undefined | false, what: string, ms = 1
   }
 }
 
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not installed" }, () => {
   let prosody: ProsodyServer | undefined;
   const server = () => prosody ?? assert.fail("Prosody did not start");
@@ -260,6 +265,8 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
     await human.join(lobby, "human");
     await human.sayInRoom(lobby, "human", "history before the agent existed");
     await human.say(agentJid, "chat", "a direct message before the agent existed");
+    // Stored offline, not handed to an agent that logs in meanwhile.
+    await human.sync(server().domain);
   });
 
   after(async () => {
@@ -588,10 +595,11 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
     await agent.transport.stop();
     await human.sayInRoom(lobby, "human", "while it was down");
     await human.say(agentJid, "chat", "direct while it was down");
-    await pause(200);
+    await human.sync(server().domain);
     const second = await startAgent(stateDir);
-    await second.inbox.message("while it was down");
-    await second.inbox.message("direct while it was down");
+    // Both came from storage (room history, offline storage): their time is the server's stamp.
+    assert.equal((await second.inbox.message("while it was down")).time % 1000, 0);
+    assert.equal((await second.inbox.message("direct while it was down")).time % 1000, 0);
     await human.sayInRoom(lobby, "human", "after the restart");
     await second.inbox.message("after the restart");
     assert.deepEqual(second.inbox.messages.map((m) => m.body).sort(), [
