@@ -141,6 +141,8 @@ export class MatrixTransport implements ChatTransport {
   /** Set once the first /sync response of this start has been read. */
   #synced = false;
   readonly #declaredRoomIds = new Set<string>();
+  /** Declared rooms not joined yet: tried again whenever the connection comes back. */
+  readonly #unjoined = new Set<string>();
   readonly #invitesSeen = new Set<string>();
   readonly #encryptedLogged = new Set<string>();
   /** Joined member counts, from /sync summaries or /joined_members. */
@@ -180,8 +182,7 @@ export class MatrixTransport implements ChatTransport {
     clearingTimeouts(client);
     this.#client = client;
     try {
-      await this.#checkCredential(client);
-      this.#state ??= await this.#firstState(client);
+      this.#state = await this.#connect(client, this.#state);
       store.resumeFrom(this.#state.since);
       this.#direct = await this.#fetchDirect(client).catch((error: unknown) => {
         this.#options.log(`matrix: cannot read the m.direct account data: ${describe(error)}`);
@@ -198,8 +199,10 @@ export class MatrixTransport implements ChatTransport {
       await prepared;
       // MatrixRTC (group calls) starts on the first sync and tracks every room.
       client.matrixRTC.stop();
-      await this.#joinDeclaredRooms(client);
+      // The name first, so that joining a room is one membership event, not two.
       await this.#setDisplayName(client);
+      for (const room of this.#options.rooms) this.#unjoined.add(room);
+      await this.#joinDeclaredRooms(client);
     } catch (error) {
       await this.stop();
       throw error;
@@ -296,19 +299,28 @@ export class MatrixTransport implements ChatTransport {
 
   // --- start ---
 
-  /** whoami until the server answers: a refused token rejects, a server that is down is retried. */
-  async #checkCredential(client: MatrixClient): Promise<void> {
+  /**
+   * Checks the token (whoami) and, on a first start, gets the sync state to
+   * start from; a refused token rejects, a server that is down is retried.
+   */
+  async #connect(client: MatrixClient, saved: SyncFile | undefined): Promise<SyncFile> {
     const signal = this.#lifetime.signal;
     for (let attempt = 0; ; attempt++) {
-      let whoami: { user_id: string };
+      let state: SyncFile;
       try {
-        whoami = await client.whoami();
+        const { user_id } = await client.whoami();
+        if (user_id !== this.self)
+          throw new Error(
+            `matrix: the access token given for ${this.self} belongs to ${user_id} on ${this.#options.homeserver}`,
+          );
+        state = saved ?? (await this.#firstState(client));
       } catch (error) {
         if (signal.aborted) throw stoppedError(this.self);
         if (isRefusedCredential(error)) throw credentialError(this.self, this.#options, error);
+        if (!(error instanceof HTTPError || error instanceof ConnectionError)) throw error;
         if (!isTransient(error))
           throw new Error(
-            `matrix: ${this.#options.homeserver} answered whoami of ${this.self} with ${describe(error)}`,
+            `matrix: ${this.#options.homeserver} refused to start ${this.self}: ${describe(error)}`,
           );
         const delay = backoffDelay(attempt);
         this.#setConnection(
@@ -319,11 +331,7 @@ export class MatrixTransport implements ChatTransport {
         if (signal.aborted) throw stoppedError(this.self);
         continue;
       }
-      if (whoami.user_id !== this.self)
-        throw new Error(
-          `matrix: the access token given for ${this.self} belongs to ${whoami.user_id} on ${this.#options.homeserver}`,
-        );
-      return;
+      return state;
     }
   }
 
@@ -383,7 +391,7 @@ export class MatrixTransport implements ChatTransport {
   }
 
   async #joinDeclaredRooms(client: MatrixClient): Promise<void> {
-    for (const room of this.#options.rooms) {
+    for (const room of [...this.#unjoined]) {
       try {
         const { room_id } = await this.#request<{ room_id: string }>(
           client,
@@ -392,8 +400,11 @@ export class MatrixTransport implements ChatTransport {
           {},
         );
         this.#declaredRoomIds.add(room_id);
+        this.#unjoined.delete(room);
       } catch (error) {
-        this.#options.log(`matrix: cannot join ${room}: ${describe(error)}`);
+        this.#options.log(
+          `matrix: cannot join ${room} (tried again on reconnect): ${describe(error)}`,
+        );
       }
     }
   }
@@ -417,7 +428,9 @@ export class MatrixTransport implements ChatTransport {
     switch (state) {
       case SyncState.Prepared:
       case SyncState.Syncing:
+        if (this.#connection?.startsWith("online")) break;
         this.#setConnection("online");
+        if (this.#unjoined.size > 0 && this.#client) void this.#joinDeclaredRooms(this.#client);
         break;
       case SyncState.Reconnecting:
       case SyncState.Catchup:
@@ -486,11 +499,11 @@ export class MatrixTransport implements ChatTransport {
       const timeline = record(joined.timeline);
       const roomEvents = events(timeline?.events);
       this.#noteMembers(roomId, joined, roomEvents);
-      if (timeline?.limited === true && !first)
+      const cut = ownJoinIndex(roomEvents, this.self);
+      if (timeline?.limited === true && cut < 0)
         this.#options.log(
           `matrix: ${roomId}: more than ${TIMELINE_LIMIT} events since the last sync; older ones were not delivered`,
         );
-      const cut = ownJoinIndex(roomEvents, this.self);
       roomEvents.forEach((event, index) => {
         const ts = typeof event.origin_server_ts === "number" ? event.origin_server_ts : 0;
         const keep = index > cut && !(first && ts < (previous?.watermark ?? 0));
@@ -869,7 +882,7 @@ function preview(text: string, name: string): string {
  * A reply's body without the quoted fallback: the leading "> <@user> …"
  * lines and the blank line after them.
  */
-export function stripReplyFallback(body: string): string {
+function stripReplyFallback(body: string): string {
   if (!body.startsWith("> <")) return body;
   const lines = body.split("\n");
   let index = 0;
@@ -879,12 +892,7 @@ export function stripReplyFallback(body: string): string {
 }
 
 /** Whether a message names this account: an intentional mention, a pill, the user id, display name or localpart as a word. */
-export function mentionsMe(
-  content: Json,
-  body: string,
-  self: string,
-  displayName: string,
-): boolean {
+function mentionsMe(content: Json, body: string, self: string, displayName: string): boolean {
   const ids = record(content["m.mentions"])?.user_ids;
   if (Array.isArray(ids) && ids.includes(self)) return true;
   if (body.includes(self)) return true;
