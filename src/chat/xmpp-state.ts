@@ -35,7 +35,7 @@ const HANDLED_IDS = 100;
  * know its ids: a later join asks from the watermark less the clock margin,
  * which may reach back before the first join.
  */
-export const FIRST_JOIN_HISTORY = 50;
+export const FIRST_JOIN_HISTORY = 20;
 /** Rooms remembered; the ones quiet longest are forgotten first. */
 const MAX_ROOMS = 200;
 /**

@@ -189,6 +189,8 @@ export class XmppTransport implements ChatTransport {
   #running = false;
   #online = false;
   #everOnline = false;
+  /** Counts sessions (not resumptions), so work begun in one is not finished in the next. */
+  #session = 0;
   /** Aborted by stop: ends waits and the reconnect loop. */
   #lifetime = new AbortController();
   #first: { resolve: () => void; reject: (error: Error) => void } | undefined;
@@ -218,6 +220,8 @@ export class XmppTransport implements ChatTransport {
     this.self = jid.bare;
     this.#localpart = jid.local;
     this.#domain = options.domain.toLowerCase();
+    if (jid.domain !== this.#domain)
+      throw new Error(`xmpp: ${jid.bare} is not an account of ${this.#domain} (the XMPP domain)`);
   }
 
   async start(handlers: TransportHandlers): Promise<void> {
@@ -260,7 +264,11 @@ export class XmppTransport implements ChatTransport {
     const first = new Promise<void>((resolve, reject) => {
       this.#first = { resolve, reject };
     });
-    void this.#run(client);
+    this.#run(client).catch((error: unknown) => {
+      this.#options.log(`xmpp: the connection loop failed: ${describe(error)}`);
+      this.#first?.reject(error instanceof Error ? error : new Error(String(error)));
+      this.#first = undefined;
+    });
     try {
       await first;
     } catch (error) {
@@ -315,6 +323,8 @@ export class XmppTransport implements ChatTransport {
       return { id: origin, room: address };
     }
     const reflected = this.#reflection(address, origin);
+    // stop() may reject it before it is awaited.
+    reflected.catch(() => {});
     try {
       await client.send(stanza);
     } catch (error) {
@@ -451,6 +461,7 @@ export class XmppTransport implements ChatTransport {
       }
       attempt = 0;
       const closed = untilDisconnected(client);
+      this.#session++;
       this.#online = true;
       this.#everOnline = true;
       this.#setConnection("online", how === "resumed" ? "session resumed" : undefined);
@@ -587,11 +598,18 @@ export class XmppTransport implements ChatTransport {
   /** Joins and waits until the room's history is over (its subject came), or a while. */
   async #join(client: Client, room: Room): Promise<void> {
     if (room.status !== "out") return;
+    const session = this.#session;
     room.status = "joining";
     room.occupants.clear();
     const features = await this.#features(client, room.address);
+    if (session !== this.#session || room.status !== "joining") return;
     this.#noteFeatures(room, features);
-    if (room.status !== "joining" || client !== this.#client) return;
+    if (room.invited && !features?.has(NS.muc)) {
+      // An invitation names an existing room: no joining (and so creating) anything else.
+      room.status = "out";
+      this.#options.log(`xmpp: ${room.address} is not an existing chat room; not joining it`);
+      return;
+    }
     const mark = this.#state?.watermark(room.address);
     const history =
       mark === undefined

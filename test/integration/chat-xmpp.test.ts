@@ -247,10 +247,11 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
   }
 
   async function startAgent(stateDir?: string) {
-    const made = makeTransport({ stateDir: stateDir ?? (await tempDir()) });
+    const dir = stateDir ?? (await tempDir());
+    const made = makeTransport({ stateDir: dir });
     const inbox = new Inbox();
     await made.transport.start(inbox.handlers);
-    return { ...made, inbox };
+    return { ...made, inbox, stateDir: dir };
   }
 
   /** The agent of most tests: started once, in the lobby. */
@@ -576,6 +577,15 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
         (s) => s.is("presence") && s.attrs.from === `${strangers}/${AGENT_NICK}`,
       ),
     );
+
+    // The rooms joined on an invitation are joined again after a restart.
+    await agent.transport.stop();
+    const state = JSON.parse(await readFile(path.join(agent.stateDir, XMPP_STATE_FILE), "utf8"));
+    assert.deepEqual(Object.keys(state.invited).sort(), [direct, mediated]);
+    const rejoin = human.stanzas.length;
+    agent = await startAgent(agent.stateDir);
+    await human.agentIn(mediated, agentJid, rejoin);
+    await human.agentIn(direct, agentJid, rejoin);
   });
 
   it("after a restart delivers what was said while it was down, and nothing delivered before", async () => {
