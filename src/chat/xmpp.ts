@@ -45,19 +45,23 @@
  * Restart safety (no message delivered twice, none said while down lost),
  * with the state in DeliveryState (xmpp-state.ts):
  * - MUC: a room joined for the first time delivers none of the history it
- *   sends (its last messages, whose ids are remembered) and sets its
+ *   sends (its last 20 messages, whose ids are remembered) and sets its
  *   watermark to now; afterwards each (re)join asks for the history since
  *   the watermark less a clock margin (the watermark of a live message is our
  *   clock, a history stamp the server's, in whole seconds), and of what
- *   comes, anything before that or already handled is dropped. A room
- *   keeps only its last messages (Prosody: 20 by default, or its archive
- *   with mod_muc_mam); more said while down are not delivered.
+ *   comes, anything before that or already handled is dropped. A room sends
+ *   at most its history length (Prosody: 20 by default, from its archive
+ *   with mod_muc_mam); more said while down are not delivered. (Were more
+ *   than the 100 remembered ids delivered in one room within the margin
+ *   before a stop, the oldest of them could come again.)
  * - Direct: messages sent while offline come from the server's offline
  *   storage with a delay stamp; they are delivered when not delivered before
  *   and newer than the peer's watermark (a new peer: than the state file);
  *   on the very first start, none. Stored-message archives (MAM) are not
  *   queried: offline storage and room history cover the down time without it.
  * - The state is saved before each delivery.
+ * - What each person's reactions were is kept in memory only: a reaction
+ *   set changed while down delivers all its keys again.
  *
  * Not supported: files (no HTTP upload: sendLong splits), incoming edits
  * (ignored, as on Matrix), MUC private messages (ignored: the sender is only
@@ -226,12 +230,12 @@ export class XmppTransport implements ChatTransport {
 
   async start(handlers: TransportHandlers): Promise<void> {
     if (this.#running) throw new Error(`xmpp: ${this.self} is already started`);
+    this.#state = DeliveryState.load(this.#options.stateDir, this.self, this.#options.log);
     this.#running = true;
     this.#lifetime = new AbortController();
     this.#handlers = handlers;
     this.#connection = undefined;
     this.#everOnline = false;
-    this.#state = DeliveryState.load(this.#options.stateDir, this.self, this.#options.log);
     this.#rooms.clear();
     for (const room of this.#options.rooms) {
       const address = bareJid(room);
@@ -301,6 +305,8 @@ export class XmppTransport implements ChatTransport {
       }
       await dropSocket(client);
       client.removeAllListeners();
+      // An error event nobody listens to would throw.
+      client.on("error", () => {});
     }
     if (wasRunning) this.#setConnection("offline", "stopped");
   }
@@ -462,6 +468,8 @@ export class XmppTransport implements ChatTransport {
       attempt = 0;
       const closed = untilDisconnected(client);
       this.#session++;
+      // A new session is in no room; a resumed one is still in its rooms.
+      if (how === "online") for (const room of this.#rooms.values()) room.status = "out";
       this.#online = true;
       this.#everOnline = true;
       this.#setConnection("online", how === "resumed" ? "session resumed" : undefined);
@@ -531,7 +539,6 @@ export class XmppTransport implements ChatTransport {
     this.#accountStanzaIds = features?.has(NS.stanzaId) ?? false;
     // Offline messages follow the initial presence.
     await client.send(xml("presence", {}, ...this.#presenceChildren())).catch(() => {});
-    for (const room of this.#rooms.values()) room.status = "out";
     await Promise.all([...this.#rooms.values()].map((room) => this.#join(client, room)));
   }
 
@@ -793,7 +800,8 @@ export class XmppTransport implements ChatTransport {
       this.#onErrorMessage(stanza, from);
       return;
     }
-    if (this.#onInvitation(stanza, from)) return;
+    // An occupant's groupchat message is no invitation, whatever it carries.
+    if (type !== "groupchat" && this.#onInvitation(stanza, from)) return;
     if (type === "groupchat") this.#onGroupchat(stanza, from);
     else if (type === "chat" || type === "normal") this.#onDirect(stanza, from);
   }
