@@ -5,11 +5,15 @@
  *
  *   node bench/run.ts [agents]        (default 1000)
  *
- * Then the host benchmarks (bench/host.ts: resets, no-op apply), as root only.
+ * Then, as root only: the host (bench/host.ts: resets, no-op apply), the
+ * approval round trip (bench/approval.ts) and chat latency and memory
+ * (bench/chat.ts).
  */
 import { performance } from "node:perf_hooks";
 import { formatProblem } from "../src/town/problems.ts";
 import { resolveTown } from "../src/town/resolve.ts";
+import { benchApproval } from "./approval.ts";
+import { benchChat } from "./chat.ts";
 import { benchHost } from "./host.ts";
 import { generateTown } from "./towns.ts";
 
@@ -89,7 +93,9 @@ function main(argv: readonly string[]): number {
 }
 
 process.exitCode = main(process.argv.slice(2));
-if (process.exitCode === 0) {
+// The host, approval and chat benches need root (accounts, sockets handed to groups, servers' users).
+for (const next of [benchHost, benchApproval, benchChat]) {
+  if (process.exitCode !== 0) break;
   console.log("");
-  process.exitCode = await benchHost();
+  process.exitCode = await next();
 }

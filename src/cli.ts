@@ -177,6 +177,21 @@ export function buildProgram(): Command {
     const { agent } = await import("./commands/agent.ts");
     process.exitCode = await agent({ ...opts, name, ...streams() });
   });
+  townOptions(
+    program
+      .command("chat")
+      .description(
+        "run an agent's chat presence (as the agent): answers its rooms through its daemon",
+      )
+      .argument("<name>", "the agent")
+      .option(
+        "--secret-file <file>",
+        "read the chat credential here (default: ~/.config/nuketown/chat-secret, placed by apply)",
+      ),
+  ).action(async (name: string, opts: TownOpts & { secretFile?: string }) => {
+    const { chat } = await import("./commands/chat.ts");
+    process.exitCode = await chat({ ...opts, name, ...streams() });
+  });
   townOptions(program.command("approvald").description("run the approval daemon (as root)")).action(
     async (opts: TownOpts) => {
       const { approvald } = await import("./commands/approval.ts");

@@ -90,7 +90,9 @@ export class ChatResident {
       connection: (state, detail) =>
         this.#o.log(`${this.#transport.kind}: ${state}${detail ? ` (${detail})` : ""}`),
     });
-    await this.#setPresence("available", "ready");
+    await this.#setPresence("available", "ready").catch((error: Error) =>
+      this.#o.log(`presence: ${error.message}`),
+    );
     this.#o.log(`online as ${this.#transport.self}`);
   }
 

@@ -74,7 +74,8 @@ export async function agent(opts: AgentOptions): Promise<number> {
   return EXIT.ok;
 }
 
-function stopSignal(): Promise<NodeJS.Signals> {
+/** Resolves on the first SIGTERM or SIGINT. */
+export function stopSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       process.off("SIGTERM", stop);

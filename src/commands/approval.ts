@@ -7,10 +7,14 @@ import { ApprovalDaemon } from "../approval/daemon.ts";
 import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";
 import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
 import type { PendingRequest } from "../approval/protocol.ts";
+import { ChatApprovalChannel } from "../chat/approval-channel.ts";
+import { openTransport } from "../chat/connect.ts";
 import { EXIT, RefusedError } from "../errors.ts";
-import { createDecryptor } from "../host/secrets.ts";
+import { ensureDir } from "../host/files.ts";
+import { createDecryptor, type SecretDecryptor } from "../host/secrets.ts";
 import { parseGroup } from "../host/tables.ts";
 import { printable, type Streams, table } from "../output.ts";
+import type { ResolvedTown } from "../town/types.ts";
 import {
   CHANGED,
   DEFAULT_MANIFEST,
@@ -34,16 +38,21 @@ export async function approvald(opts: TownOptions): Promise<number> {
   const original = await readText(source);
   const town = await townFrom(opts);
   const gid = await approversGid(town.approval.approversGroup);
+  const decryptor = createDecryptor({ ageKeyFile: town.secrets.ageKeyFile });
   const daemon = new ApprovalDaemon({
     town,
     audit: new AuditLog(town.paths.auditLog, { group: gid }),
-    decryptor: createDecryptor({ ageKeyFile: town.secrets.ageKeyFile }),
+    decryptor,
   });
+  const log = (line: string) => opts.err.write(`nuketown approvald: ${line}\n`);
   if (town.approval.channels.includes("desktop")) {
     const mayor = approvingMayor(town);
-    const log = (line: string) => opts.err.write(`nuketown approvald: ${line}\n`);
     if (mayor) daemon.addChannel(new DesktopChannel({ mayor, log }));
     else log("desktop: no mayor who may approve (approver = true), so no desktop dialogs");
+  }
+  if (town.approval.channels.includes("chat")) {
+    const channel = await chatChannel(town, decryptor, log);
+    if (channel) daemon.addChannel(channel);
   }
   await daemon.start();
   opts.err.write(
@@ -71,6 +80,60 @@ export async function approvald(opts: TownOptions): Promise<number> {
     changed.stop();
   }
   return EXIT.ok;
+}
+
+/**
+ * The town bot on the chat network, when the town chats and declares one.
+ * It connects in the background: approvald serves the terminal at once, and
+ * a chat server that is down is retried, never fatal.
+ */
+async function chatChannel(
+  town: ResolvedTown,
+  decryptor: SecretDecryptor,
+  log: (line: string) => void,
+): Promise<ChatApprovalChannel | undefined> {
+  const kind = town.chat.transport;
+  const bot =
+    kind === "matrix"
+      ? town.chat.matrix?.bot && {
+          id: town.chat.matrix.bot.userId,
+          secret: town.chat.matrix.bot.tokenSecret,
+        }
+      : kind === "xmpp"
+        ? town.chat.xmpp?.bot && {
+            id: town.chat.xmpp.bot.jid,
+            secret: town.chat.xmpp.bot.passwordSecret,
+          }
+        : undefined;
+  if (!bot) {
+    if (kind !== "local")
+      log(`chat: no town bot declared (chat.${kind}.bot): requests are not posted to chat`);
+    return undefined;
+  }
+  const stateDir = path.join(town.stateDir, "chat-bot");
+  await ensureDir(stateDir, 0o700);
+  const secret =
+    (await decryptor.decrypt(bot.secret)).toString("utf8").split("\n")[0]?.trim() ?? "";
+  const channel = new ChatApprovalChannel({
+    town,
+    log,
+    transport: await openTransport(
+      town,
+      { id: bot.id, secret },
+      {
+        rooms: town.chat.approvalRoom ? [town.chat.approvalRoom] : [],
+        inviters: new Set(),
+        stateDir,
+        displayName: `${town.name} approvals`,
+        log: (line) => log(`chat: ${line}`),
+      },
+    ),
+  });
+  channel.start().then(
+    () => log(`chat: the town bot ${bot.id} is online`),
+    (error: Error) => log(`chat: the town bot cannot connect: ${error.message}`),
+  );
+  return channel;
 }
 
 async function approversGid(name: string): Promise<number | undefined> {

@@ -3,7 +3,7 @@ import path from "node:path";
 import { EXIT } from "../errors.ts";
 import { ensureDir, writeFileAtomic } from "../host/files.ts";
 import { systemdIsInit } from "../host/observe.ts";
-import { APPROVALD_UNIT, agentUnitName } from "../host/render/units.ts";
+import { APPROVALD_UNIT, agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { systemRunner } from "../host/system.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
@@ -38,7 +38,11 @@ export async function up(opts: UpOptions): Promise<number> {
   const town = await townFrom({ ...opts, err: nullStream });
 
   if (await systemdIsInit()) {
-    const units = [APPROVALD_UNIT, ...town.agents.map((a) => agentUnitName(a.name))];
+    const units = [
+      APPROVALD_UNIT,
+      ...town.agents.map((a) => agentUnitName(a.name)),
+      ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnitName(a.name)),
+    ];
     await systemRunner.run("systemctl", ["start", ...units]);
     opts.out.write(`\n${guide(town, `systemd runs ${units.join(", ")}`)}`);
     return EXIT.ok;
@@ -65,6 +69,22 @@ export async function up(opts: UpOptions): Promise<number> {
         log: path.join(logs, `agent-${agent.name}.log`),
       }),
     ),
+    ...town.agents
+      .filter((agent) => chatRuns(town, agent))
+      .map(
+        (agent): ServiceSpec => ({
+          name: `chat ${agent.name}`,
+          command: process.execPath,
+          args: [CLI, "chat", agent.name, "--manifest", town.paths.manifest],
+          uid: agent.uid,
+          gid: agent.gid,
+          cwd: agent.home,
+          env: agentServiceEnv(town, agent),
+          log: path.join(logs, `chat-${agent.name}.log`),
+          // Its restart must not take the agent daemon's work down with it.
+          reapUser: false,
+        }),
+      ),
   ];
   // One write at a time, each of the state as it is when it runs: concurrent
   // renames could otherwise leave an older state on disk last.

@@ -14,7 +14,7 @@ import { writeFileAtomic } from "./files.ts";
 import { createHome, createImage, emptyTrash, mountHomes, removeHome } from "./homes.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";
 import type { Action, HostPlan } from "./plan.ts";
-import { agentUnitName, type UnitFile } from "./render/units.ts";
+import { agentUnitName, chatUnitName, type UnitFile } from "./render/units.ts";
 import { type RoundContext, resetAgent, stopAgent } from "./round.ts";
 import { type HostState, readState, writeState } from "./state.ts";
 import { verifySudoers, verifyUnits } from "./verify.ts";
@@ -215,9 +215,8 @@ async function execute(
     case "remove-agent": {
       const gone = { name: action.agent, uid: action.uid, home: action.home };
       if (ctx.systemd)
-        await runner.run("systemctl", ["disable", "--now", agentUnitName(gone.name)], {
-          allowFailure: true,
-        });
+        for (const unit of [chatUnitName(gone.name), agentUnitName(gone.name)])
+          await runner.run("systemctl", ["disable", "--now", unit], { allowFailure: true });
       await stopAgent({ runner, systemd: false }, gone);
       await unmountBelow(action.home, runner);
       await removeHome(town, { name: gone.name, home: action.home }, runner);

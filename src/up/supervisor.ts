@@ -18,6 +18,12 @@ export interface ServiceSpec {
   readonly cwd?: string;
   /** Appended with the child's stdout and stderr. */
   readonly log: string;
+  /**
+   * Before a restart, kill everything else running as `uid` (what an agent
+   * daemon started outlives it). Off for a service that shares the uid with
+   * one that must keep running (the agent's chat beside its daemon).
+   */
+  readonly reapUser?: boolean;
 }
 
 export interface ServiceState {
@@ -153,7 +159,9 @@ export class Supervisor {
     // What the daemon started (its runtimes, in their own process groups) outlives it:
     // a new daemon must not find the old one's work still running.
     const reaped =
-      spec.uid !== undefined && spec.uid !== 0 ? killUser(spec.uid) : Promise.resolve();
+      spec.reapUser !== false && spec.uid !== undefined && spec.uid !== 0
+        ? killUser(spec.uid)
+        : Promise.resolve();
     void reaped.then(() => {
       if (this.#stopping) return;
       service.timer = setTimeout(() => {

@@ -20,6 +20,19 @@ export function agentUnitName(agent: string): string {
   return `nuketown-agent-${agent}.service`;
 }
 
+/** Name of the service running one agent's chat presence. */
+export function chatUnitName(agent: string): string {
+  return `nuketown-chat-${agent}.service`;
+}
+
+/** The agent is online: chat enabled, and it has an account on the town's chat network. */
+export function chatRuns(town: ResolvedTown, agent: ResolvedAgent): boolean {
+  if (!agent.chat.enable) return false;
+  if (town.chat.transport === "matrix") return agent.chat.matrix !== undefined;
+  if (town.chat.transport === "xmpp") return agent.chat.xmpp !== undefined;
+  return false;
+}
+
 /** What a system service gets when it sets no PATH (systemd.exec(5), split /usr). */
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -34,6 +47,7 @@ export function renderUnits(town: ResolvedTown): UnitFile[] {
     resetUnit(town),
     approvaldUnit(town),
     ...town.agents.map((a) => agentUnit(town, a)),
+    ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnit(town, a)),
   ];
   return units.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
@@ -155,6 +169,32 @@ function agentUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
       ...agentHardening(agent),
     ],
     Install: ["WantedBy=multi-user.target"],
+  });
+}
+
+function chatUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
+  const daemon = agentUnitName(agent.name);
+  return unitFile(town, chatUnitName(agent.name), {
+    Unit: [
+      `Description=nuketown chat: ${word(agent.name)} online on ${town.chat.transport}`,
+      // It hands messages to the agent daemon: stopped and restarted with it (a round stops both).
+      `After=${daemon} network-online.target`,
+      `Wants=network-online.target`,
+      `PartOf=${daemon}`,
+    ],
+    Service: [
+      `User=${word(agent.name)}`,
+      `Group=${word(agent.group)}`,
+      `WorkingDirectory=${word(agent.home)}`,
+      ...agentEnvironment(town, agent),
+      `ExecStart=${word(town.install.bin)} chat ${word(agent.name)} --manifest ${word(town.paths.manifest)}`,
+      "Restart=on-failure",
+      "RestartSec=5",
+      "",
+      ...agentHardening(agent),
+    ],
+    // Wanted by the agent's unit too: a round that starts the agent brings its chat back.
+    Install: [`WantedBy=multi-user.target ${daemon}`],
   });
 }
 

@@ -1,0 +1,131 @@
+/**
+ * Chat: message-to-reply latency through each real server (Synapse,
+ * Prosody) with a trivial `command` runtime, against an echo between two
+ * plain chat clients on the same server in the same process (the server's
+ * and the transport's own cost); and the resident memory of one idle online
+ * agent's chat service. Goals: p99 under 250 ms on loopback; under 80 MB per
+ * idle agent. Needs root (the town's accounts) and both servers installed
+ * (scripts/install-chat-servers.sh).
+ */
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import type { ChatMessage, TransportKind } from "../src/chat/transport.ts";
+import { type ChatTown, startChatTown } from "../test/support/chat-town.ts";
+import { run } from "../test/support/host.ts";
+
+const ROUNDS = 60;
+const WARMUP = 5;
+const IDLE_MS = 10_000;
+const GOAL_P99_MS = 250;
+const GOAL_RSS_MB = 80;
+
+const pick = (sorted: readonly number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
+const ms = (value: number) => value.toFixed(1).padStart(9);
+
+/** Send, then wait for the first message that `answers` accepts; the time between. */
+async function roundTrip(
+  town: ChatTown,
+  send: () => Promise<unknown>,
+  answers: (message: ChatMessage) => boolean,
+): Promise<number> {
+  const t0 = performance.now();
+  const got = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no answer within 30 s")), 30_000);
+    const listener = (message: ChatMessage) => {
+      if (!answers(message)) return;
+      town.mayor.listeners.delete(listener);
+      clearTimeout(timer);
+      resolve();
+    };
+    town.mayor.listeners.add(listener);
+  });
+  await send();
+  await got;
+  return performance.now() - t0;
+}
+
+function rssMb(pattern: string): number | undefined {
+  const pid = run("pgrep", ["-f", pattern]).stdout.trim().split("\n")[0];
+  if (!pid) return undefined;
+  const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return kb === undefined ? undefined : Number(kb) / 1024;
+}
+
+async function benchTransport(kind: TransportKind, uid: number): Promise<boolean> {
+  const town = await startChatTown({
+    kind,
+    label: `bench${kind.slice(0, 2)}`,
+    agentUid: uid,
+    mayorUid: uid + 1,
+    sudo: false,
+  });
+  try {
+    // The stranger echoes the mayor in room one: the same server and transports, no agent.
+    town.stranger.listeners.add((message) => {
+      if (message.sender === town.mayor.id && message.body.startsWith("echo "))
+        town.stranger.transport.send(message.room, `echoed ${message.body}`).catch(() => {});
+    });
+    const agent: number[] = [];
+    const echo: number[] = [];
+    for (let i = 0; i < WARMUP + ROUNDS; i++) {
+      const a = await roundTrip(
+        town,
+        () => town.mayor.transport.send(town.direct, `ping ${i}`),
+        (m) => m.sender === town.agentId && m.body.includes(`you said: ping ${i} `),
+      );
+      const e = await roundTrip(
+        town,
+        () => town.mayor.transport.send(town.rooms.one, `echo ${i}`),
+        (m) => m.sender === town.stranger.id && m.body === `echoed echo ${i}`,
+      );
+      if (i >= WARMUP) {
+        agent.push(a);
+        echo.push(e);
+      }
+    }
+    agent.sort((a, b) => a - b);
+    echo.sort((a, b) => a - b);
+    await new Promise((r) => setTimeout(r, IDLE_MS));
+    const chatRss = rssMb(`chat ${town.agent} --manifest`);
+    const daemonRss = rssMb(`agent ${town.agent} --manifest`);
+
+    console.log(`${kind}: ${ROUNDS} round trips (after ${WARMUP} warm-up)`);
+    console.log(`${"".padEnd(34)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}`);
+    console.log(
+      `${"message → agent's reply".padEnd(34)}${ms(pick(agent, 0.5))}${ms(pick(agent, 0.99))}`,
+    );
+    console.log(
+      `${"message → echo (baseline)".padEnd(34)}${ms(pick(echo, 0.5))}${ms(pick(echo, 0.99))}`,
+    );
+    console.log(`reply / echo (p50): ${(pick(agent, 0.5) / pick(echo, 0.5)).toFixed(1)}x`);
+    const p99 = pick(agent, 0.99);
+    console.log(
+      `goal: p99 under ${GOAL_P99_MS} ms: ${p99.toFixed(1)} ms, ${p99 < GOAL_P99_MS ? "met" : "NOT met"}`,
+    );
+    console.log(
+      `idle agent after ${IDLE_MS / 1000} s: chat service ${chatRss?.toFixed(1) ?? "?"} MB RSS` +
+        ` (agent daemon beside it: ${daemonRss?.toFixed(1) ?? "?"} MB)`,
+    );
+    const rssMet = chatRss !== undefined && chatRss < GOAL_RSS_MB;
+    console.log(
+      `goal: under ${GOAL_RSS_MB} MB per idle agent's chat: ${rssMet ? "met" : "NOT met"}`,
+    );
+    return true;
+  } finally {
+    await town.stop();
+  }
+}
+
+export async function benchChat(): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    console.log("chat: skipped (needs root for the town's accounts)");
+    return 0;
+  }
+  await benchTransport("matrix", 60811);
+  console.log("");
+  await benchTransport("xmpp", 60821);
+  return 0;
+}
+
+if (import.meta.main) process.exitCode = await benchChat();

@@ -1,0 +1,89 @@
+/**
+ * `nuketown chat <name>`: the agent's presence on the town's chat network,
+ * run as the agent (one service per agent, beside its daemon). Messages
+ * become tasks on the agent daemon's socket; answers go back where they were
+ * asked. Like the daemon it stops and exits 75 when its town changes.
+ */
+import path from "node:path";
+import { openTransport, readCredential } from "../chat/connect.ts";
+import { agentChatId, allowedFor } from "../chat/people.ts";
+import { ChatResident } from "../chat/resident.ts";
+import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import type { Streams } from "../output.ts";
+import { CHAT_SECRET_FILE } from "../town/rules.ts";
+import { EXIT_TOWN_CHANGED, stopSignal } from "./agent.ts";
+import { CHANGED, DEFAULT_MANIFEST, readText, townChange, townFrom } from "./town-source.ts";
+
+export interface ChatOptions extends Streams {
+  readonly name: string;
+  readonly config?: string;
+  readonly manifest?: string;
+  readonly cwd: string;
+  /** Read the credential from this file instead of the one apply placed in the home. */
+  readonly secretFile?: string;
+  readonly until?: Promise<unknown>;
+  readonly onReady?: (resident: ChatResident) => void;
+  readonly watchIntervalMs?: number;
+}
+
+export async function chat(opts: ChatOptions): Promise<number> {
+  const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
+  const original = await readText(source);
+  const town = await townFrom(opts);
+  const agent = town.agents.find((a) => a.name === opts.name);
+  const problem = (where: string, message: string) =>
+    new ConfigError(opts.config ?? opts.manifest ?? "the manifest", [{ path: where, message }]);
+  if (!agent)
+    throw problem(`agents.${opts.name}`, `no enabled agent "${opts.name}" in town ${town.name}`);
+  if (!agent.chat.enable)
+    throw problem(`agents.${agent.name}.chat.enable`, "chat is not enabled for this agent");
+  const kind = town.chat.transport;
+  if (kind === "local")
+    throw problem("chat.transport", "no chat network is declared (chat.matrix or chat.xmpp)");
+  const id = agentChatId(agent, kind);
+  if (!id) throw problem(`agents.${agent.name}.chat.${kind}`, `the agent has no ${kind} account`);
+  const uid = process.getuid?.();
+  if (uid !== agent.uid) {
+    throw new RefusedError(
+      `nuketown chat ${agent.name} must run as ${agent.name} (uid ${agent.uid}), not as uid ${uid}: ` +
+        `it speaks for the agent (runuser -u ${agent.name} -- nuketown chat ${agent.name})`,
+    );
+  }
+
+  const log = (line: string) => opts.err.write(`nuketown chat ${agent.name}: ${line}\n`);
+  const secretFile = opts.secretFile ?? path.join(agent.home, CHAT_SECRET_FILE);
+  const secret = await readCredential(secretFile).catch((error: Error) => {
+    throw new RefusedError(
+      `cannot read the agent's ${kind} credential: ${error.message} (apply places it from chat.${kind} of the agent)`,
+    );
+  });
+  const stateDir = path.join(agent.stateDir, "chat");
+  const transport = await openTransport(
+    town,
+    { id, secret },
+    {
+      rooms: agent.chat.rooms,
+      inviters: new Set([...allowedFor(town, agent, kind).values()].map((r) => r.chatId)),
+      stateDir,
+      displayName: agent.name,
+      log,
+    },
+  );
+  const resident = new ChatResident({ town, agent, transport, stateDir, log });
+  await resident.start();
+  opts.onReady?.(resident);
+  const changed = townChange(source, original, opts.watchIntervalMs ?? 2000);
+  try {
+    const why = await Promise.race([opts.until ?? stopSignal(), changed.promise]);
+    await resident.stop();
+    if (why === CHANGED) {
+      log(
+        `${source} changed: stopping to start again with the new town (exit ${EXIT_TOWN_CHANGED})`,
+      );
+      return EXIT_TOWN_CHANGED;
+    }
+  } finally {
+    changed.stop();
+  }
+  return EXIT.ok;
+}

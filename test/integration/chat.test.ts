@@ -1,0 +1,164 @@
+/**
+ * Residents online, end to end, on both chat networks: a real Synapse and a
+ * real Prosody on loopback, the town brought up with `nuketown up`, the
+ * mayor and a stranger on their own chat clients. The agent answers through
+ * its daemon and `command` runtime; its sudo is approved in chat.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { ChatMessage } from "../../src/chat/transport.ts";
+import { type ChatTown, crashChat, startChatTown, until } from "../support/chat-town.ts";
+import { isRoot } from "../support/host.ts";
+
+const TOWNS = [
+  { kind: "matrix", label: "chatmx", agentUid: 60711, mayorUid: 60712 },
+  { kind: "xmpp", label: "chatxm", agentUid: 60721, mayorUid: 60722 },
+] as const;
+
+for (const spec of TOWNS) {
+  describe(`residents online over ${spec.kind}`, { skip: !isRoot() && "needs root" }, () => {
+    let town: ChatTown;
+    const fromAgent = (room: string, text: RegExp) => (m: ChatMessage) =>
+      m.sender === town.agentId && m.room === room && text.test(m.body);
+    const fromBot = (text: RegExp) => (m: ChatMessage) =>
+      m.sender === town.botId && m.room === town.rooms.approvals && text.test(m.body);
+    const mention = () => (spec.kind === "matrix" ? town.agentId : town.agentId.split("@")[0]);
+
+    before(async () => {
+      town = await startChatTown({ ...spec });
+    });
+    after(async () => {
+      if (process.env.NT_TEST_VERBOSE) process.stderr.write(town?.logs() ?? "");
+      await town?.stop();
+    });
+
+    it("answers the mayor in a direct chat, as a reply, through the agent's runtime", async () => {
+      const asked = await town.mayor.transport.send(town.direct, "hello there");
+      const answer = await town.mayor.waitFor(
+        "the answer",
+        fromAgent(town.direct, /you said: hello there \(uid \d+\)/),
+      );
+      assert.match(answer.body, new RegExp(`uid ${spec.agentUid}`));
+      assert.equal(answer.inReplyTo, asked.id, "the answer replies to the question");
+      assert.ok(town.runtimeCalls().includes("hello there"));
+    });
+
+    it("works in two rooms at once, each answer in its own room", async () => {
+      await Promise.all([
+        town.mayor.transport.send(town.rooms.one, `${mention()}: ping one`),
+        town.mayor.transport.send(town.rooms.two, `${mention()}: ping two`),
+      ]);
+      const [one, two] = await Promise.all([
+        town.mayor.waitFor("room one's answer", fromAgent(town.rooms.one, /you said: ping one/)),
+        town.mayor.waitFor("room two's answer", fromAgent(town.rooms.two, /you said: ping two/)),
+      ]);
+      assert.ok(one && two);
+      assert.ok(!town.mayor.inbox.some(fromAgent(town.rooms.one, /ping two/)));
+      assert.ok(!town.mayor.inbox.some(fromAgent(town.rooms.two, /ping one/)));
+    });
+
+    it("keeps quiet in a room when nobody mentions it", async () => {
+      await town.mayor.transport.send(town.rooms.two, "just talking among humans");
+      await town.mayor.transport.send(town.rooms.two, `${mention()}: after the chatter`);
+      await town.mayor.waitFor("the answer", fromAgent(town.rooms.two, /after the chatter/));
+      assert.ok(!town.runtimeCalls().some((c) => c.includes("among humans")));
+    });
+
+    it("refuses a stranger once, politely, and never calls the runtime for them", async () => {
+      await town.stranger.transport.send(town.rooms.one, `${mention()}: delete everything`);
+      const refusal = await town.stranger.waitFor(
+        "the refusal",
+        fromAgent(town.rooms.one, /only take requests from/),
+      );
+      assert.ok(refusal);
+      await town.stranger.transport.send(town.rooms.one, `${mention()}: pretty please`);
+      // The mayor's next request is answered; by then the stranger's second message was seen.
+      await town.mayor.transport.send(town.rooms.one, `${mention()}: still there?`);
+      await town.mayor.waitFor("the mayor's answer", fromAgent(town.rooms.one, /still there/));
+      const refusals = town.stranger.inbox.filter(fromAgent(town.rooms.one, /only take requests/));
+      assert.equal(refusals.length, 1, "one refusal, not one per message");
+      assert.ok(!town.runtimeCalls().some((c) => /delete everything|pretty please/.test(c)));
+    });
+
+    it("answers !help and !status without the runtime", async () => {
+      await town.mayor.transport.send(town.direct, "!help");
+      await town.mayor.waitFor("the help", fromAgent(town.direct, /!status/));
+      await town.mayor.transport.send(town.direct, "!status");
+      await town.mayor.waitFor(
+        "the status",
+        fromAgent(town.direct, /not working on anything|working on/),
+      );
+      assert.ok(!town.runtimeCalls().some((c) => c.startsWith("!")));
+    });
+
+    it("never answers a message twice across a crash, and answers what came while it was down", async () => {
+      const before = town.mayor.inbox.filter((m) => m.sender === town.agentId).length;
+      const callsBefore = town.runtimeCalls().length;
+      crashChat(town);
+      await town.mayor.transport.send(town.direct, "said while you were down");
+      await town.chatOnline(2);
+      await town.mayor.waitFor(
+        "the late answer",
+        fromAgent(town.direct, /said while you were down/),
+      );
+      await town.mayor.transport.send(town.direct, "and after");
+      await town.mayor.waitFor("the next answer", fromAgent(town.direct, /you said: and after/));
+      const answers = town.mayor.inbox.filter((m) => m.sender === town.agentId);
+      assert.equal(answers.length, before + 2, answers.map((m) => m.body).join("\n"));
+      assert.deepEqual(town.runtimeCalls().slice(callsBefore), [
+        "said while you were down",
+        "and after",
+      ]);
+    });
+
+    it("sudo by chat: the bot posts the request, a stranger's 👍 changes nothing, the mayor's decides", async () => {
+      await town.mayor.transport.send(town.direct, "please run sudo id");
+      const request = await town.mayor.waitFor(
+        "the request",
+        fromBot(/asks to run, as root:\n.*id -u/),
+      );
+      assert.match(request.body, new RegExp(`${town.agent} asks to run`));
+      assert.match(request.body, /hash [0-9a-f]{16}/);
+      await town.stranger.transport.react(town.rooms.approvals, request.id, "👍");
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.ok(
+        !town.mayor.inbox.some(fromAgent(town.direct, /sudo said/)),
+        "a stranger's reaction approves nothing",
+      );
+      if (spec.kind === "matrix") {
+        await town.mayor.transport.react(town.rooms.approvals, request.id, "👍🏽");
+      } else {
+        await town.mayor.transport.send(town.rooms.approvals, "approve", { replyTo: request.id });
+      }
+      const answer = await town.mayor.waitFor(
+        "the approved run",
+        fromAgent(town.direct, /sudo said/),
+      );
+      assert.match(answer.body, /sudo said: 0 \(exit 0\)/);
+    });
+
+    it("sudo by chat: 👎 (or a deny reply) denies, with the reason the agent sees", async () => {
+      const seen = town.mayor.inbox.filter(fromAgent(town.direct, /sudo said/)).length;
+      const mark = town.mayor.inbox.length;
+      await town.mayor.transport.send(town.direct, "sudo once more");
+      const request = await town.mayor.waitFor(
+        "the second request",
+        (m) => town.mayor.inbox.indexOf(m) >= mark && fromBot(/asks to run/)(m),
+      );
+      if (spec.kind === "matrix")
+        await town.mayor.transport.react(town.rooms.approvals, request.id, "👎");
+      else
+        await town.mayor.transport.send(town.rooms.approvals, "deny not today", {
+          replyTo: request.id,
+        });
+      await until(
+        "the denied run",
+        () => town.mayor.inbox.filter(fromAgent(town.direct, /sudo said/)).length > seen,
+        30_000,
+        town.logs,
+      );
+      const answer = town.mayor.inbox.filter(fromAgent(town.direct, /sudo said/)).at(-1);
+      assert.match(answer?.body ?? "", /sudo said: {2}\(exit 10\)/);
+    });
+  });
+}
