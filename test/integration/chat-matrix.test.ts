@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -362,6 +363,71 @@ describe("Matrix transport", () => {
     assert.equal(download.status, 200);
     assert.equal(await download.text(), text);
     await transport.stop();
+  });
+
+  it("sends long text as several messages in the thread when the upload fails", async () => {
+    // An HTTP relay to Synapse that refuses uploads, as a server with a small upload limit would.
+    const target = new URL(server().url);
+    const relay = http.createServer((request, response) => {
+      if (request.url?.includes("/media/") && request.url.includes("/upload")) {
+        request.resume();
+        response.writeHead(413, { "content-type": "application/json" });
+        response.end(JSON.stringify({ errcode: "M_TOO_LARGE", error: "too large" }));
+        return;
+      }
+      const upstream = http.request(
+        {
+          host: target.hostname,
+          port: target.port,
+          path: request.url,
+          method: request.method,
+          headers: request.headers,
+        },
+        (answer) => {
+          response.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(response);
+        },
+      );
+      upstream.on("error", () => response.destroy());
+      request.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+    const address = relay.address() as net.AddressInfo;
+    const { transport, log } = makeTransport({
+      stateDir: await tempDir(),
+      homeserver: `http://127.0.0.1:${address.port}`,
+    });
+    try {
+      await transport.start(new Inbox().handlers);
+      const rootId = await say(human, lobby, { msgtype: "m.text", body: "long one, no files" });
+      const lines = Array.from({ length: 400 }, (_, i) => `line ${i} ${"y".repeat(40)}`);
+      const sent = await transport.sendLong(lobby, lines.join("\n"), "answer.md", {
+        thread: rootId,
+      });
+      assert.ok(
+        log.some((line) => line.includes("uploading answer.md") && line.includes("M_TOO_LARGE")),
+      );
+      const thread = await api(
+        human,
+        "GET",
+        `/v1/rooms/${encodeURIComponent(lobby)}/relations/${encodeURIComponent(rootId)}/m.thread?dir=f`,
+      );
+      const pieces = thread.chunk.map((e: any) => e.content);
+      assert.ok(pieces.length >= 3, `${pieces.length} pieces`);
+      assert.equal(thread.chunk[0].event_id, sent.id);
+      for (const piece of pieces) {
+        assert.equal(piece.msgtype, "m.text");
+        assert.ok(piece.body.length <= transport.maxMessageChars);
+      }
+      assert.deepEqual(
+        pieces.flatMap((p: any) => p.body.split("\n")),
+        lines,
+      );
+    } finally {
+      await transport.stop();
+      relay.closeAllConnections();
+      await new Promise((resolve) => relay.close(resolve));
+    }
   });
 
   it("shows typing and presence to the human", async () => {
