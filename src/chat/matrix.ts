@@ -145,8 +145,8 @@ export class MatrixTransport implements ChatTransport {
   readonly #unjoined = new Set<string>();
   readonly #invitesSeen = new Set<string>();
   readonly #encryptedLogged = new Set<string>();
-  /** Joined member counts, from /sync summaries or /joined_members. */
-  readonly #memberCounts = new Map<string, number>();
+  /** Rooms of exactly two members (joined, none invited), from /sync summaries or the API. */
+  readonly #pairs = new Map<string, boolean>();
   /** m.direct account data: user → rooms. */
   #direct: Record<string, string[]> = {};
   readonly #directLookups = new Map<string, Promise<string>>();
@@ -485,7 +485,7 @@ export class MatrixTransport implements ChatTransport {
     for (const [roomId, invited] of Object.entries(record(rooms?.invite) ?? {}))
       this.#onInvite(roomId, events(record(record(invited)?.invite_state)?.events));
     for (const roomId of Object.keys(record(rooms?.leave) ?? {})) {
-      this.#memberCounts.delete(roomId);
+      this.#pairs.delete(roomId);
       this.#invitesSeen.delete(roomId);
     }
 
@@ -601,33 +601,47 @@ export class MatrixTransport implements ChatTransport {
   }
 
   #noteMembers(roomId: string, joined: Json, timeline: readonly RawEvent[]): void {
-    const memberEvents = [
-      ...events(record(joined.state)?.events),
-      ...events(record(joined["org.matrix.msc4222.state_after"])?.events),
-      ...timeline,
-    ].some((event) => event.type === "m.room.member");
-    if (memberEvents) this.#memberCounts.delete(roomId);
-    const count = record(joined.summary)?.["m.joined_member_count"];
-    if (typeof count === "number") this.#memberCounts.set(roomId, count);
+    // Lazy-loaded member events in the state block are not changes; a gap may hide some.
+    const changed =
+      record(joined.timeline)?.limited === true ||
+      timeline.some((event) => event.type === "m.room.member");
+    if (changed) this.#pairs.delete(roomId);
+    const summary = record(joined.summary);
+    const joinedCount = summary?.["m.joined_member_count"];
+    const invitedCount = summary?.["m.invited_member_count"];
+    if (typeof joinedCount === "number" && typeof invitedCount === "number")
+      this.#pairs.set(roomId, joinedCount === 2 && invitedCount === 0);
   }
 
+  /** m.direct says so, or the room has two members and nobody else is invited. */
   async #isDirect(room: string): Promise<boolean> {
     if (Object.values(this.#direct).some((rooms) => rooms.includes(room))) return true;
-    let count = this.#memberCounts.get(room);
-    if (count === undefined && this.#client) {
-      try {
-        const members = await this.#request<{ joined?: Json }>(
+    const known = this.#pairs.get(room);
+    if (known !== undefined || !this.#client) return known ?? false;
+    const encoded = encodeURIComponent(room);
+    try {
+      const joined = await this.#request<{ joined?: Json }>(
+        this.#client,
+        Method.Get,
+        `/rooms/${encoded}/joined_members`,
+      );
+      let pair = Object.keys(joined.joined ?? {}).length === 2;
+      if (pair) {
+        const invited = await this.#request<{ chunk?: unknown[] }>(
           this.#client,
           Method.Get,
-          `/rooms/${encodeURIComponent(room)}/joined_members`,
+          `/rooms/${encoded}/members`,
+          undefined,
+          { membership: "invite" },
         );
-        count = Object.keys(members.joined ?? {}).length;
-        this.#memberCounts.set(room, count);
-      } catch (error) {
-        this.#options.log(`matrix: ${room}: cannot count members: ${describe(error)}`);
+        pair = (invited.chunk ?? []).length === 0;
       }
+      this.#pairs.set(room, pair);
+      return pair;
+    } catch (error) {
+      this.#options.log(`matrix: ${room}: cannot count members: ${describe(error)}`);
+      return false;
     }
-    return count === 2;
   }
 
   #onInvite(roomId: string, state: readonly RawEvent[]): void {

@@ -493,9 +493,15 @@ describe("Matrix transport", () => {
     await say(human, fromHuman, { msgtype: "m.text", body: "welcome" });
     const welcome = await inbox.message("welcome");
     assert.equal(welcome.room, fromHuman);
-    assert.deepEqual(
-      inbox.messages.map((m) => m.body),
-      ["welcome"],
+    assert.equal(welcome.direct, true, "a room of two is a direct chat");
+    await api(human, "POST", `/v3/rooms/${encodeURIComponent(fromHuman)}/invite`, {
+      user_id: stranger.userId,
+    });
+    await say(human, fromHuman, { msgtype: "m.text", body: "a third is invited" });
+    assert.equal((await inbox.message("a third is invited")).direct, false);
+    assert.equal(
+      inbox.messages.find((m) => m.body.includes("before the agent was invited")),
+      undefined,
       "what was said before the join is history",
     );
     await until(
