@@ -4,7 +4,7 @@
  */
 import { Argument, Command, CommanderError, Option } from "commander";
 import { EXIT, NuketownError } from "./errors.ts";
-import { FORMATS } from "./town/parse.ts";
+import { FORMATS } from "./town/formats.ts";
 
 const EXIT_CODES = `
 Exit codes:
@@ -434,4 +434,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
+if (import.meta.main) {
+  // `nuketown … | head`: a reader that leaves early is not an error.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  });
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -14,11 +14,11 @@ import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { ClientFrameSchema, parseFrame } from "./frames.ts";
 import {
   AGENT_PROTOCOL_VERSION,
   type AgentStatus,
   ANSWER_CHUNK_BYTES,
-  ClientFrameSchema,
   capReport,
   chunkText,
   clip,
@@ -28,7 +28,6 @@ import {
   LineSplitter,
   MAX_FRAME_BYTES,
   PROMPT_PREVIEW_CHARS,
-  parseFrame,
   type TaskEvent,
   type TaskInfo,
   type TaskMode,

@@ -7,9 +7,15 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 
-export const PROTOCOL_VERSION = 1;
-/** Longer frames are refused: an argv of this size is not a command a human can review. */
-export const MAX_FRAME_BYTES = 64 * 1024;
+import { MAX_FRAME_BYTES, type ParsedFrame, PROTOCOL_VERSION } from "./framing.ts";
+
+export {
+  encodeFrame,
+  LineSplitter,
+  MAX_FRAME_BYTES,
+  type ParsedFrame,
+  PROTOCOL_VERSION,
+} from "./framing.ts";
 
 const text = z.string().max(4096);
 
@@ -109,8 +115,6 @@ export function commandHash(request: ApprovalRequest): string {
   return createHash("sha256").update(canonical).digest("hex");
 }
 
-export type ParsedFrame<T> = { ok: true; frame: T } | { ok: false; error: string };
-
 /** One line → a validated frame, or the reason it is not one. */
 export function parseFrame<T>(line: string, schema: z.ZodType<T>): ParsedFrame<T> {
   if (Buffer.byteLength(line) > MAX_FRAME_BYTES)
@@ -136,39 +140,4 @@ export function parseFrame<T>(line: string, schema: z.ZodType<T>): ParsedFrame<T
     };
   }
   return { ok: true, frame: parsed.data };
-}
-
-export const encodeFrame = (frame: object) =>
-  `${JSON.stringify({ v: PROTOCOL_VERSION, ...frame })}\n`;
-
-/**
- * Splits a byte stream into lines, refusing to buffer more than the frame
- * limit: a peer that never sends a newline cannot make us hold its data.
- */
-export class LineSplitter {
-  #buffer = "";
-  #overflow = false;
-  readonly #onLine: (line: string) => void;
-  readonly #onOverflow: () => void;
-  constructor(onLine: (line: string) => void, onOverflow: () => void) {
-    this.#onLine = onLine;
-    this.#onOverflow = onOverflow;
-  }
-
-  push(chunk: string): void {
-    this.#buffer += chunk;
-    let index = this.#buffer.indexOf("\n");
-    while (index >= 0) {
-      const line = this.#buffer.slice(0, index);
-      this.#buffer = this.#buffer.slice(index + 1);
-      if (this.#overflow) this.#overflow = false;
-      else if (line.trim() !== "") this.#onLine(line);
-      index = this.#buffer.indexOf("\n");
-    }
-    if (Buffer.byteLength(this.#buffer) > MAX_FRAME_BYTES) {
-      this.#buffer = "";
-      if (!this.#overflow) this.#onOverflow();
-      this.#overflow = true;
-    }
-  }
 }

@@ -616,6 +616,8 @@ export class MatrixTransport implements ChatTransport {
   /** m.direct says so, or the room has two members and nobody else is invited. */
   async #isDirect(room: string): Promise<boolean> {
     if (Object.values(this.#direct).some((rooms) => rooms.includes(room))) return true;
+    // A declared room is a room, even while only two are in it: there the agent waits to be mentioned.
+    if (this.#declaredRoomIds.has(room)) return false;
     const known = this.#pairs.get(room);
     if (known !== undefined || !this.#client) return known ?? false;
     const encoded = encodeURIComponent(room);
@@ -690,18 +692,8 @@ export class MatrixTransport implements ChatTransport {
     for (const room of this.#direct[user] ?? []) {
       if (joined.has(room) && (await this.#isMember(client, room, user))) return room;
     }
-    for (const room of joined) {
-      const members = await this.#request<{ joined?: Json }>(
-        client,
-        Method.Get,
-        `/rooms/${encodeURIComponent(room)}/joined_members`,
-      ).catch(() => undefined);
-      const ids = Object.keys(members?.joined ?? {});
-      if (ids.length === 2 && ids.includes(user) && ids.includes(this.self)) {
-        await this.#recordDirect(client, user, room);
-        return room;
-      }
-    }
+    // Only rooms marked direct count: a room that merely has two members (a declared room
+    // nobody else joined yet) is where the other side expects to be mentioned, not a DM.
     const { room_id } = await client.createRoom({
       is_direct: true,
       invite: [user],

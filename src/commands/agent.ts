@@ -10,10 +10,17 @@ import { AgentDaemon } from "../agent/daemon.ts";
 import { ConfigError, EXIT, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import { CHANGED, DEFAULT_MANIFEST, readText, townChange, townFrom } from "./town-source.ts";
+import {
+  CHANGED,
+  DEFAULT_MANIFEST,
+  EXIT_TOWN_CHANGED,
+  readText,
+  stopSignal,
+  townChange,
+  townFrom,
+} from "./town-source.ts";
 
-/** The exit code that asks to be started again: the town changed under a running daemon. */
-export const EXIT_TOWN_CHANGED = 75;
+export { EXIT_TOWN_CHANGED };
 
 export interface AgentOptions extends Streams {
   readonly name: string;
@@ -72,17 +79,4 @@ export async function agent(opts: AgentOptions): Promise<number> {
   }
   await daemon.stop();
   return EXIT.ok;
-}
-
-/** Resolves on the first SIGTERM or SIGINT. */
-export function stopSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      resolve(signal);
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-  });
 }

@@ -11,8 +11,15 @@ import { ChatResident } from "../chat/resident.ts";
 import { ConfigError, EXIT, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import { CHAT_SECRET_FILE } from "../town/rules.ts";
-import { EXIT_TOWN_CHANGED, stopSignal } from "./agent.ts";
-import { CHANGED, DEFAULT_MANIFEST, readText, townChange, townFrom } from "./town-source.ts";
+import {
+  CHANGED,
+  DEFAULT_MANIFEST,
+  EXIT_TOWN_CHANGED,
+  readText,
+  stopSignal,
+  townChange,
+  townFrom,
+} from "./town-source.ts";
 
 export interface ChatOptions extends Streams {
   readonly name: string;

@@ -5,13 +5,11 @@
  */
 import { readFile as readFileCallback, type Stats, unwatchFile, watchFile } from "node:fs";
 import { readFile } from "node:fs/promises";
-import path from "node:path";
 import type { ProgramLocations } from "../approval/wrappers.ts";
 import { ConfigError, RefusedError } from "../errors.ts";
-import { loadTown } from "../town/load.ts";
+import { SOURCES } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import { writeWarnings } from "./check.ts";
 
 export const DEFAULT_MANIFEST = "/etc/nuketown/town.json";
 
@@ -26,6 +24,12 @@ export interface TownSourceOptions {
 
 export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
   if (opts.config !== undefined) {
+    // Loaded only for a declaration: the schema and the parsers cost the daemons that read
+    // the manifest ~35 MB of memory they would never use.
+    const [{ loadTown }, { writeWarnings }] = await Promise.all([
+      import("../town/load.ts"),
+      import("./check.ts"),
+    ]);
     const { town, warnings } = await loadTown(opts.config, opts);
     writeWarnings(opts.err, warnings);
     return town;
@@ -65,7 +69,7 @@ export function requireRoot(what: string): void {
 
 /** Where this nuketown runs from: the gate and shim wrappers exec these. */
 export function currentPrograms(): ProgramLocations {
-  return { node: process.execPath, sources: path.resolve(import.meta.dirname, "..") };
+  return { node: process.execPath, sources: SOURCES };
 }
 
 export const CHANGED = Symbol("town changed");
@@ -101,4 +105,20 @@ export function townChange(file: string, original: string | undefined, intervalM
       if (listener) unwatchFile(file, listener);
     },
   };
+}
+
+/** The exit code that asks to be started again: the town changed under a running daemon. */
+export const EXIT_TOWN_CHANGED = 75;
+
+/** Resolves on the first SIGTERM or SIGINT. */
+export function stopSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      resolve(signal);
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+  });
 }

@@ -6,6 +6,7 @@ import { systemdIsInit } from "../host/observe.ts";
 import { APPROVALD_UNIT, agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { systemRunner } from "../host/system.ts";
 import type { Streams } from "../output.ts";
+import { LAUNCHER } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type ServiceSpec, Supervisor } from "../up/supervisor.ts";
@@ -20,8 +21,6 @@ export interface UpOptions extends Streams {
   /** Return once the daemons are started instead of supervising in the foreground (tests). */
   readonly signal?: AbortSignal;
 }
-
-const CLI = path.resolve(import.meta.dirname, "..", "cli.ts");
 
 /** Where `up` records the daemons it supervises, for `nuketown status`. */
 export const upStatePath = (town: ResolvedTown) => path.join(town.runtimeDir, "up.json");
@@ -53,15 +52,15 @@ export async function up(opts: UpOptions): Promise<number> {
   const specs: ServiceSpec[] = [
     {
       name: "approvald",
-      command: process.execPath,
-      args: [CLI, "approvald", "--manifest", town.paths.manifest],
+      command: LAUNCHER,
+      args: ["approvald", "--manifest", town.paths.manifest],
       log: path.join(logs, "approvald.log"),
     },
     ...town.agents.map(
       (agent): ServiceSpec => ({
         name: `agent ${agent.name}`,
-        command: process.execPath,
-        args: [CLI, "agent", agent.name, "--manifest", town.paths.manifest],
+        command: LAUNCHER,
+        args: ["agent", agent.name, "--manifest", town.paths.manifest],
         uid: agent.uid,
         gid: agent.gid,
         cwd: agent.home,
@@ -74,8 +73,8 @@ export async function up(opts: UpOptions): Promise<number> {
       .map(
         (agent): ServiceSpec => ({
           name: `chat ${agent.name}`,
-          command: process.execPath,
-          args: [CLI, "chat", agent.name, "--manifest", town.paths.manifest],
+          command: LAUNCHER,
+          args: ["chat", agent.name, "--manifest", town.paths.manifest],
           uid: agent.uid,
           gid: agent.gid,
           cwd: agent.home,

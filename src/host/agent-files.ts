@@ -4,6 +4,7 @@
  * then only lead where the agent could already write.
  */
 import path from "node:path";
+import { SOURCES } from "../sources.ts";
 import type { ResolvedAgent } from "../town/types.ts";
 import type { Runner } from "./system.ts";
 
@@ -15,7 +16,7 @@ export interface HomeFile {
   readonly mode: string;
 }
 
-const WRITER = path.join(import.meta.dirname, "agent-files-writer.ts");
+const WRITER = path.join(SOURCES, "host", "agent-files-writer.ts");
 
 export async function writeFilesAsAgent(
   agent: ResolvedAgent,

@@ -6,8 +6,9 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import { parseDocument } from "yaml";
 import { ConfigError } from "../errors.ts";
 
-export type DeclarationFormat = "toml" | "json" | "yaml" | "nix";
-export const FORMATS: readonly DeclarationFormat[] = ["toml", "json", "yaml", "nix"];
+import type { DeclarationFormat } from "./formats.ts";
+
+export { type DeclarationFormat, FORMATS } from "./formats.ts";
 
 /** Guess the format from a file name; `.nix.json` is `nix eval --json` output. */
 export function formatFromName(file: string): DeclarationFormat | undefined {

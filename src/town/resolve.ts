@@ -228,7 +228,10 @@ function normalizeAgent(
   });
   const chatProject =
     a.chat.project ??
-    repos.find((r) => r.path.startsWith("projects/"))?.path.slice("projects/".length).split("/")[0];
+    repos
+      .find((r) => r.path.startsWith("projects/"))
+      ?.path.slice("projects/".length)
+      .split("/")[0];
   const sshKey = a.secrets.sshKey === undefined ? undefined : secretOf(a.secrets.sshKey);
   const gpgKey = a.secrets.gpgKey === undefined ? undefined : secretOf(a.secrets.gpgKey);
   const signingFormat = a.git.signing.format ?? (sshKey ? "ssh" : gpgKey ? "openpgp" : "none");

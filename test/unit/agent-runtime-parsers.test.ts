@@ -8,14 +8,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
-import {
-  ClientFrameSchema,
-  chunkText,
-  clipBytes,
-  isBranchName,
-  isProjectName,
-  parseFrame,
-} from "../../src/agent/protocol.ts";
+import { ClientFrameSchema, parseFrame } from "../../src/agent/frames.ts";
+import { chunkText, clipBytes, isBranchName, isProjectName } from "../../src/agent/protocol.ts";
 import {
   claudeBatchArgs,
   claudeInteractiveArgs,

@@ -13,7 +13,7 @@
  */
 
 import type { ResolvedAgent } from "../../town/types.ts";
-import { isObject, type Json, str } from "./json.ts";
+import { isObject, str } from "./json.ts";
 import type { OutputParser, RuntimeOutput, RuntimeTask } from "./types.ts";
 
 export function claudeBatchArgs(
