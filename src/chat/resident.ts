@@ -48,6 +48,8 @@ interface Conversation {
   running?: AbortController;
   /** Messages waiting behind the running one. */
   waiting: number;
+  /** The branch its first task worked on: the conversation goes on there, not on a new branch per message. */
+  branch?: string;
 }
 
 /** A room's conversation, or a thread's: each is one runtime session. */
@@ -315,6 +317,7 @@ export class ChatResident {
         {
           project,
           prompt: text,
+          ...(conversation.branch !== undefined && { branch: conversation.branch }),
           source: `${transport.kind}:${message.room}`.slice(0, 4096),
           replyTo: `chat:${transport.kind}:${key}`.slice(0, 4096),
         },
@@ -333,6 +336,8 @@ export class ChatResident {
       transport.typing(message.room, false).catch(() => {});
     }
 
+    const branch = outcome?.end.report?.branch ?? outcome?.end.task.workBranch;
+    if (conversation.branch === undefined && branch) conversation.branch = branch;
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     const reply = failure ?? answerText(outcome);
     if (reply.length > transport.maxMessageChars)

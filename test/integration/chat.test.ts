@@ -43,6 +43,14 @@ for (const spec of TOWNS) {
       assert.ok(town.runtimeCalls().includes("hello there"));
     });
 
+    it("goes on in the same branch for the rest of a conversation", async () => {
+      await town.mayor.transport.send(town.direct, "second thing");
+      await town.mayor.waitFor("the answer", fromAgent(town.direct, /you said: second thing/));
+      const branches = [...town.logs().matchAll(/started in \S+ on (\S+)/g)].map((m) => m[1]);
+      assert.equal(branches.length, 2, town.logs());
+      assert.equal(branches[1], branches[0]);
+    });
+
     it("works in two rooms at once, each answer in its own room", async () => {
       await Promise.all([
         town.mayor.transport.send(town.rooms.one, `${mention()}: ping one`),
