@@ -90,12 +90,21 @@ describe("systemd-analyze verify accepts the rendered units", () => {
         ada: { uid: 1100, sudo: { enable: true }, runtime: { env: { FMT: '100% "quoted" \\' } } },
         bob: { uid: 1101, devices: [{ subsystem: "tty", attrs: { idVendor: "0483" } }] },
         cy: { uid: 1102 },
+        dee: {
+          uid: 1103,
+          chat: {
+            enable: true,
+            project: "site",
+            matrix: { userId: "@dee:test.local", tokenSecret: { file: "dee.age" } },
+          },
+        },
       },
       {
         chat: { matrix: { homeserver: "https://matrix.test.local" } },
         runtimeDir: "/srv/nuketown-run",
       },
     );
+    assert.ok(renderUnits(town).some((u) => u.name === "nuketown-chat-dee.service"));
     const result = await verifyUnits(renderUnits(town));
     if (unitsResult(t, result)) assert.deepEqual(result, { ok: true });
   });

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { renderSudoers } from "../../src/host/render/sudoers.ts";
 import { renderUdevRules } from "../../src/host/render/udev.ts";
-import { agentUnitName, renderUnits, type UnitFile } from "../../src/host/render/units.ts";
+import {
+  agentUnitName,
+  chatUnitName,
+  renderUnits,
+  type UnitFile,
+} from "../../src/host/render/units.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
 import {
   exampleDeclaration,
@@ -354,6 +359,33 @@ describe("systemd units", () => {
       "systemd-user-sessions.service nuketown-agent-ada.service nuketown-agent-bob.service",
     ]);
     assert.deepEqual(directive(content, "WantedBy"), ["multi-user.target"]);
+  });
+
+  it("runs an online agent's chat as the agent, part of its daemon's unit", () => {
+    const chat = {
+      enable: true,
+      project: "site",
+      matrix: { userId: "@ada:test.local", tokenSecret: { file: "ada-matrix.age" } },
+    };
+    const online = townWith(
+      { chat },
+      {},
+      { chat: { matrix: { homeserver: "http://127.0.0.1:8008" } } },
+    );
+    const content = unit(online, chatUnitName("ada"));
+    assert.deepEqual(directive(content, "User"), ["ada"]);
+    assert.deepEqual(directive(content, "PartOf"), [agentUnitName("ada")]);
+    assert.match(directive(content, "ExecStart")[0] ?? "", / chat ada --manifest /);
+    assert.deepEqual(directive(content, "WantedBy"), [`multi-user.target ${agentUnitName("ada")}`]);
+    // No chat network, or chat off: no chat unit.
+    const local = townWith({ chat: { ...chat, matrix: undefined } });
+    assert.ok(!renderUnits(local).some((u) => u.name === chatUnitName("ada")));
+    const off = townWith(
+      { chat: { ...chat, enable: false } },
+      {},
+      { chat: { matrix: { homeserver: "http://127.0.0.1:8008" } } },
+    );
+    assert.ok(!renderUnits(off).some((u) => u.name === chatUnitName("ada")));
   });
 
   it("returns units sorted by name, one per agent", () => {
