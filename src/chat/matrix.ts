@@ -42,6 +42,7 @@ import { type Logger, logger as sdkGlobalLogger } from "matrix-js-sdk/lib/logger
 import { StubStore } from "matrix-js-sdk/lib/store/stub.js";
 import { type ISyncStateData, SetPresence, SyncState } from "matrix-js-sdk/lib/sync.js";
 import type { ISyncResponse } from "matrix-js-sdk/lib/sync-accumulator.js";
+import { type HttpFetch, httpFetch } from "./http-fetch.ts";
 import {
   backoffDelay,
   type ChatMessage,
@@ -132,6 +133,7 @@ export class MatrixTransport implements ChatTransport {
   readonly #options: MatrixOptions;
   readonly #stateFile: string;
   #client: MatrixClient | undefined;
+  #fetch: HttpFetch | undefined;
   #handlers: TransportHandlers | undefined;
   #running = false;
   /** Aborted by stop: ends a start that is still waiting for the server. */
@@ -170,7 +172,10 @@ export class MatrixTransport implements ChatTransport {
     for (const room of this.#options.rooms)
       if (room.startsWith("!")) this.#declaredRoomIds.add(room);
     const store = new ResumingStore((data) => this.#onSyncResponse(data));
+    const fetch = httpFetch();
+    this.#fetch = fetch;
     const client = new MatrixClient({
+      fetchFn: fetch as typeof globalThis.fetch,
       baseUrl: this.#options.homeserver,
       userId: this.self,
       accessToken: this.#options.accessToken,
@@ -217,6 +222,8 @@ export class MatrixTransport implements ChatTransport {
     if (!client) return;
     client.stopClient();
     client.removeAllListeners();
+    this.#fetch?.close();
+    this.#fetch = undefined;
     this.#setConnection("offline", "stopped");
   }
 

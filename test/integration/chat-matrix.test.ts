@@ -4,8 +4,9 @@
  * with plain fetch and check what the agent's events look like on the wire.
  */
 import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
@@ -622,6 +623,80 @@ describe("Matrix transport", () => {
     } finally {
       await transport.stop();
       await close();
+    }
+  });
+
+  it("works under --lite-mode, without WebAssembly (so without Node's fetch)", async () => {
+    // --lite-mode cannot strip types (that takes WebAssembly too): the child
+    // runs the transport stripped to JavaScript, as dist/ holds it.
+    const dir = await tempDir();
+    const source = path.join(import.meta.dirname, "..", "..", "src", "chat");
+    const strip = `
+      const { stripTypeScriptTypes } = require("node:module");
+      const fs = require("node:fs");
+      const [source, target] = process.argv.slice(1);
+      for (const name of ["matrix", "transport", "http-fetch"]) {
+        const js = stripTypeScriptTypes(fs.readFileSync(source + "/" + name + ".ts", "utf8"));
+        fs.writeFileSync(target + "/" + name + ".mjs", js.replaceAll('.ts"', '.mjs"'));
+      }`;
+    execFileSync(process.execPath, ["--no-warnings", "-e", strip, source, dir]);
+    await symlink(path.join(source, "..", "..", "node_modules"), path.join(dir, "node_modules"));
+    await writeFile(
+      path.join(dir, "agent.mjs"),
+      `import { MatrixTransport } from "./matrix.mjs";
+      const env = JSON.parse(process.env.AGENT);
+      const transport = new MatrixTransport({ ...env, inviters: new Set(), log: (line) => console.error(line) });
+      await transport.start({
+        message: async (message) => {
+          if (message.body !== "ping") return;
+          await transport.send(message.room, "pong", { replyTo: message.id });
+          await transport.stop();
+        },
+      });
+      console.log("online");`,
+    );
+    const child = spawn(process.execPath, ["--lite-mode", "--max-semi-space-size=1", "agent.mjs"], {
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: {
+        ...process.env,
+        AGENT: JSON.stringify({
+          homeserver: server().url,
+          userId: agent.userId,
+          accessToken: agent.accessToken,
+          rooms: [lobby],
+          stateDir: path.join(dir, "state"),
+          displayName: "Ada Agent",
+        }),
+      },
+    });
+    let output = "";
+    child.stdout.on("data", (chunk) => (output += chunk));
+    child.stderr.on("data", (chunk) => (output += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    try {
+      await until(
+        () => output.includes("online"),
+        `the agent online; its output:\n${output}`,
+        20_000,
+      );
+      const ping = await say(human, lobby, { msgtype: "m.text", body: "ping" });
+      assert.equal(await exited, 0, output);
+      const recent = await api(
+        human,
+        "GET",
+        `/v3/rooms/${encodeURIComponent(lobby)}/messages?dir=b&limit=5`,
+      );
+      const pong = recent.chunk.find(
+        (e: any) => e.sender === agent.userId && e.content.body === "pong",
+      );
+      assert.deepEqual(
+        pong?.content["m.relates_to"],
+        { "m.in_reply_to": { event_id: ping } },
+        output,
+      );
+    } finally {
+      child.kill("SIGKILL");
     }
   });
 
