@@ -13,6 +13,7 @@ import path from "node:path";
 import { AgentClient, type TaskOutcome } from "../agent/client.ts";
 import { clip, type TaskEvent } from "../agent/protocol.ts";
 import { AuditLog } from "../approval/audit.ts";
+import { EXIT, type NuketownError } from "../errors.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { CHAT_HELP, parseCommand, stripMention } from "./commands.ts";
 import { Ledger } from "./ledger.ts";
@@ -253,7 +254,8 @@ export class ChatResident {
   #sudoReset(): Promise<{ code: number; output: string }> {
     const { town, agent } = this.#o;
     return new Promise((resolve) => {
-      const child = spawn("sudo", [town.install.bin, "reset", agent.name], {
+      const argv = [town.install.bin, "reset", agent.name, "--manifest", town.paths.manifest];
+      const child = spawn("sudo", argv, {
         env: {
           ...process.env,
           PATH: `${town.install.shimDir}:${process.env.PATH ?? "/usr/bin:/bin"}`,
@@ -393,19 +395,37 @@ export class ChatResident {
   }
 }
 
-function runOn(
+/**
+ * Connect to the agent daemon and run one task. A daemon that is not there
+ * yet (restarting after a round, a changed town) is waited for, up to
+ * `patienceMs`: the message is not lost to a restart.
+ */
+async function runOn(
   socket: string,
   request: Parameters<AgentClient["run"]>[0],
   onEvent: (event: TaskEvent) => void,
   signal: AbortSignal,
+  patienceMs = 30_000,
 ): Promise<TaskOutcome> {
-  return AgentClient.connect(socket).then(async (client) => {
+  const deadline = Date.now() + patienceMs;
+  let delay = 250;
+  for (;;) {
+    let client: AgentClient;
+    try {
+      client = await AgentClient.connect(socket);
+    } catch (error) {
+      const missing = (error as NuketownError).exitCode === EXIT.missing;
+      if (!missing || signal.aborted || Date.now() + delay > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 4000);
+      continue;
+    }
     try {
       return await client.run(request, { onEvent, signal });
     } finally {
       client.close();
     }
-  });
+  }
 }
 
 /** What the conversation is told at the end of a task. */

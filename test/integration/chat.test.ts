@@ -5,6 +5,8 @@
  * its daemon and `command` runtime; its sudo is approved in chat.
  */
 import assert from "node:assert/strict";
+import { existsSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { ChatMessage } from "../../src/chat/transport.ts";
 import { type ChatTown, crashChat, startChatTown, until } from "../support/chat-town.ts";
@@ -167,6 +169,31 @@ for (const spec of TOWNS) {
       );
       const answer = town.mayor.inbox.filter(fromAgent(town.direct, /sudo said/)).at(-1);
       assert.match(answer?.body ?? "", /sudo said: {2}\(exit 10\)/);
+    });
+
+    it("!reset asks a human, and the approved reset gives the agent a new round", async () => {
+      const marker = path.join(town.root, "agents", town.agent, "left-from-last-round");
+      writeFileSync(marker, "old\n");
+      const online = town.chatOnlineCount();
+      const mark = town.mayor.inbox.length;
+      await town.mayor.transport.send(town.direct, "!reset");
+      await town.mayor.waitFor(
+        "the notice",
+        fromAgent(town.direct, /Asking a human to approve a reset/),
+      );
+      const request = await town.mayor.waitFor(
+        "the reset request",
+        (m) =>
+          town.mayor.inbox.indexOf(m) >= mark && fromBot(/asks to run, as root:\n\S+ reset /)(m),
+      );
+      if (spec.kind === "matrix")
+        await town.mayor.transport.react(town.rooms.approvals, request.id, "👍");
+      else await town.mayor.transport.send(town.rooms.approvals, "yes", { replyTo: request.id });
+      // The reset stops every process of the agent, its chat too; up starts them again.
+      await town.chatOnline(online + 1);
+      assert.ok(!existsSync(marker), "the home is blank again");
+      await town.mayor.transport.send(town.direct, "after the reset");
+      await town.mayor.waitFor("an answer", fromAgent(town.direct, /you said: after the reset/));
     });
   });
 }

@@ -78,6 +78,8 @@ export interface ChatTown {
   logs(): string;
   /** Resolves once the agent's chat service has said it is online `count` times in all. */
   chatOnline(count?: number, ms?: number): Promise<void>;
+  /** How often the agent's chat service has said it is online so far. */
+  chatOnlineCount(): number;
   stop(): Promise<void>;
 }
 
@@ -226,6 +228,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
         channels: ["terminal", "chat"],
       },
       install: {
+        bin: BIN,
         gate: path.join(root, "libexec", "sudo-gate"),
         shimDir: path.join(root, "libexec", "shim"),
       },
@@ -270,14 +273,10 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
         ...files.map((f) => `--- ${f}\n${readIf(path.join(logDir, f))}`),
       ].join("\n");
     };
+    const chatOnlineCount = () =>
+      (readIf(path.join(logDir, `chat-${agent}.log`)).match(/online as /g) ?? []).length;
     const chatOnline = async (count = 1, ms = 60_000) => {
-      const log = path.join(logDir, `chat-${agent}.log`);
-      await until(
-        `the agent's chat online (${count})`,
-        () => (readIf(log).match(/online as /g) ?? []).length >= count,
-        ms,
-        logs,
-      );
+      await until(`the agent's chat online (${count})`, () => chatOnlineCount() >= count, ms, logs);
     };
     await chatOnline(1);
     await until(
@@ -322,6 +321,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
           .filter((l) => l !== ""),
       logs,
       chatOnline,
+      chatOnlineCount,
       stop: cleanup,
     };
   } catch (error) {
