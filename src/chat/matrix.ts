@@ -2,10 +2,12 @@
  * The Matrix transport, on matrix-js-sdk without end-to-end encryption.
  *
  * The SDK runs the /sync loop (long polls, keep-alives, reconnects) and the
- * HTTP calls; what the loop brings is read from the raw sync responses, not
- * from the SDK's room models. The client has no room store (the SDK's
- * StubStore): every response is handled once and dropped, so memory stays
- * flat however long the agent runs and however busy its rooms are.
+ * HTTP calls, over node:http (http-fetch.ts: Node's fetch needs WebAssembly,
+ * which --lite-mode turns off); what the loop brings is read from the raw
+ * sync responses, not from the SDK's room models. The client has no room
+ * store (the SDK's StubStore): every response is handled once and dropped,
+ * so memory stays flat however long the agent runs and however busy its
+ * rooms are.
  *
  * Restart safety, or why no message is answered twice:
  * - `matrix-sync.json` in the state dir holds the sync token (`next_batch`) of
