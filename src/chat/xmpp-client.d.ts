@@ -17,6 +17,8 @@ declare module "@xmpp/client" {
     /** The element's own text children, unescaped. */
     getText(): string;
     append(...nodes: (XmlElement | string)[]): XmlElement;
+    /** Removes the children of that name (and namespace). */
+    remove(name: string, xmlns?: string): XmlElement;
     toString(): string;
   }
 
@@ -75,6 +77,8 @@ declare module "@xmpp/client" {
       listener: (detail?: { clean?: boolean; reason?: unknown }) => void,
     ): Client;
     off(event: string, listener: (...args: never[]) => void): Client;
+    /** Every element read from the stream, before xmpp.js's own handlers (stream features included). */
+    prependListener(event: "element", listener: (element: XmlElement) => void): Client;
     removeAllListeners(): Client;
     /** Connects and resolves once online (rejects on any error; no retry). */
     start(): Promise<unknown>;
@@ -87,11 +91,10 @@ declare module "@xmpp/client" {
     send(stanza: XmlElement): Promise<void>;
     /** Reconnects 1 s after each disconnect (a fixed delay; started by client()). */
     reconnect: { stop(): void };
+    /** Rejects with an XmppError (StanzaError) when the answer is an error. */
     iqCaller: { request(stanza: XmlElement, timeout?: number): Promise<XmlElement> };
     /** saslmechanisms' Factory: `create` makes the first entry whose name the server offers. */
     saslFactory: { _mechs: { name: string; mech: new () => SaslMechanism }[] };
-    /** XEP-0198: "resumed" when a reconnect resumed the session (no "online" then). */
-    streamManagement: Emitter;
   }
 
   export function client(options: {

@@ -1,8 +1,9 @@
 /**
  * Reading XMPP stanzas for the XMPP transport (xmpp.ts): addresses, the
  * extensions a chat message carries (XEP-0203 delay, XEP-0359 stanza ids,
- * XEP-0461 replies with their XEP-0428 fallback, XEP-0444 reactions) and
- * mentions. Pure functions of an element, so they are tested without a server.
+ * XEP-0461 replies with their XEP-0428 fallback, XEP-0444 reactions),
+ * XEP-0313 archive results, the stream features offered, and mentions. Pure
+ * functions of an element, so they are tested without a server.
  */
 import type { XmlElement } from "@xmpp/client";
 
@@ -24,6 +25,13 @@ export const NS = {
   hints: "urn:xmpp:hints",
   ping: "urn:xmpp:ping",
   stanzas: "urn:ietf:params:xml:ns:xmpp-stanzas",
+  mam: "urn:xmpp:mam:2",
+  forward: "urn:xmpp:forward:0",
+  rsm: "http://jabber.org/protocol/rsm",
+  streams: "http://etherx.jabber.org/streams",
+  sm: "urn:xmpp:sm:3",
+  sasl2: "urn:xmpp:sasl:2",
+  bind2: "urn:xmpp:bind:0",
 } as const;
 
 /** An XMPP address split into its parts; localpart and domain lowercased (their common case fold). */
@@ -173,4 +181,44 @@ export function errorOf(stanza: XmlElement): string {
   const text = error.getChildText("text", NS.stanzas);
   const name = condition?.name ?? "error";
   return text ? `${name}: ${text}` : name;
+}
+
+/** A message from an XEP-0313 archive query: its archive id, when it was archived, and the message. */
+export interface ArchivedMessage {
+  readonly id: string;
+  readonly stamp: number;
+  readonly message: XmlElement;
+}
+
+/**
+ * The archived message a query result carries, when `stanza` is a result of
+ * the query `queryId`: <result queryid id><forwarded><delay stamp/><message/>.
+ * Who sent the result (the account's own archive) is the caller's to check.
+ */
+export function archivedMessage(stanza: XmlElement, queryId: string): ArchivedMessage | undefined {
+  const result = stanza.getChild("result", NS.mam);
+  const id = result?.attrs.id;
+  if (!result || !id || result.attrs.queryid !== queryId) return undefined;
+  const forwarded = result.getChild("forwarded", NS.forward);
+  const message = forwarded?.getChild("message");
+  const stamp = Date.parse(forwarded?.getChild("delay", NS.delay)?.attrs.stamp ?? "");
+  if (!message || !Number.isFinite(stamp)) return undefined;
+  return { id, stamp, message };
+}
+
+/**
+ * Removes XEP-0198 stream management from a <stream:features> element, as
+ * a stream feature and as a SASL2 or Bind2 inline feature, so that the
+ * client never enables it (see xmpp.ts for why). Changes `features`.
+ */
+export function withoutStreamManagement(features: XmlElement): void {
+  features.remove("sm", NS.sm);
+  const inline = features.getChild("authentication", NS.sasl2)?.getChild("inline");
+  if (!inline) return;
+  inline.remove("sm", NS.sm);
+  const bind = inline.getChild("bind", NS.bind2)?.getChild("inline");
+  if (!bind) return;
+  bind.children = bind.children.filter(
+    (child) => typeof child === "string" || !child.is("feature") || child.attrs.var !== NS.sm,
+  );
 }

@@ -11,8 +11,11 @@
  *   first joined;
  * - `handled`: the ids of the last messages and reactions delivered, and, of
  *   a MUC, those of the history it sent on the first join (not delivered).
- * Plus when the file was first written (`created`) and the rooms joined on
- * an invitation (to join them again after a restart).
+ * Plus when the file was first written (`created`), the rooms joined on an
+ * invitation (to join them again after a restart), and the account's mark in
+ * its message archive (`archive`): the archive id of the newest message
+ * read from it (null: the archive was empty when the mark was first set;
+ * absent: never set).
  */
 import {
   closeSync,
@@ -55,6 +58,7 @@ interface StateFile {
   readonly created: number;
   readonly rooms: Record<string, RoomRecord>;
   readonly invited: Record<string, { readonly password?: string }>;
+  archive?: string | null;
 }
 
 export class DeliveryState {
@@ -108,15 +112,23 @@ export class DeliveryState {
 
   /**
    * Whether a message (or reaction) is new. `stamp` is the server's delay
-   * stamp of a stored message (MUC history, offline storage), undefined for
-   * one that arrived live. `muc` rooms deliver no history from before they
-   * were first joined (its ids are remembered); direct chats deliver offline
-   * messages stored since the state file exists (never on the first start).
+   * stamp of a stored message (MUC history, offline storage, the archive),
+   * undefined for one that arrived live. `muc` rooms deliver no history from
+   * before they were first joined (its ids are remembered); direct chats
+   * deliver offline messages stored since the state file exists (never on
+   * the first start). `afterMark`: read from the archive after its mark,
+   * where all that is not handled is new.
    */
-  admits(room: string, id: string, stamp: number | undefined, muc: boolean): boolean {
+  admits(
+    room: string,
+    id: string,
+    stamp: number | undefined,
+    muc: boolean,
+    afterMark = false,
+  ): boolean {
     const record = this.#data.rooms[room];
     if (record?.handled.includes(id)) return false;
-    if (stamp === undefined) return true;
+    if (stamp === undefined || afterMark) return true;
     if (record === undefined) {
       if (!muc) return !this.fresh && stamp >= this.#data.created;
       const ids = this.#preJoin.get(room) ?? [];
@@ -142,6 +154,16 @@ export class DeliveryState {
     if (this.#data.rooms[room] !== undefined) return;
     this.#room(room, now);
     this.save();
+  }
+
+  /** The archive id after which direct messages are unread; null: all of the archive; undefined: never marked. */
+  archiveMark(): string | null | undefined {
+    return this.#data.archive;
+  }
+
+  /** Moves the archive mark; saved with the next save. */
+  markArchive(id: string | null): void {
+    this.#data.archive = id;
   }
 
   invitedRooms(): [room: string, password: string | undefined][] {
@@ -214,6 +236,7 @@ function parseState(value: unknown): StateFile {
     created: typeof data.created === "number" ? data.created : 0,
     rooms,
     invited,
+    ...(typeof data.archive === "string" || data.archive === null ? { archive: data.archive } : {}),
   };
 }
 

@@ -5,12 +5,23 @@
  *
  * Connection: one xmpp.js client for the transport's life. Its own reconnect
  * (a fixed 1 s, and not for a first connect that fails) is off; the loop in
- * #run connects, waits for the session (bound, or resumed with XEP-0198 when
- * the server keeps it), and after a disconnect or a failed attempt waits
- * `backoffDelay` and tries again. A credential the server refuses rejects the
- * first start; later it is logged and retried like any failure. An XEP-0199
- * ping every 30 s finds a dead connection (no answer in 10 s: the socket is
- * dropped, which reconnects).
+ * #run connects, waits for the bound session, and after a disconnect or a
+ * failed attempt waits `backoffDelay` and tries again. A credential the server
+ * refuses rejects the first start; later it is logged and retried like any
+ * failure. An XEP-0199 ping every 30 s finds a dead connection (no answer in
+ * 10 s: the socket is dropped, which reconnects).
+ *
+ * XEP-0198 stream management is never enabled (the server's offer of it is
+ * removed from its stream features), for two reasons. xmpp.js 0.14 resets its
+ * count of received stanzas when it has already acknowledged some that came
+ * in the same read as <enabled/>, so its next acknowledgement counts back and
+ * Prosody closes the stream ("Client acknowledged less stanzas than already
+ * acknowledged"): a session dropped seconds after it began. And a session the
+ * server keeps for resumption outlives a process that crashed (Prosody: 10
+ * minutes): direct messages go on being queued to it instead of to offline
+ * storage, and a room keeps its dead occupant. Without it, a lost connection
+ * ends the session as soon as the server sees it lost, and every session is a
+ * fresh one that catches up (below).
  *
  * Who sent a message, as the server verified it: in a direct chat the bare
  * JID of the `from` the server stamps; in a MUC the occupant's real JID,
@@ -54,11 +65,24 @@
  *   with mod_muc_mam); more said while down are not delivered. (Were more
  *   than the 100 remembered ids delivered in one room within the margin
  *   before a stop, the oldest of them could come again.)
- * - Direct: messages sent while offline come from the server's offline
- *   storage with a delay stamp; they are delivered when not delivered before
- *   and newer than the peer's watermark (a new peer: than the state file);
- *   on the very first start, none. Stored-message archives (MAM) are not
- *   queried: offline storage and room history cover the down time without it.
+ * - Direct, when the account has an XEP-0313 archive (MAM) that stamps
+ *   stanza ids: the state keeps a mark in it, the archive id of the newest
+ *   message read. The first session of a new state only sets the mark to the
+ *   newest archived message. Every later session, after its initial presence
+ *   (so nothing falls between what it reads and what comes live), reads the
+ *   archive after the mark, page by page, and delivers each message from a
+ *   peer not delivered before, by its archive id; the mark moves after each
+ *   page, and with each live message once the session has caught up. That
+ *   covers what came while the process was down and what a dying connection
+ *   swallowed (a session the server thought alive got it, not offline
+ *   storage). The archive id is also the stanza id of the live or offline
+ *   copy of the same message, so none is delivered twice. A mark the archive
+ *   no longer has (expired), or a state from before marks, is read from the
+ *   oldest message kept, with the rules below for stored messages.
+ * - Direct, without such an archive: messages sent while offline come from
+ *   the server's offline storage with a delay stamp; they are delivered when
+ *   not delivered before and newer than the peer's watermark (a new peer:
+ *   than the state file); on the very first start, none.
  * - The state is saved before each delivery.
  * - What each person's reactions were is kept in memory only: a reaction
  *   set changed while down delivers all its keys again.
@@ -91,6 +115,8 @@ import {
 } from "./transport.ts";
 import { ScramSha1 } from "./xmpp-scram.ts";
 import {
+  type ArchivedMessage,
+  archivedMessage,
   bareJid,
   dateTime,
   errorOf,
@@ -104,6 +130,7 @@ import {
   stanzaIdBy,
   trustedDelay,
   withoutReplyFallback,
+  withoutStreamManagement,
 } from "./xmpp-stanza.ts";
 import { CLOCK_MARGIN_MS, DeliveryState, FIRST_JOIN_HISTORY } from "./xmpp-state.ts";
 
@@ -129,6 +156,8 @@ const CONNECT_TIMEOUT_MS = 30_000;
 /** From the join presence to the room's subject (the end of its history). */
 const JOIN_TIMEOUT_MS = 10_000;
 const IQ_TIMEOUT_MS = 10_000;
+/** Messages asked for per archive page (Prosody gives at most 50). */
+const ARCHIVE_PAGE = 50;
 /** How long send waits for a MUC to reflect our message with its stanza id. */
 const REFLECTION_TIMEOUT_MS = 5_000;
 /** How long send, edit, react and typing wait for a connection (or a room join) that is under way. */
@@ -174,6 +203,15 @@ interface MessageRef {
   readonly author: string | undefined;
 }
 
+/** One page of an archive query, in the archive's order. */
+interface ArchivePage {
+  readonly items: ArchivedMessage[];
+  /** The archive id of the page's last message. */
+  readonly last: string | undefined;
+  /** No more after this page. */
+  readonly complete: boolean;
+}
+
 interface Pending {
   readonly resolve: (stanzaId: string | undefined) => void;
   readonly reject: (error: Error) => void;
@@ -203,6 +241,12 @@ export class XmppTransport implements ChatTransport {
   #pingTimer: NodeJS.Timeout | undefined;
   /** This account's archive assigns stanza ids to the messages it receives. */
   #accountStanzaIds = false;
+  /** This account has an archive to catch up from (MAM with stanza ids). */
+  #accountArchive = false;
+  /** This session has read the archive up to its start: live messages may move the mark. */
+  #caughtUp = false;
+  /** Archive queries under way: query id → the results come so far. */
+  readonly #archiveQueries = new Map<string, XmlElement[]>();
   #presence: { show?: string; status?: string } = {};
   readonly #rooms = new Map<string, Room>();
   readonly #refs = new Map<string, MessageRef>();
@@ -252,6 +296,9 @@ export class XmppTransport implements ChatTransport {
       timeout: 5000,
     });
     client.reconnect.stop();
+    client.prependListener("element", (element) => {
+      if (element.is("features", NS.streams)) withoutStreamManagement(element);
+    });
     for (const entry of client.saslFactory._mechs)
       if (entry.name === "SCRAM-SHA-1") entry.mech = ScramSha1;
     client.on("error", (error) => {
@@ -440,9 +487,8 @@ export class XmppTransport implements ChatTransport {
     const signal = this.#lifetime.signal;
     for (let attempt = 0; this.#running; ) {
       this.#setConnection("connecting", this.#options.service);
-      let how: "online" | "resumed";
       try {
-        how = await this.#connect(client);
+        await this.#connect(client);
       } catch (error) {
         await dropSocket(client);
         if (!this.#running) return;
@@ -468,14 +514,15 @@ export class XmppTransport implements ChatTransport {
       attempt = 0;
       const closed = untilDisconnected(client);
       this.#session++;
-      // A new session is in no room; a resumed one is still in its rooms.
-      if (how === "online") for (const room of this.#rooms.values()) room.status = "out";
+      this.#caughtUp = false;
+      // A new session is in no room.
+      for (const room of this.#rooms.values()) room.status = "out";
       this.#online = true;
       this.#everOnline = true;
-      this.#setConnection("online", how === "resumed" ? "session resumed" : undefined);
+      this.#setConnection("online");
       this.#notify();
       this.#startPing(client);
-      if (how === "online") await this.#setUpSession(client);
+      await this.#setUpSession(client);
       this.#first?.resolve();
       this.#first = undefined;
       const detail = await closed;
@@ -488,25 +535,20 @@ export class XmppTransport implements ChatTransport {
     }
   }
 
-  /** One attempt: socket, stream, authentication, then a bound session or a resumed one. */
-  #connect(client: Client): Promise<"online" | "resumed"> {
+  /** One attempt: socket, stream, authentication, then a bound session. */
+  #connect(client: Client): Promise<void> {
     const signal = this.#lifetime.signal;
     return new Promise((resolve, reject) => {
       const cleanup = () => {
         clearTimeout(timer);
         client.off("online", onOnline);
-        client.streamManagement.off("resumed", onResumed);
         client.off("error", onError);
         client.off("disconnect", onDisconnect);
         signal.removeEventListener("abort", onAbort);
       };
       const onOnline = () => {
         cleanup();
-        resolve("online");
-      };
-      const onResumed = () => {
-        cleanup();
-        resolve("resumed");
+        resolve();
       };
       const fail = (error: unknown) => {
         cleanup();
@@ -521,7 +563,6 @@ export class XmppTransport implements ChatTransport {
         CONNECT_TIMEOUT_MS,
       );
       client.on("online", onOnline);
-      client.streamManagement.on("resumed", onResumed);
       client.on("error", onError);
       client.on("disconnect", onDisconnect);
       signal.addEventListener("abort", onAbort);
@@ -532,14 +573,129 @@ export class XmppTransport implements ChatTransport {
     });
   }
 
-  /** A new session (not a resumed one): initial presence, then the rooms. */
+  /** A new session: initial presence, then the archive and the rooms. */
   async #setUpSession(client: Client): Promise<void> {
     // Stanza ids on direct messages are trusted only from an archive that says it assigns them.
     const features = await this.#features(client, this.self);
     this.#accountStanzaIds = features?.has(NS.stanzaId) ?? false;
-    // Offline messages follow the initial presence.
+    this.#accountArchive = this.#accountStanzaIds && (features?.has(NS.mam) ?? false);
+    // Offline messages follow the initial presence; from here on messages come live too.
     await client.send(xml("presence", {}, ...this.#presenceChildren())).catch(() => {});
-    await Promise.all([...this.#rooms.values()].map((room) => this.#join(client, room)));
+    await Promise.all([
+      this.#catchUp(client),
+      ...[...this.#rooms.values()].map((room) => this.#join(client, room)),
+    ]);
+  }
+
+  /** Delivers the direct messages archived after the mark (see the module's doc). */
+  async #catchUp(client: Client): Promise<void> {
+    const state = this.#state;
+    if (!state || !this.#accountArchive) return;
+    const session = this.#session;
+    const current = () => session === this.#session && this.#running;
+    try {
+      const mark = state.archiveMark();
+      if (mark === undefined && state.fresh) {
+        // The first start: nothing archived before it is for us.
+        const newest = await this.#archivePage(client, { newest: true });
+        if (!current()) return;
+        state.markArchive(newest.last ?? null);
+        state.save();
+        this.#caughtUp = true;
+        return;
+      }
+      let after = mark ?? undefined;
+      // After a mark (null: the archive was empty when marked) all not handled is new;
+      // read from the archive's start, the rules for stored messages decide.
+      let afterMark = mark !== undefined;
+      for (;;) {
+        let page: ArchivePage;
+        try {
+          page = await this.#archivePage(client, { after });
+        } catch (error) {
+          if (after === undefined || (error as XmppError).condition !== "item-not-found")
+            throw error;
+          this.#options.log(
+            `xmpp: the archive of ${this.self} no longer has its mark; reading all it keeps`,
+          );
+          after = undefined;
+          afterMark = false;
+          continue;
+        }
+        if (!current()) return;
+        for (const item of page.items) this.#onArchived(item, afterMark);
+        const last = page.last === after ? undefined : page.last;
+        if (last !== undefined) {
+          state.markArchive(last);
+          state.save();
+          after = last;
+        } else if (after === undefined && state.archiveMark() !== null) {
+          // All of an empty archive was read: from now on, all of it is new.
+          state.markArchive(null);
+          state.save();
+        }
+        if (page.complete || last === undefined) break;
+      }
+      this.#caughtUp = true;
+    } catch (error) {
+      if (current())
+        this.#options.log(
+          `xmpp: cannot read the archive of ${this.self} (messages sent while offline may be missing): ${describe(error)}`,
+        );
+    }
+  }
+
+  /** One page of the account's archive: after an id, from its start, or only its newest message. */
+  async #archivePage(
+    client: Client,
+    where: { after?: string | undefined; newest?: boolean },
+  ): Promise<ArchivePage> {
+    const queryId = randomUUID();
+    const results: XmlElement[] = [];
+    this.#archiveQueries.set(queryId, results);
+    try {
+      const reply = await client.iqCaller.request(
+        xml(
+          "iq",
+          { type: "set", to: this.self },
+          xml(
+            "query",
+            { xmlns: NS.mam, queryid: queryId },
+            xml(
+              "set",
+              { xmlns: NS.rsm },
+              xml("max", {}, String(where.newest ? 1 : ARCHIVE_PAGE)),
+              where.newest
+                ? xml("before")
+                : where.after !== undefined
+                  ? xml("after", {}, where.after)
+                  : undefined,
+            ),
+          ),
+        ),
+        IQ_TIMEOUT_MS,
+      );
+      const fin = reply.getChild("fin", NS.mam);
+      const items = results
+        .map((result) => archivedMessage(result, queryId))
+        .filter((item): item is ArchivedMessage => item !== undefined);
+      const last = fin?.getChild("set", NS.rsm)?.getChildText("last") || undefined;
+      return { items, last, complete: fin?.attrs.complete === "true" };
+    } finally {
+      this.#archiveQueries.delete(queryId);
+    }
+  }
+
+  /** A message read from the account's archive: a peer's is handled as if it came now, with its archive id. */
+  #onArchived(item: ArchivedMessage, afterMark: boolean): void {
+    const { message } = item;
+    const from = parseJid(message.attrs.from);
+    // Ours, sent from any session of this account.
+    if (!from || from.bare === this.self) return;
+    const type = message.attrs.type ?? "normal";
+    if (type !== "chat" && type !== "normal") return;
+    if (this.#onInvitation(message, from)) return;
+    this.#onDirect(message, from, { id: item.id, stamp: item.stamp, afterMark });
   }
 
   #startPing(client: Client): void {
@@ -793,9 +949,23 @@ export class XmppTransport implements ChatTransport {
   }
 
   #onMessage(stanza: XmlElement): void {
+    const result = stanza.getChild("result", NS.mam);
+    if (result) {
+      // Only this account's archive answers our queries (a stanza without `from` is from it).
+      const query = this.#archiveQueries.get(result.attrs.queryid ?? "");
+      const from = stanza.attrs.from === undefined ? undefined : parseJid(stanza.attrs.from);
+      if (query && (from === undefined || (from.bare === this.self && !from.resource)))
+        query.push(stanza);
+      return;
+    }
     const from = parseJid(stanza.attrs.from);
     if (!from) return;
     const type = stanza.attrs.type ?? "normal";
+    if (type !== "groupchat" && this.#caughtUp && this.#accountArchive) {
+      const archived = stanzaIdBy(stanza, this.self);
+      // Saved with the next delivery (or the one after): at worst it is read again.
+      if (archived) this.#state?.markArchive(archived);
+    }
     if (type === "error") {
       this.#onErrorMessage(stanza, from);
       return;
@@ -806,20 +976,27 @@ export class XmppTransport implements ChatTransport {
     else if (type === "chat" || type === "normal") this.#onDirect(stanza, from);
   }
 
-  #onDirect(stanza: XmlElement, from: Jid): void {
+  /** A direct message or reaction, live (or from offline storage), or `archived` (read from the account's archive). */
+  #onDirect(
+    stanza: XmlElement,
+    from: Jid,
+    archived?: { id: string; stamp: number; afterMark: boolean },
+  ): void {
     const peer = from.bare;
     // Our own (another resource of this account); carbons come from it too.
     if (peer === this.self) return;
     // A MUC private message: the sender is only a nick.
     if (this.#rooms.has(peer) || stanza.getChild("x", NS.mucUser)) return;
-    const stamp = trustedDelay(stanza, this.#domain);
+    const stamp = archived ? archived.stamp : trustedDelay(stanza, this.#domain);
+    const afterMark = archived?.afterMark ?? false;
     const origin = originId(stanza);
     const id =
+      archived?.id ??
       (this.#accountStanzaIds ? stanzaIdBy(stanza, this.self) : undefined) ??
       `${peer}/${origin ?? randomUUID()}`;
     const reactions = reactionsOf(stanza);
     if (reactions) {
-      this.#onReactions(peer, false, peer, id, stamp, reactions);
+      this.#onReactions(peer, false, peer, id, stamp, reactions, afterMark);
       return;
     }
     const body = stanza.getChildText("body");
@@ -832,6 +1009,7 @@ export class XmppTransport implements ChatTransport {
       sender: peer,
       body,
       stamp,
+      afterMark,
       names: [],
     });
   }
@@ -879,6 +1057,7 @@ export class XmppTransport implements ChatTransport {
       sender,
       body,
       stamp,
+      afterMark: false,
       names: [room.nick],
     });
   }
@@ -907,11 +1086,14 @@ export class XmppTransport implements ChatTransport {
       sender: string | undefined;
       body: string;
       stamp: number | undefined;
+      /** Read from the archive after its mark. */
+      afterMark: boolean;
       names: string[];
     },
   ): void {
     const state = this.#state;
-    if (!state?.admits(message.room, message.id, message.stamp, !message.direct)) return;
+    if (!state?.admits(message.room, message.id, message.stamp, !message.direct, message.afterMark))
+      return;
     const reply = replyOf(stanza);
     const body = reply ? withoutReplyFallback(stanza, message.body) : message.body;
     const thread = stanza.getChildText("thread") || undefined;
@@ -945,9 +1127,10 @@ export class XmppTransport implements ChatTransport {
     id: string,
     stamp: number | undefined,
     reactions: { target: string; keys: string[] },
+    afterMark = false,
   ): void {
     const state = this.#state;
-    if (!state?.admits(room, id, stamp, muc)) return;
+    if (!state?.admits(room, id, stamp, muc, afterMark)) return;
     const target = this.#idOf(room, reactions.target);
     const key = `${room}\n${sender ?? ""}\n${target}`;
     const before = this.#reactionsSeen.get(key) ?? [];

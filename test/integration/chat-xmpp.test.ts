@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -181,6 +181,93 @@ function reactions(target: string, ...keys: string[]) {
     { xmlns: NS.reactions, id: target },
     keys.map((key) => xml("reaction", {}, key)),
   );
+}
+
+/**
+ * A TCP relay in front of Prosody: the network between a transport and the
+ * server, which a test can take away (closed, or dead without either end
+ * being told) or make deliver the server's output in batches.
+ */
+class Relay {
+  /** Everything clients wrote towards the server. */
+  sent = "";
+  readonly service: string;
+  readonly #port: number;
+  readonly #target: URL;
+  readonly #batchMs: number | undefined;
+  readonly #links = new Set<{ client: net.Socket; upstream: net.Socket; silent: boolean }>();
+  readonly #server: net.Server;
+
+  private constructor(port: number, service: string, batchMs: number | undefined) {
+    this.#port = port;
+    this.service = `xmpp://127.0.0.1:${port}`;
+    this.#target = new URL(service.replace("xmpp:", "http:"));
+    this.#batchMs = batchMs;
+    this.#server = net.createServer((client) => this.#link(client));
+  }
+
+  /** A relay to `service` (not listening yet); `batchMs`: the server's output is passed on every so often, all at once. */
+  static async to(service: string, batchMs?: number): Promise<Relay> {
+    return new Relay(await freePort(), service, batchMs);
+  }
+
+  open(): Promise<void> {
+    return new Promise((resolve) => this.#server.listen(this.#port, "127.0.0.1", resolve));
+  }
+
+  /** Stops listening and drops every connection, both ends. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.cut("both");
+    });
+  }
+
+  /**
+   * Drops the connections on the client's side. "both": the server sees its
+   * end closed too (a crashed client); "client": the server's end stays open
+   * and hears nothing more (a dead network), so it believes the session alive.
+   */
+  cut(which: "both" | "client"): void {
+    for (const link of this.#links) {
+      if (which === "both") link.upstream.destroy();
+      else link.silent = true;
+      link.client.destroy();
+    }
+  }
+
+  #link(client: net.Socket): void {
+    const upstream = net.connect(Number(this.#target.port), this.#target.hostname);
+    const link = { client, upstream, silent: false };
+    this.#links.add(link);
+    for (const socket of [client, upstream]) socket.on("error", () => socket.destroy());
+    client.on("data", (chunk: Buffer) => {
+      this.sent += chunk.toString();
+      upstream.write(chunk);
+    });
+    client.on("close", () => {
+      if (!link.silent) upstream.destroy();
+    });
+    let held: Buffer[] = [];
+    const pass = () => {
+      if (held.length === 0 || link.silent || client.destroyed) return;
+      client.write(Buffer.concat(held));
+      held = [];
+    };
+    upstream.on("data", (chunk: Buffer) => {
+      if (link.silent) return;
+      held.push(chunk);
+      if (this.#batchMs === undefined) pass();
+    });
+    const timer = this.#batchMs === undefined ? undefined : setInterval(pass, this.#batchMs);
+    upstream.on("close", () => {
+      clearInterval(timer);
+      // What the server said last (its closing tag) still reaches the client.
+      pass();
+      client.end();
+      this.#links.delete(link);
+    });
+  }
 }
 
 async function until<T>(probe: () => T | undefined | false, what: string, ms = 10_000): Promise<T> {
@@ -620,41 +707,143 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
     await second.transport.stop();
   });
 
-  it("waits for a server that is down at start, and reports losing and regaining it", async () => {
-    // A TCP relay in front of Prosody stands in for the server: closed, then open.
-    const port = await freePort();
-    const target = new URL(server().service.replace("xmpp:", "http:"));
-    const sockets = new Set<net.Socket>();
-    const relay = net.createServer((socket) => {
-      const upstream = net.connect(Number(target.port), target.hostname);
-      for (const s of [socket, upstream]) {
-        sockets.add(s);
-        s.on("close", () => sockets.delete(s));
-        s.on("error", () => s.destroy());
+  for (const cut of ["both", "client"] as const) {
+    const how =
+      cut === "both"
+        ? "the server saw the connection end (offline storage)"
+        : "the server kept the dead session (the archive, the room's history)";
+    it(`after a crash delivers exactly once what was said meanwhile: ${how}`, async () => {
+      // GIVEN an agent that has handled a message in the room and a direct one, alone online.
+      await agent?.transport.stop();
+      const stateDir = await tempDir();
+      const relay = await Relay.to(server().service);
+      await relay.open();
+      const first = makeTransport({ stateDir, service: relay.service });
+      const firstInbox = new Inbox();
+      const second = makeTransport({ stateDir });
+      const secondInbox = new Inbox();
+      try {
+        await first.transport.start(firstInbox.handlers);
+        await human.sayInRoom(lobby, "human", `in the room before the crash (${cut})`);
+        await human.say(agentJid, "chat", `directly before the crash (${cut})`);
+        await firstInbox.message(`in the room before the crash (${cut})`);
+        await firstInbox.message(`directly before the crash (${cut})`);
+
+        // WHEN its process dies without a word to the server, and both are said again.
+        relay.cut(cut);
+        await until(() => firstInbox.states.at(-1)?.state !== "online", "the loss");
+        await first.transport.stop();
+        const room = `in the room while it was down (${cut})`;
+        const direct = `directly while it was down (${cut})`;
+        await human.sayInRoom(lobby, "human", room);
+        await human.say(agentJid, "chat", direct);
+        await human.sync(server().domain);
+
+        // THEN a new process on the same state gets each once, and nothing from before.
+        await second.transport.start(secondInbox.handlers);
+        await secondInbox.message(room);
+        const late = await secondInbox.message(direct);
+        assert.equal(late.sender, human.jid);
+        assert.equal(late.time % 1000, 0, "the server's time, not the arrival's");
+        await human.sayInRoom(lobby, "human", `in the room after the restart (${cut})`);
+        await human.say(agentJid, "chat", `directly after the restart (${cut})`);
+        await secondInbox.message(`in the room after the restart (${cut})`);
+        await secondInbox.message(`directly after the restart (${cut})`);
+        // Whatever came twice (offline storage and the archive, a history) has come by now.
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        assert.deepEqual(secondInbox.messages.map((m) => m.body).sort(), [
+          `directly after the restart (${cut})`,
+          direct,
+          `in the room after the restart (${cut})`,
+          room,
+        ]);
+        assert.ok(!firstInbox.messages.some((m) => m.body === room || m.body === direct));
+      } finally {
+        await second.transport.stop();
+        await relay.close();
       }
-      socket.pipe(upstream).pipe(socket);
     });
-    const open = () => new Promise<void>((resolve) => relay.listen(port, "127.0.0.1", resolve));
-    const close = () =>
-      new Promise<void>((resolve) => {
-        relay.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      });
-    const { transport } = makeTransport({
-      stateDir: await tempDir(),
-      service: `xmpp://127.0.0.1:${port}`,
+  }
+
+  for (const mark of ["none", "expired"] as const) {
+    it(`with ${mark === "none" ? "no archive mark (a state from before marks)" : "a mark the archive no longer has"} reads all the archive keeps, by the rules for stored messages`, async () => {
+      await agent?.transport.stop();
+      // Someone new: no message of theirs was handled under another state within the clock margin.
+      const peer = await person(`peer-${mark}`);
+      const stateDir = await tempDir();
+      const first = await startAgent(stateDir);
+      await peer.say(agentJid, "chat", `handled before (${mark})`);
+      await first.inbox.message(`handled before (${mark})`);
+      await first.transport.stop();
+      const file = path.join(stateDir, XMPP_STATE_FILE);
+      const state = JSON.parse(await readFile(file, "utf8"));
+      assert.equal(typeof state.archive, "string");
+      if (mark === "none") delete state.archive;
+      else state.archive = "no-such-archive-id";
+      await writeFile(file, JSON.stringify(state));
+      await peer.say(agentJid, "chat", `said while down (${mark})`);
+      await peer.sync(server().domain);
+
+      const second = await startAgent(stateDir);
+      await second.inbox.message(`said while down (${mark})`);
+      await peer.say(agentJid, "chat", `said after (${mark})`);
+      await second.inbox.message(`said after (${mark})`);
+      assert.deepEqual(
+        second.inbox.messages.map((m) => m.body),
+        [`said while down (${mark})`, `said after (${mark})`],
+      );
+      assert.equal(
+        second.log.some((line) => line.includes("no longer has its mark")),
+        mark === "expired",
+      );
+      const saved = JSON.parse(await readFile(file, "utf8"));
+      assert.equal(typeof saved.archive, "string", "marked again");
+      await second.transport.stop();
     });
+  }
+
+  it("never enables stream management (XEP-0198), so batched answers cannot make its count go back", async () => {
+    // The server's output comes in batches: <enabled/> in the same read as answers to stanzas sent after <enable/>.
+    const relay = await Relay.to(server().service, 100);
+    await relay.open();
+    const { transport, log } = makeTransport({ stateDir: await tempDir(), service: relay.service });
+    const inbox = new Inbox();
+    try {
+      await transport.start(inbox.handlers);
+      await transport.setPresence("available", "asks humans");
+      await transport.setPresence("busy", "working");
+      await human.sayInRoom(lobby, "human", "batched one");
+      await inbox.message("batched one");
+      await human.say(agentJid, "chat", "batched two");
+      await inbox.message("batched two");
+      await transport.send(lobby, "batched answer");
+      assert.ok(!relay.sent.includes("urn:xmpp:sm:"), "no <enable/> nor <r/> nor <a/>");
+      assert.deepEqual(
+        inbox.states.map((s) => s.state),
+        ["connecting", "online"],
+      );
+      assert.deepEqual(log, []);
+    } finally {
+      await transport.stop();
+      await relay.close();
+    }
+  });
+
+  it("waits for a server that is down at start, and reports losing and regaining it", async () => {
+    // A relay in front of Prosody stands in for the server: closed, then open.
+    const relay = await Relay.to(server().service);
+    const { transport } = makeTransport({ stateDir: await tempDir(), service: relay.service });
     const inbox = new Inbox();
     try {
       const started = transport.start(inbox.handlers);
       await until(() => inbox.states.find((s) => s.detail?.includes("retrying")), "a retry");
-      await open();
+      await relay.open();
       await started;
       assert.equal(inbox.states.at(-1)?.state, "online");
 
-      await close();
+      await relay.close();
       await until(() => inbox.states.at(-1)?.state !== "online", "the loss to be reported");
-      await open();
+      await relay.open();
       await until(
         () => inbox.states.at(-1)?.state === "online",
         "the connection to come back",
@@ -664,7 +853,7 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
       await inbox.message("still there?");
     } finally {
       await transport.stop();
-      await close();
+      await relay.close();
     }
   });
 

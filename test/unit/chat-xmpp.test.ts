@@ -12,6 +12,7 @@ import { after, describe, it } from "node:test";
 import { xml } from "@xmpp/client";
 import { ScramSha1 } from "../../src/chat/xmpp-scram.ts";
 import {
+  archivedMessage,
   dateTime,
   errorOf,
   mentionsAny,
@@ -23,6 +24,7 @@ import {
   stripQuote,
   trustedDelay,
   withoutReplyFallback,
+  withoutStreamManagement,
 } from "../../src/chat/xmpp-stanza.ts";
 import {
   CLOCK_MARGIN_MS,
@@ -155,6 +157,70 @@ describe("XMPP stanzas", () => {
     );
     assert.equal(errorOf(error), "not-acceptable: You are not in the room");
   });
+
+  it("reads an archive query's result: archive id, archived time and the message", () => {
+    const result = (queryid: string, delay = true) =>
+      xml(
+        "message",
+        { to: "agent@example.org/x" },
+        xml(
+          "result",
+          { xmlns: NS.mam, queryid, id: "arch-1" },
+          xml(
+            "forwarded",
+            { xmlns: NS.forward },
+            delay ? xml("delay", { xmlns: NS.delay, stamp: "2024-05-06T07:08:09Z" }) : undefined,
+            xml(
+              "message",
+              { from: "human@example.org/laptop", type: "chat" },
+              xml("body", {}, "hi"),
+            ),
+          ),
+        ),
+      );
+    const item = archivedMessage(result("q1"), "q1");
+    assert.equal(item?.id, "arch-1");
+    assert.equal(item?.stamp, Date.UTC(2024, 4, 6, 7, 8, 9));
+    assert.equal(item?.message.getChildText("body"), "hi");
+    assert.equal(archivedMessage(result("q2"), "q1"), undefined, "another query's");
+    assert.equal(archivedMessage(result("q1", false), "q1"), undefined, "no archived time");
+    assert.equal(archivedMessage(xml("message", {}, xml("body", {}, "x")), "q1"), undefined);
+  });
+
+  it("removes stream management from the stream features, inline ones included", () => {
+    const features = xml(
+      "features",
+      { xmlns: NS.streams },
+      xml("bind", { xmlns: "urn:ietf:params:xml:ns:xmpp-bind" }),
+      xml("sm", { xmlns: NS.sm }),
+      xml(
+        "authentication",
+        { xmlns: NS.sasl2 },
+        xml("mechanism", {}, "SCRAM-SHA-1"),
+        xml(
+          "inline",
+          {},
+          xml("sm", { xmlns: NS.sm }),
+          xml(
+            "bind",
+            { xmlns: NS.bind2 },
+            xml(
+              "inline",
+              {},
+              xml("feature", { var: NS.sm }),
+              xml("feature", { var: "urn:xmpp:carbons:2" }),
+            ),
+          ),
+        ),
+      ),
+    );
+    withoutStreamManagement(features);
+    const text = features.toString();
+    assert.ok(!text.includes(NS.sm), text);
+    assert.ok(features.getChild("bind", "urn:ietf:params:xml:ns:xmpp-bind"));
+    assert.ok(text.includes("urn:xmpp:carbons:2"));
+    assert.ok(text.includes("SCRAM-SHA-1"));
+  });
 });
 
 describe("XMPP delivery state", () => {
@@ -208,6 +274,23 @@ describe("XMPP delivery state", () => {
     );
     assert.ok(!again.admits("new@example.org", "n0", -10, false));
     assert.ok(FIRST_JOIN_HISTORY > 0);
+  });
+
+  it("keeps the archive mark; after it, all that is not handled is new, whatever its time", async () => {
+    const stateDir = await dir();
+    const state = DeliveryState.load(stateDir, "agent@example.org", log, 1_000_000);
+    assert.equal(state.archiveMark(), undefined);
+    state.markArchive(null);
+    state.save();
+    assert.equal(DeliveryState.load(stateDir, "agent@example.org", log).archiveMark(), null);
+    state.markArchive("arch-7");
+    state.delivered(peer, "arch-8", 2_000_000);
+    const again = DeliveryState.load(stateDir, "agent@example.org", log);
+    assert.equal(again.archiveMark(), "arch-7");
+    assert.ok(!again.admits(peer, "arch-8", 2_000_000, false, true), "handled");
+    assert.ok(again.admits(peer, "arch-9", 1_000, false, true), "after the mark");
+    assert.ok(!again.admits(peer, "arch-9", 1_000, false), "a stored message that old");
+    assert.ok(again.admits("new@example.org", "arch-10", 1_000, false, true));
   });
 
   it("starts without a state file of another account, or an unreadable one", async () => {
