@@ -7,7 +7,9 @@
  * idle agent. Needs root (the town's accounts) and both servers installed
  * (scripts/install-chat-servers.sh).
  */
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { ChatMessage, TransportKind } from "../src/chat/transport.ts";
 import { type ChatTown, startChatTown } from "../test/support/chat-town.ts";
@@ -117,15 +119,33 @@ async function benchTransport(kind: TransportKind, uid: number): Promise<boolean
   }
 }
 
-export async function benchChat(): Promise<number> {
+export async function benchChat(
+  kinds: readonly TransportKind[] = ["matrix", "xmpp"],
+): Promise<number> {
   if (process.getuid?.() !== 0) {
     console.log("chat: skipped (needs root for the town's accounts)");
     return 0;
   }
-  await benchTransport("matrix", 60811);
-  console.log("");
-  await benchTransport("xmpp", 60821);
+  // The daemons run the build when it is fresh (bin/nuketown): measure what a host runs.
+  const build = spawnSync(
+    process.execPath,
+    [path.join(import.meta.dirname, "..", "scripts", "build.ts")],
+    {
+      stdio: "inherit",
+    },
+  );
+  if (build.status !== 0) throw new Error("npm run build failed");
+  for (const [i, kind] of kinds.entries()) {
+    if (i > 0) console.log("");
+    await benchTransport(kind, kind === "matrix" ? 60811 : 60821);
+  }
   return 0;
 }
 
-if (import.meta.main) process.exitCode = await benchChat();
+// `node bench/chat.ts [matrix|xmpp]…`: one network, or both.
+if (import.meta.main) {
+  const asked = process.argv
+    .slice(2)
+    .filter((a): a is TransportKind => a === "matrix" || a === "xmpp");
+  process.exitCode = await benchChat(asked.length > 0 ? asked : undefined);
+}

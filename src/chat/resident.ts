@@ -41,6 +41,8 @@ export interface ResidentOptions {
   readonly progressEvery?: number;
   /** Post a progress message once work has run this long without one (ms). */
   readonly progressAfter?: number;
+  /** Show typing and a busy presence once work has run this long (ms). */
+  readonly busyAfter?: number;
 }
 
 interface Conversation {
@@ -70,6 +72,8 @@ export class ChatResident {
   #audit: AuditLog;
   #presence: { state: PresenceState; status: string } = { state: "available", status: "" };
   #poll: NodeJS.Timeout | undefined;
+  /** Conversations whose work shows as busy right now. */
+  #shownBusy = 0;
   #stopped = false;
 
   constructor(options: ResidentOptions) {
@@ -307,9 +311,16 @@ export class ChatResident {
     const late = setTimeout(() => {
       showProgress(lastLine || "working on it").catch(() => {});
     }, this.#o.progressAfter ?? 5000);
-    const typing = setInterval(() => transport.typing(message.room, true).catch(() => {}), 20_000);
-    transport.typing(message.room, true).catch(() => {});
-    this.#busy(+1, clip(text, 60));
+    // Typing and busy only for work that takes a while: a quick answer is its own signal, and
+    // four more requests per message would slow the server for everyone.
+    let typing: NodeJS.Timeout | undefined;
+    let shown = false;
+    const show = setTimeout(() => {
+      shown = true;
+      transport.typing(message.room, true).catch(() => {});
+      typing = setInterval(() => transport.typing(message.room, true).catch(() => {}), 20_000);
+      this.#busy(+1, clip(text, 60));
+    }, this.#o.busyAfter ?? 400);
 
     let outcome: TaskOutcome | undefined;
     let failure: string | undefined;
@@ -332,10 +343,13 @@ export class ChatResident {
       failure = `I cannot reach my agent daemon right now: ${(error as Error).message}`;
     } finally {
       clearTimeout(late);
+      clearTimeout(show);
       clearInterval(typing);
       conversation.running = undefined;
-      this.#busy(-1);
-      transport.typing(message.room, false).catch(() => {});
+      if (shown) {
+        this.#busy(-1);
+        transport.typing(message.room, false).catch(() => {});
+      }
     }
 
     const branch = outcome?.end.report?.branch ?? outcome?.end.task.workBranch;
@@ -364,14 +378,14 @@ export class ChatResident {
     });
   }
 
-  /** Work started (+1) or ended (-1): presence says busy while anything runs. */
+  /** Work shown busy (+1) or ended (-1): presence says busy while any is. */
   #busy(delta: number, what?: string): void {
-    const running = [...this.#conversations.values()].filter((c) => c.running).length;
+    this.#shownBusy += delta;
     if (delta > 0) {
       this.#setPresence("busy", `working on: ${what ?? "a task"}`).catch(() => {});
       if (!this.#poll)
         this.#poll = setInterval(() => this.#checkApproval(), this.#o.approvalPoll ?? 1000);
-    } else if (running === 0) {
+    } else if (this.#shownBusy === 0) {
       clearInterval(this.#poll);
       this.#poll = undefined;
       this.#setPresence("available", "ready").catch(() => {});
