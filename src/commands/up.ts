@@ -49,6 +49,17 @@ export async function up(opts: UpOptions): Promise<number> {
 
   const logs = path.join(town.stateDir, "logs");
   await ensureDir(logs, 0o755);
+  /** `nuketown agent|chat <name>`, run as the agent in its home. */
+  const asAgent = (command: "agent" | "chat", agent: ResolvedAgent): ServiceSpec => ({
+    name: `${command} ${agent.name}`,
+    command: LAUNCHER,
+    args: [command, agent.name, "--manifest", town.paths.manifest],
+    uid: agent.uid,
+    gid: agent.gid,
+    cwd: agent.home,
+    env: agentServiceEnv(town, agent),
+    log: path.join(logs, `${command}-${agent.name}.log`),
+  });
   const specs: ServiceSpec[] = [
     {
       name: "approvald",
@@ -56,34 +67,11 @@ export async function up(opts: UpOptions): Promise<number> {
       args: ["approvald", "--manifest", town.paths.manifest],
       log: path.join(logs, "approvald.log"),
     },
-    ...town.agents.map(
-      (agent): ServiceSpec => ({
-        name: `agent ${agent.name}`,
-        command: LAUNCHER,
-        args: ["agent", agent.name, "--manifest", town.paths.manifest],
-        uid: agent.uid,
-        gid: agent.gid,
-        cwd: agent.home,
-        env: agentServiceEnv(town, agent),
-        log: path.join(logs, `agent-${agent.name}.log`),
-      }),
-    ),
+    ...town.agents.map((agent) => asAgent("agent", agent)),
+    // Its restart must not take the agent daemon's work down with it.
     ...town.agents
       .filter((agent) => chatRuns(town, agent))
-      .map(
-        (agent): ServiceSpec => ({
-          name: `chat ${agent.name}`,
-          command: LAUNCHER,
-          args: ["chat", agent.name, "--manifest", town.paths.manifest],
-          uid: agent.uid,
-          gid: agent.gid,
-          cwd: agent.home,
-          env: agentServiceEnv(town, agent),
-          log: path.join(logs, `chat-${agent.name}.log`),
-          // Its restart must not take the agent daemon's work down with it.
-          reapUser: false,
-        }),
-      ),
+      .map((agent) => ({ ...asAgent("chat", agent), reapUser: false })),
   ];
   // One write at a time, each of the state as it is when it runs: concurrent
   // renames could otherwise leave an older state on disk last.
