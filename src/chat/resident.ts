@@ -196,7 +196,7 @@ export class ChatResident {
         await reply(CHAT_HELP);
         return;
       case "status":
-        await reply(await this.#statusText());
+        await reply(await this.#statusText(conversation));
         return;
       case "cancel":
         if (!conversation.running) {
@@ -217,7 +217,7 @@ export class ChatResident {
     }
   }
 
-  async #statusText(): Promise<string> {
+  async #statusText(conversation: Conversation): Promise<string> {
     let client: AgentClient | undefined;
     try {
       client = await AgentClient.connect(this.#o.agent.socket);
@@ -229,6 +229,8 @@ export class ChatResident {
         );
       if (status.running.length === 0) lines.push("not working on anything");
       if (status.queued.length > 0) lines.push(`${status.queued.length} waiting`);
+      if (conversation.waiting > 0)
+        lines.push(`${conversation.waiting} more of this conversation's messages wait their turn`);
       if (this.#presence.state === "away") lines.push(this.#presence.status);
       for (const warning of status.warnings) lines.push(`warning: ${warning}`);
       return lines.join("\n");
