@@ -12,6 +12,14 @@ import type { ChatMessage } from "../../src/chat/transport.ts";
 import { type ChatTown, crashChat, startChatTown, until } from "../support/chat-town.ts";
 import { isRoot } from "../support/host.ts";
 
+interface MatrixEvent {
+  sender?: string;
+  content?: {
+    "m.relates_to"?: { rel_type?: string; event_id?: string };
+    "m.new_content"?: { body?: string };
+  };
+}
+
 const TOWNS = [
   { kind: "matrix", label: "chatmx", agentUid: 60711, mayorUid: 60712 },
   { kind: "xmpp", label: "chatxm", agentUid: 60721, mayorUid: 60722 },
@@ -65,6 +73,26 @@ for (const spec of TOWNS) {
       assert.ok(one && two);
       assert.ok(!town.mayor.inbox.some(fromAgent(town.rooms.one, /ping two/)));
       assert.ok(!town.mayor.inbox.some(fromAgent(town.rooms.two, /ping one/)));
+    });
+
+    it("answers in the thread it was asked in, and goes on there without a mention", async () => {
+      const root = await town.mayor.transport.send(town.rooms.two, "a thread starts here");
+      const thread = spec.kind === "matrix" ? root.id : `nt-thread-${process.pid}`;
+      await town.mayor.transport.send(town.rooms.two, `${mention()}: threaded question`, {
+        thread,
+      });
+      const first = await town.mayor.waitFor(
+        "the threaded answer",
+        fromAgent(town.rooms.two, /threaded question/),
+      );
+      assert.equal(first.thread, thread);
+      await town.mayor.transport.send(town.rooms.two, "and a follow-up", { thread });
+      const second = await town.mayor.waitFor(
+        "the follow-up's answer",
+        fromAgent(town.rooms.two, /and a follow-up/),
+      );
+      assert.equal(second.thread, thread);
+      assert.ok(!town.runtimeCalls().includes("a thread starts here"));
     });
 
     it("keeps quiet in a room when nobody mentions it", async () => {
@@ -145,6 +173,32 @@ for (const spec of TOWNS) {
         fromAgent(town.direct, /sudo said/),
       );
       assert.match(answer.body, /sudo said: 0 \(exit 0\)/);
+      if (town.matrix) {
+        // The post now shows the outcome: an m.replace of the bot's own message.
+        const { url, mayorToken } = town.matrix;
+        const room = encodeURIComponent(town.rooms.approvals);
+        let edited: MatrixEvent | undefined;
+        for (let i = 0; i < 50 && !edited; i++) {
+          const response = await fetch(
+            `${url}/_matrix/client/v3/rooms/${room}/messages?dir=b&limit=50`,
+            {
+              headers: { authorization: `Bearer ${mayorToken}` },
+            },
+          );
+          const { chunk } = (await response.json()) as { chunk: MatrixEvent[] };
+          edited = chunk.find(
+            (e) =>
+              e.sender === town.botId &&
+              e.content?.["m.relates_to"]?.rel_type === "m.replace" &&
+              e.content["m.relates_to"].event_id === request.id,
+          );
+          if (!edited) await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.match(
+          edited?.content?.["m.new_content"]?.body ?? "",
+          /^✅ approved \(approved by \S+ in chat/,
+        );
+      }
     });
 
     it("sudo by chat: 👎 (or a deny reply) denies, with the reason the agent sees", async () => {

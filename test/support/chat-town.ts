@@ -72,6 +72,8 @@ export interface ChatTown {
   readonly rooms: { readonly one: string; readonly two: string; readonly approvals: string };
   /** The mayor's direct chat with the agent. */
   readonly direct: string;
+  /** Over Matrix: the homeserver and the mayor's token, to read what the mayor's client does not show (edits). */
+  readonly matrix?: { readonly url: string; readonly mayorToken: string };
   /** Every prompt the agent's runtime was called with, one per line. */
   runtimeCalls(): string[];
   /** What `nuketown up` and the daemons logged so far. */
@@ -315,6 +317,9 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
       stranger,
       rooms,
       direct,
+      ...(kind === "matrix" && {
+        matrix: { url: (server as SynapseServer).url, mayorToken: accounts.mayor.secret },
+      }),
       runtimeCalls: () =>
         readIf(runtimeLog)
           .split("\n")
