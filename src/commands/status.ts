@@ -4,7 +4,7 @@ import type { PendingRequest } from "../approval/protocol.ts";
 import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
-import { agentUnitName } from "../host/render/units.ts";
+import { agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { readState } from "../host/state.ts";
 import { systemRunner } from "../host/system.ts";
 import { type Streams, table } from "../output.ts";
@@ -48,6 +48,15 @@ export async function status(opts: StatusOptions): Promise<number> {
             })
           ).stdout.trim()
         : describeSupervised(supervised, `agent ${agent.name}`);
+      const chat = !chatRuns(town, agent)
+        ? "-"
+        : systemd
+          ? (
+              await systemRunner.run("systemctl", ["is-active", chatUnitName(agent.name)], {
+                allowFailure: true,
+              })
+            ).stdout.trim()
+          : describeSupervised(supervised, `chat ${agent.name}`);
       return {
         agent: agent.name,
         uid: agent.uid,
@@ -57,6 +66,7 @@ export async function status(opts: StatusOptions): Promise<number> {
         persistedBytes: du.code === 0 ? Number(du.stdout.split("\t")[0]) : null,
         processes: pids.code === 0 ? pids.stdout.trim().split("\n").length : 0,
         service,
+        chat,
         binds: agent.persist.filter((p) => mounts.some((m) => m.mountPoint === p.target)).length,
         persisted: agent.persist.length,
         pendingApprovals:
@@ -94,6 +104,7 @@ export async function status(opts: StatusOptions): Promise<number> {
         "processes",
         "approvals",
         "service",
+        "chat",
       ],
       rows.map((r) => [
         r.agent,
@@ -105,6 +116,7 @@ export async function status(opts: StatusOptions): Promise<number> {
         String(r.processes),
         r.pendingApprovals === null ? "-" : String(r.pendingApprovals),
         r.service,
+        r.chat,
       ]),
     )}\n`,
   );

@@ -9,8 +9,8 @@ import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { ChatMessage } from "../../src/chat/transport.ts";
-import { type ChatTown, crashChat, startChatTown, until } from "../support/chat-town.ts";
-import { isRoot } from "../support/host.ts";
+import { BIN, type ChatTown, crashChat, startChatTown, until } from "../support/chat-town.ts";
+import { isRoot, mustRun } from "../support/host.ts";
 
 interface MatrixEvent {
   sender?: string;
@@ -116,6 +116,13 @@ for (const spec of TOWNS) {
       const refusals = town.stranger.inbox.filter(fromAgent(town.rooms.one, /only take requests/));
       assert.equal(refusals.length, 1, "one refusal, not one per message");
       assert.ok(!town.runtimeCalls().some((c) => /delete everything|pretty please/.test(c)));
+    });
+
+    it("shows the agent's chat service in nuketown status", () => {
+      const status = JSON.parse(
+        mustRun(BIN, ["status", "--manifest", town.manifest, "--json"]),
+      ) as { agents: { agent: string; chat: string }[] };
+      assert.match(status.agents.find((a) => a.agent === town.agent)?.chat ?? "", /^up \(pid \d+/);
     });
 
     it("answers !help and !status without the runtime", async () => {
