@@ -18,12 +18,13 @@ import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { CHAT_HELP, parseCommand, stripMention } from "./commands.ts";
 import { Ledger } from "./ledger.ts";
 import { allowedFor, chatIdKey, type Resident } from "./people.ts";
-import type {
-  ChatMessage,
-  ChatTransport,
-  PresenceState,
-  SendOptions,
-  SentMessage,
+import {
+  type ChatMessage,
+  type ChatTransport,
+  type PresenceState,
+  type SendOptions,
+  type SentMessage,
+  saidBefore,
 } from "./transport.ts";
 
 export interface ResidentOptions {
@@ -114,8 +115,10 @@ export class ChatResident {
   async #onMessage(message: ChatMessage): Promise<void> {
     const ledger = this.#ledger;
     if (!ledger || this.#stopped) return;
-    // Said before this service first started: history, not a request.
-    if (ledger.has(message.id) || message.time < ledger.since) return;
+    // Said before this service first started: history, not a request. A stored message's
+    // stamp may be its second only; one stamped in the second of the first start came after
+    // it as far as anyone can tell (the transports deliver nothing from before a first start).
+    if (ledger.has(message.id) || saidBefore(message.time, ledger.since)) return;
     const key = conversationKey(message);
     const addressed =
       message.direct ||

@@ -32,7 +32,11 @@ export interface ChatMessage {
   readonly inReplyTo?: string;
   /** The message names this account (Matrix mention/pill or user id/localpart in the text; XMPP nick or JID). */
   readonly mentionsMe: boolean;
-  /** Server time it was sent, in ms since the epoch (Matrix origin_server_ts; XMPP delay stamp, else arrival). */
+  /**
+   * Server time it was sent, in ms since the epoch (Matrix origin_server_ts;
+   * XMPP delay stamp, else arrival). An XMPP delay stamp may name only its
+   * second (Prosody's do): see `saidBefore`.
+   */
   readonly time: number;
 }
 
@@ -96,6 +100,24 @@ export interface ChatTransport {
   setPresence(state: PresenceState, status?: string): Promise<void>;
   /** The direct chat with a user, opened (Matrix: created and invited) when there is none yet. */
   directRoom(user: string): Promise<string>;
+}
+
+/**
+ * How coarse a message's `time` may be: a stamp in whole seconds (XMPP delay
+ * stamps) names a message said anywhere in the second that follows it.
+ */
+export const TIME_PRECISION_MS = 1000;
+
+/**
+ * Whether a message stamped `time` was surely said before `instant` (this
+ * machine's clock, e.g. a first start): only when the whole second its stamp
+ * may stand for was over by then. A message stamped 12:00:07 and a start at
+ * 12:00:07.400 are in either order; here the message counts as said after.
+ * (A filter that is the only thing keeping history out, such as the XMPP
+ * state's for a new peer's offline messages, takes the other side: `<`.)
+ */
+export function saidBefore(time: number, instant: number): boolean {
+  return time + TIME_PRECISION_MS <= instant;
 }
 
 /** What every transport is built from. */

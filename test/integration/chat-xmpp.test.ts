@@ -4,18 +4,22 @@
  * that check what the agent's stanzas look like on the wire.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { pathToFileURL } from "node:url";
 import { type Client, client, type XmlElement, xml } from "@xmpp/client";
-import type {
-  ChatMessage,
-  ChatReaction,
-  ConnectionState,
-  TransportHandlers,
+import {
+  type ChatMessage,
+  type ChatReaction,
+  type ConnectionState,
+  saidBefore,
+  TIME_PRECISION_MS,
+  type TransportHandlers,
 } from "../../src/chat/transport.ts";
 import { XmppTransport } from "../../src/chat/xmpp.ts";
 import { NS, stanzaIdBy } from "../../src/chat/xmpp-stanza.ts";
@@ -764,6 +768,77 @@ describe("XMPP transport", { skip: !prosodyInstalled() && "Prosody is not instal
       }
     });
   }
+
+  it("after a SIGKILL right at its first start, delivers once what was said at once, not as history", async () => {
+    // GIVEN a process on a new state, online as the only session of the account.
+    await agent?.transport.stop();
+    const dir = await tempDir();
+    const stateDir = path.join(dir, "state");
+    const module = pathToFileURL(path.join(import.meta.dirname, "../../src/chat/xmpp.ts")).href;
+    await writeFile(
+      path.join(dir, "agent.mjs"),
+      `import { XmppTransport } from ${JSON.stringify(module)};
+      const options = JSON.parse(process.env.AGENT);
+      const transport = new XmppTransport({ ...options, inviters: new Set(), log: (line) => console.error(line) });
+      await transport.start({ message: (message) => console.log("delivered " + message.body) });
+      console.log("online");`,
+    );
+    const child = spawn(process.execPath, ["--no-warnings", "agent.mjs"], {
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: {
+        ...process.env,
+        AGENT: JSON.stringify({
+          service: server().service,
+          domain: server().domain,
+          jid: agentJid,
+          password: "pw-agent",
+          rooms: [],
+          stateDir,
+          displayName: AGENT_NICK,
+        }),
+      },
+    });
+    let output = "";
+    child.stdout.on("data", (chunk) => (output += chunk));
+    child.stderr.on("data", (chunk) => (output += chunk));
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    const next = makeTransport({ stateDir });
+    const inbox = new Inbox();
+    try {
+      await until(() => output.includes("online"), `the first process online:\n${output}`, 20_000);
+
+      // WHEN it is killed, and the human writes at once (before the server may have noticed).
+      child.kill("SIGKILL");
+      const saying = Date.now();
+      await human.say(agentJid, "chat", "said as it died");
+      await human.sync(server().domain);
+      const said = Date.now();
+      await exited;
+
+      // THEN the next process delivers it once, stamped with the second it was said in,
+      // which a chat service first started the instant before does not take for history.
+      await next.transport.start(inbox.handlers);
+      const late = await inbox.message("said as it died");
+      assert.equal(late.sender, human.jid);
+      assert.equal(late.time % 1000, 0, "a stored message: the server's stamp, in whole seconds");
+      assert.ok(late.time <= said, `stamped ${late.time}, said between ${saying} and ${said}`);
+      assert.ok(saying - late.time < TIME_PRECISION_MS, `stamped ${late.time}, said at ${saying}`);
+      assert.ok(!saidBefore(late.time, saying), "not history for a service started just before");
+      await human.say(agentJid, "chat", "said after the restart");
+      await inbox.message("said after the restart");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.deepEqual(
+        inbox.messages.map((m) => m.body),
+        ["said as it died", "said after the restart"],
+        "once each, and nothing from before the first start",
+      );
+      assert.ok(!output.includes("delivered"), output);
+    } finally {
+      child.kill("SIGKILL");
+      await next.transport.stop();
+    }
+  });
 
   for (const mark of ["none", "expired"] as const) {
     it(`with ${mark === "none" ? "no archive mark (a state from before marks)" : "a mark the archive no longer has"} reads all the archive keeps, by the rules for stored messages`, async () => {

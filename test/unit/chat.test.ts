@@ -12,8 +12,15 @@ import { parseCommand, stripMention } from "../../src/chat/commands.ts";
 import { normalizeReaction, reactionDecision, replyDecision } from "../../src/chat/decisions.ts";
 import { Ledger } from "../../src/chat/ledger.ts";
 import { allowedFor, residents } from "../../src/chat/people.ts";
-import { answerText, conversationKey } from "../../src/chat/resident.ts";
-import { backoffDelay, splitText } from "../../src/chat/transport.ts";
+import { answerText, ChatResident, conversationKey } from "../../src/chat/resident.ts";
+import {
+  backoffDelay,
+  type ChatMessage,
+  type ChatTransport,
+  type SentMessage,
+  splitText,
+  type TransportHandlers,
+} from "../../src/chat/transport.ts";
 import { secretTargets } from "../../src/host/secrets.ts";
 import { resolveTown } from "../../src/town/resolve.ts";
 import { FIXED_CONTEXT, minimalDeclaration, resolveOrThrow } from "../support/fixtures.ts";
@@ -284,6 +291,92 @@ describe("the chat ledger", () => {
     const file = path.join(dir, "bad.json");
     writeFileSync(file, '{"hello": 1}');
     await assert.rejects(Ledger.open(file), /not a chat ledger/);
+  });
+});
+
+describe("what the resident takes for history", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "nt-test-resident-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** The XMPP side of ada, played by the test: it hands messages over and keeps the answers. */
+  class StandIn implements ChatTransport {
+    readonly kind = "xmpp" as const;
+    readonly self = "ada@town.local";
+    readonly maxMessageChars = 4000;
+    readonly sent: { room: string; text: string; replyTo?: string }[] = [];
+    handlers: TransportHandlers | undefined;
+    #answered: (() => void) | undefined;
+    async start(handlers: TransportHandlers) {
+      this.handlers = handlers;
+    }
+    async stop() {}
+    async send(
+      room: string,
+      text: string,
+      options: { replyTo?: string } = {},
+    ): Promise<SentMessage> {
+      this.sent.push({ room, text, ...(options.replyTo && { replyTo: options.replyTo }) });
+      this.#answered?.();
+      return { id: `sent-${this.sent.length}`, room };
+    }
+    async edit() {}
+    async react() {}
+    async sendLong(room: string, text: string) {
+      return this.send(room, text);
+    }
+    async typing() {}
+    async setPresence() {}
+    async directRoom(user: string) {
+      return user;
+    }
+    /** Resolves once something has been sent; rejects after 5 s of nothing. */
+    answer(): Promise<void> {
+      if (this.sent.length > 0) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no answer in 5 s")), 5000);
+        this.#answered = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  it("answers a stored message stamped in the very second of its first start, not one stamped before", async () => {
+    // GIVEN a chat service first started half a second into a second.
+    const stateDir = path.join(dir, "ada");
+    const since = 1_700_000_000_500;
+    await Ledger.open(path.join(stateDir, "ledger.json"), since);
+    const town = resolveOrThrow(chatTown());
+    const agent = town.agents.find((a) => a.name === "ada");
+    assert.ok(agent);
+    const transport = new StandIn();
+    const resident = new ChatResident({ town, agent, transport, stateDir, log: () => {} });
+    await resident.start();
+    try {
+      // WHEN the mayor's messages come from the server's storage, stamped in whole seconds
+      // as XMPP delay stamps are: one from the second before, one from the second it started in.
+      const stored = (id: string, time: number): ChatMessage => ({
+        id,
+        room: "mayor@town.local",
+        direct: true,
+        sender: "mayor@town.local",
+        body: "!help",
+        mentionsMe: false,
+        time,
+      });
+      transport.handlers?.message(stored("said-before", since - 1500));
+      transport.handlers?.message(stored("said-after", since - 500));
+      await transport.answer();
+
+      // THEN only the one that may have been said after the start is answered.
+      assert.deepEqual(
+        transport.sent.map((m) => m.replyTo),
+        ["said-after"],
+      );
+    } finally {
+      await resident.stop();
+    }
   });
 });
 
