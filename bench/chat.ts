@@ -15,7 +15,7 @@ import type { ChatMessage, TransportKind } from "../src/chat/transport.ts";
 import { type ChatTown, startChatTown } from "../test/support/chat-town.ts";
 import { run } from "../test/support/host.ts";
 
-const ROUNDS = 60;
+const ROUNDS = 100;
 const WARMUP = 5;
 const IDLE_MS = 10_000;
 const GOAL_P99_MS = 250;
