@@ -68,12 +68,14 @@ async function benchTransport(kind: TransportKind, uid: number): Promise<boolean
       if (message.sender === town.mayor.id && message.body.startsWith("echo "))
         town.stranger.transport.send(message.room, `echoed ${message.body}`).catch(() => {});
     });
+    const mention = kind === "matrix" ? town.agentId : town.agentId.split("@")[0];
     const agent: number[] = [];
     const echo: number[] = [];
     for (let i = 0; i < WARMUP + ROUNDS; i++) {
       const a = await roundTrip(
         town,
-        () => town.mayor.transport.send(town.direct, `ping ${i}`),
+        // In the same room as the echo, so both paths cross the server the same way.
+        () => town.mayor.transport.send(town.rooms.one, `${mention}: ping ${i}`),
         (m) => m.sender === town.agentId && m.body.includes(`you said: ping ${i} `),
       );
       const e = await roundTrip(

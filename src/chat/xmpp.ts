@@ -568,7 +568,12 @@ export class XmppTransport implements ChatTransport {
       signal.addEventListener("abort", onAbort);
       client
         .connect(this.#options.service)
-        .then(() => client.open({ domain: this.#domain }))
+        .then(() => {
+          // Stanzas are small and answered at once: without this, Nagle's algorithm holds a
+          // stanza until the peer's delayed ACK, ~40 ms a hop.
+          (client.socket as { setNoDelay?: (on: boolean) => void } | null)?.setNoDelay?.(true);
+          return client.open({ domain: this.#domain });
+        })
         .catch(fail);
     });
   }

@@ -58,6 +58,8 @@ log = { { levels = { min = "info" }, to = "file", filename = ${lua(path.join(dir
 interfaces = { "127.0.0.1" }
 local_interfaces = { "127.0.0.1" }
 c2s_ports = { ${port} }
+-- Stanzas are small: without TCP_NODELAY each waits for the peer's delayed ACK (~40 ms a hop).
+network_settings = { nagle = false }
 c2s_direct_tls_ports = {}
 legacy_ssl_ports = {}
 s2s_ports = {}
