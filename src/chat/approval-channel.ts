@@ -47,6 +47,8 @@ export class ChatApprovalChannel implements ApprovalChannel {
   /** The bot's request messages: message id → request id. */
   readonly #messages = new Map<string, string>();
   #startedAt = Number.POSITIVE_INFINITY;
+  /** Posts being sent: a human may answer one before its send has returned its id to us. */
+  readonly #inFlight = new Set<Promise<void>>();
   #online: Promise<void> = notStarted();
 
   constructor(options: ChatApprovalOptions) {
@@ -96,6 +98,8 @@ export class ChatApprovalChannel implements ApprovalChannel {
     posted.posting = this.#post(posted).catch((error: Error) =>
       this.#log(`chat: could not post request ${request.id}: ${error.message}`),
     );
+    this.#inFlight.add(posted.posting);
+    posted.posting.finally(() => this.#inFlight.delete(posted.posting));
   }
 
   resolved(request: PendingRequest, decision: Decision): void {
@@ -142,9 +146,16 @@ export class ChatApprovalChannel implements ApprovalChannel {
     );
   }
 
+  /** The live request a message of the bot's is about, waiting for posts still on their way. */
+  async #requestOf(message: string): Promise<string | undefined> {
+    if (!this.#messages.has(message) && this.#inFlight.size > 0)
+      await Promise.allSettled([...this.#inFlight]);
+    return this.#messages.get(message);
+  }
+
   async #onReaction(reaction: ChatReaction): Promise<void> {
     if (reaction.time < this.#startedAt) return;
-    const id = this.#messages.get(reaction.target);
+    const id = await this.#requestOf(reaction.target);
     if (id === undefined) return;
     const decision = reactionDecision(reaction.key);
     if (!decision) return;
@@ -156,7 +167,7 @@ export class ChatApprovalChannel implements ApprovalChannel {
     const decision = replyDecision(message.body);
     if (!decision) return;
     // Which request: the one replied to, the one named, or the only one asked in this room.
-    let id = message.inReplyTo !== undefined ? this.#messages.get(message.inReplyTo) : undefined;
+    let id = message.inReplyTo !== undefined ? await this.#requestOf(message.inReplyTo) : undefined;
     if (id === undefined && decision.request !== undefined) {
       const named = decision.request;
       const matches = [...this.#requests.keys()].filter((r) => r.startsWith(named));

@@ -30,9 +30,12 @@ class RecordingTransport implements ChatTransport {
     this.handlers = handlers;
   }
   async stop() {}
+  /** While set, sends are out (the humans see them) but have not returned their id yet. */
+  hold: Promise<void> | undefined;
   async send(room: string, text: string, options: { replyTo?: string } = {}): Promise<SentMessage> {
     const id = `$bot${this.#next++}`;
     this.sent.push({ room, text, id, ...(options.replyTo && { replyTo: options.replyTo }) });
+    await this.hold;
     return { id, room };
   }
   async edit(message: SentMessage, text: string) {
@@ -211,6 +214,28 @@ describe("the chat approval channel", () => {
       /^⛔ denied \(denied by mayor in chat \(@mayor:town\.local\)\)\n\n🔐 ada asks/,
     );
     assert.doesNotMatch(t.transport.edits[0]?.text ?? "", /React 👍/);
+  });
+
+  it("takes a decision that comes before the post's send has returned", async () => {
+    const t = await setUp();
+    let release = () => {};
+    t.transport.hold = new Promise((resolve) => {
+      release = resolve;
+    });
+    t.channel.requested(request("5e5e5e"), async (answer) => {
+      t.answers.push(answer);
+      return { ok: true };
+    });
+    await t.settle();
+    const post = t.transport.sent.at(-1);
+    assert.ok(post);
+    t.react(post.id, "@mayor:town.local", "👍");
+    await t.settle();
+    assert.equal(t.answers.length, 0, "still posting");
+    release();
+    await t.settle();
+    assert.equal(t.answers.length, 1);
+    assert.equal(t.answers[0]?.approve, true);
   });
 
   it("marks an expired request as denied on the post", async () => {
