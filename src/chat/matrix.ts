@@ -529,7 +529,10 @@ export class MatrixTransport implements ChatTransport {
         const ts = typeof event.origin_server_ts === "number" ? event.origin_server_ts : 0;
         const keep = index > cut && !(first && ts < (previous?.watermark ?? 0));
         if (keep) candidates.push({ room: roomId, event });
-        if (ts > watermark) watermark = ts;
+        // Another server's clock (or a lie) must not push the watermark into the future,
+        // where it would hide everything said while we are down.
+        const seen = Math.min(ts, Date.now());
+        if (seen > watermark) watermark = seen;
       });
     }
 
@@ -670,7 +673,9 @@ export class MatrixTransport implements ChatTransport {
   #onInvite(roomId: string, state: readonly RawEvent[]): void {
     if (this.#invitesSeen.has(roomId)) return;
     this.#invitesSeen.add(roomId);
-    const invite = state.find(
+    // The server appends the real, signed invite after the stripped state the inviting server
+    // chose to send: the last matching event is the one to trust.
+    const invite = state.findLast(
       (event) =>
         event.type === "m.room.member" &&
         event.state_key === this.self &&
@@ -774,7 +779,12 @@ export class MatrixTransport implements ChatTransport {
     body?: unknown,
     query?: Record<string, string>,
   ): Promise<T> {
-    return client.http.authedRequest<T>(method, apiPath, query, body as never);
+    // A dead kept-alive socket must not hang a request (and the sync loop) for the kernel's
+    // retransmission timeout: /sync long-polls 30 s, so a minute bounds them all.
+    return client.http.authedRequest<T>(method, apiPath, query, body as never, {
+      localTimeoutMs: 60_000,
+      priority: "auto",
+    });
   }
 
   /** PUT with a transaction id, so a retry after a lost answer never posts twice. */

@@ -57,6 +57,9 @@ declare module "@xmpp/client" {
     | "disconnect";
 
   export interface ClientSocket {
+    /** True once TLS protects the connection (xmpps://, or after STARTTLS). */
+    readonly secure?: boolean;
+    setNoDelay?(on: boolean): void;
     destroy(): void;
     once(event: "close", listener: () => void): void;
   }

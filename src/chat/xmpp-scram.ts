@@ -9,6 +9,9 @@
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from "node:crypto";
 
+/** More than any server uses (Prosody: 4096 by default); enough to refuse a freeze. */
+const MAX_ITERATIONS = 1_000_000;
+
 /** Credentials as xmpp.js passes them to a mechanism. */
 interface Credentials {
   readonly username?: string | null;
@@ -62,6 +65,11 @@ export class ScramSha1 {
       throw new Error("SCRAM: the server's nonce does not extend ours");
     if (salt.length === 0 || !Number.isInteger(iterations) || iterations < 1)
       throw new Error("SCRAM: the server sent no salt or iteration count");
+    // pbkdf2Sync runs on the main thread: a server must not be able to freeze us with it.
+    if (iterations > MAX_ITERATIONS)
+      throw new Error(
+        `SCRAM: the server asks for ${iterations} iterations (at most ${MAX_ITERATIONS})`,
+      );
     const withoutProof = `c=${Buffer.from("n,,").toString("base64")},r=${nonce}`;
     const authMessage = `${this.#clientFirstBare},${this.#serverFirst},${withoutProof}`;
     const salted = pbkdf2Sync(password.normalize("NFKC"), salt, iterations, 20, "sha1");

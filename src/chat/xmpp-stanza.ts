@@ -71,7 +71,8 @@ export function trustedDelay(stanza: XmlElement, trusted: string): number | unde
   for (const delay of stanza.getChildren("delay", NS.delay)) {
     if (bareJid(delay.attrs.from) !== trusted) continue;
     const time = Date.parse(delay.attrs.stamp ?? "");
-    if (Number.isFinite(time)) return time;
+    // Never later than now: a stamp in the future would push watermarks past what is said next.
+    if (Number.isFinite(time)) return Math.min(time, Date.now());
   }
   return undefined;
 }

@@ -296,8 +296,19 @@ export class XmppTransport implements ChatTransport {
       timeout: 5000,
     });
     client.reconnect.stop();
+    const local = isLoopbackService(this.#options.service);
     client.prependListener("element", (element) => {
-      if (element.is("features", NS.streams)) withoutStreamManagement(element);
+      if (!element.is("features", NS.streams)) return;
+      withoutStreamManagement(element);
+      // Logging in over a plain socket to another machine lets anyone on the way strip
+      // STARTTLS and play our server (and every sender it vouches for): refuse it.
+      const sasl = element.getChild("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl");
+      if (sasl && !local && client.socket?.secure !== true) {
+        this.#options.log(
+          `xmpp: ${this.#options.service} offers no TLS: not sending ${this.self}'s credentials in the clear`,
+        );
+        client.socket?.destroy();
+      }
     });
     for (const entry of client.saslFactory._mechs)
       if (entry.name === "SCRAM-SHA-1") entry.mech = ScramSha1;
@@ -511,7 +522,7 @@ export class XmppTransport implements ChatTransport {
         await sleep(wait, signal);
         continue;
       }
-      attempt = 0;
+      const up = Date.now();
       const closed = untilDisconnected(client);
       this.#session++;
       this.#caughtUp = false;
@@ -529,6 +540,9 @@ export class XmppTransport implements ChatTransport {
       this.#online = false;
       this.#stopPing();
       if (!this.#running) return;
+      // Back off afresh only after a session that lasted: a server that drops every session
+      // at once must not see us log in and rejoin every room each second.
+      if (Date.now() - up > 60_000) attempt = 0;
       const wait = backoffDelay(attempt++);
       this.#setConnection("offline", `${detail}; reconnecting in ${Math.round(wait / 1000)} s`);
       await sleep(wait, signal);
@@ -571,7 +585,7 @@ export class XmppTransport implements ChatTransport {
         .then(() => {
           // Stanzas are small and answered at once: without this, Nagle's algorithm holds a
           // stanza until the peer's delayed ACK, ~40 ms a hop.
-          (client.socket as { setNoDelay?: (on: boolean) => void } | null)?.setNoDelay?.(true);
+          client.socket?.setNoDelay?.(true);
           return client.open({ domain: this.#domain });
         })
         .catch(fail);
@@ -1428,4 +1442,15 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }
     signal.addEventListener("abort", done);
   });
+}
+
+/** The service is on this machine (plain XMPP is fine on loopback, as in the tests). */
+export function isLoopbackService(service: string): boolean {
+  let host: string;
+  try {
+    host = new URL(service).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    return false;
+  }
+  return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
 }

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { xml } from "@xmpp/client";
+import { isLoopbackService } from "../../src/chat/xmpp.ts";
 import { ScramSha1 } from "../../src/chat/xmpp-scram.ts";
 import {
   archivedMessage,
@@ -333,5 +334,39 @@ describe("SCRAM-SHA-1", () => {
     mech.response({ username: "user", password: "pencil" });
     mech.challenge("r=xyz,s=QSXCR+Q6sek8bf92,i=4096");
     assert.throws(() => mech.response({ username: "user", password: "pencil" }), /nonce/);
+  });
+});
+
+describe("what a hostile server or sender cannot do", () => {
+  it("cannot freeze the process with a huge SCRAM iteration count", () => {
+    const mech = new ScramSha1(() => "abc");
+    mech.response({ username: "user", password: "pencil" });
+    mech.challenge("r=abcdef,s=QSXCR+Q6sek8bf92,i=2000000000");
+    assert.throws(() => mech.response({ username: "user", password: "pencil" }), /iterations/);
+  });
+
+  it("cannot stamp a message in the future", () => {
+    const stanza = xml(
+      "message",
+      {},
+      xml("delay", {
+        xmlns: "urn:xmpp:delay",
+        from: "room@conference.example.org",
+        stamp: "2100-01-01T00:00:00Z",
+      }),
+    );
+    const stamped = trustedDelay(stanza, "room@conference.example.org") ?? 0;
+    assert.ok(stamped <= Date.now(), String(stamped));
+  });
+
+  it("sends credentials in the clear only to this machine", () => {
+    for (const local of [
+      "xmpp://127.0.0.1:5222",
+      "xmpp://localhost",
+      "ws://[::1]:5280/xmpp-websocket",
+    ])
+      assert.ok(isLoopbackService(local), local);
+    for (const remote of ["xmpp://chat.example.org", "xmpp://10.0.0.2:5222", "nonsense"])
+      assert.ok(!isLoopbackService(remote), remote);
   });
 });
