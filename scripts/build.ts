@@ -5,19 +5,28 @@
  * stripping (~18 MB each), it is never needed for correctness.
  */
 import { spawnSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { rmSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 const root = path.join(import.meta.dirname, "..");
 const dist = path.join(root, "dist");
 rmSync(dist, { recursive: true, force: true });
+// The stamp carries the time the build began: a source saved while tsc runs is newer than it.
+const began = new Date();
 const tsc = spawnSync(
   path.join(root, "node_modules", ".bin", "tsc"),
   ["-p", path.join(root, "tsconfig.build.json")],
   { stdio: "inherit" },
 );
+if ((tsc.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") {
+  // An install without dev dependencies (npm ci --omit=dev): bin/nuketown runs src/.
+  console.log("build: TypeScript is not installed; nuketown runs from src/");
+  process.exit(0);
+}
 if (tsc.status !== 0) {
   rmSync(dist, { recursive: true, force: true });
   process.exit(tsc.status ?? 1);
 }
-writeFileSync(path.join(dist, ".built"), `${new Date().toISOString()}\n`);
+const stamp = path.join(dist, ".built");
+writeFileSync(stamp, `${began.toISOString()}\n`);
+utimesSync(stamp, began, began);

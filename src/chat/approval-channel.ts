@@ -130,7 +130,7 @@ export class ChatApprovalChannel implements ApprovalChannel {
     const text = requestText(request, this.#clock(), posted.complete, true);
     const rooms = this.#town.chat.approvalRoom
       ? [this.#town.chat.approvalRoom]
-      : await Promise.all(this.approvers().map((a) => this.#transport.directRoom(a.chatId)));
+      : await this.#directRooms();
     if (rooms.length === 0) {
       this.#log(
         `chat: request ${request.id}: no approver has an account on ${this.#transport.kind}`,
@@ -153,18 +153,34 @@ export class ChatApprovalChannel implements ApprovalChannel {
     return this.#messages.get(message);
   }
 
+  /** Each approver's direct room; one unreachable approver must not keep the others from theirs. */
+  async #directRooms(): Promise<string[]> {
+    const approvers = this.approvers();
+    const rooms = await Promise.allSettled(
+      approvers.map((a) => this.#transport.directRoom(a.chatId)),
+    );
+    return rooms.flatMap((room, i) => {
+      if (room.status === "fulfilled") return [room.value];
+      this.#log(
+        `chat: no direct room with ${approvers[i]?.chatId}: ${(room.reason as Error).message}`,
+      );
+      return [];
+    });
+  }
+
   async #onReaction(reaction: ChatReaction): Promise<void> {
     if (reaction.time < this.#startedAt) return;
     const id = await this.#requestOf(reaction.target);
     if (id === undefined) return;
     const decision = reactionDecision(reaction.key);
     if (!decision) return;
-    await this.#answer(id, decision, reaction.sender, reaction.room);
+    await this.#answer(id, decision, reaction.sender, reaction.room, reaction.time);
   }
 
   async #onMessage(message: ChatMessage): Promise<void> {
     if (message.time < this.#startedAt) return;
-    const decision = replyDecision(message.body);
+    const self = this.#transport.self;
+    const decision = replyDecision(message.body, [self, self.replace(/^@/, ""), localpart(self)]);
     if (!decision) return;
     // Which request: the one replied to, the one named, or the only one asked in this room.
     let id = message.inReplyTo !== undefined ? await this.#requestOf(message.inReplyTo) : undefined;
@@ -173,7 +189,14 @@ export class ChatApprovalChannel implements ApprovalChannel {
       const matches = [...this.#requests.keys()].filter((r) => r.startsWith(named));
       if (matches.length === 1) id = matches[0];
     }
-    if (id === undefined && message.inReplyTo === undefined && decision.request === undefined) {
+    // A word that neither replies to a post nor names a request may only deny, and only the
+    // one request waiting in that room: "ok, lunch?" must never approve anything.
+    if (
+      id === undefined &&
+      message.inReplyTo === undefined &&
+      decision.request === undefined &&
+      !decision.approve
+    ) {
       const here = [...this.#requests.values()].filter((p) =>
         p.posts.some((post) => post.room === message.room),
       );
@@ -188,7 +211,7 @@ export class ChatApprovalChannel implements ApprovalChannel {
       }
     }
     if (id === undefined) return;
-    await this.#answer(id, decision, message.sender, message.room, message.id);
+    await this.#answer(id, decision, message.sender, message.room, message.time, message.id);
   }
 
   #isApprover(sender: string | undefined): Resident | undefined {
@@ -202,10 +225,13 @@ export class ChatApprovalChannel implements ApprovalChannel {
     decision: ChatDecision,
     sender: string | undefined,
     room: string,
+    time: number,
     replyTo?: string,
   ): Promise<void> {
     const posted = this.#requests.get(id);
     if (!posted) return;
+    // Said before this request existed: it was meant for another one.
+    if (time < Date.parse(posted.request.time) - 1000) return;
     const who = this.#isApprover(sender);
     if (!who) {
       // Not a decision: a stranger's (or an agent's) 👍 changes nothing.
@@ -272,6 +298,10 @@ export function requestText(
         ]
       : []),
   ].join("\n");
+}
+
+function localpart(id: string): string {
+  return id.replace(/^@/, "").split(/[:@]/)[0] ?? id;
 }
 
 function notStarted(): Promise<void> {

@@ -42,12 +42,21 @@ const DECISION =
  * A reply's decision: `approve`, `yes`, `ok`, `lgtm`, `deny`, `no`,
  * `deny <reason>`, optionally naming the request id after the word
  * (`approve 3f2a9c`, `deny 3f2a9c not now`), optionally addressed to the bot
- * (`bot: approve`). Anything else is not a decision (a question, a chat).
+ * by one of `addressees` (`townbot: approve`). Anything else is not a
+ * decision (a question, a chat).
  */
-export function replyDecision(text: string): ChatDecision | undefined {
+export function replyDecision(
+  text: string,
+  addressees: readonly string[] = [],
+): ChatDecision | undefined {
   const line = text.trim().split("\n")[0]?.trim() ?? "";
-  // "deny: reason" is a decision, "bot: deny" one addressed to the bot.
-  const match = DECISION.exec(line) ?? DECISION.exec(line.replace(/^@?[\w.:@-]+[:,]\s+/, ""));
+  // "deny: reason" is a decision; "bot: deny" one addressed to the bot (by one of its names).
+  const prefix = /^@?([\w.:@-]+)[:,]\s+/.exec(line);
+  const addressed =
+    prefix && addressees.some((name) => name.toLowerCase() === (prefix[1] ?? "").toLowerCase())
+      ? line.slice(prefix[0].length)
+      : undefined;
+  const match = DECISION.exec(line) ?? (addressed === undefined ? null : DECISION.exec(addressed));
   if (!match) return undefined;
   const word = (match[1] ?? "").toLowerCase();
   let rest = (match[2] ?? "").trim();

@@ -17,7 +17,7 @@ import { EXIT, type NuketownError } from "../errors.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { CHAT_HELP, parseCommand, stripMention } from "./commands.ts";
 import { Ledger } from "./ledger.ts";
-import { allowedFor, chatIdKey, type Resident } from "./people.ts";
+import { allowedFor, chatIdKey, type Resident, residents } from "./people.ts";
 import {
   type ChatMessage,
   type ChatTransport,
@@ -52,6 +52,8 @@ interface Conversation {
   running?: AbortController;
   /** Messages waiting behind the running one. */
   waiting: number;
+  /** What its tasks carry as `replyTo`: the daemon keeps one runtime session per value. */
+  readonly replyTo: string;
   /** The branch its first task worked on: the conversation goes on there, not on a new branch per message. */
   branch?: string;
 }
@@ -65,6 +67,7 @@ export class ChatResident {
   readonly #o: ResidentOptions;
   readonly #transport: ChatTransport;
   readonly #allowed: Map<string, Resident>;
+  readonly #everyone: Map<string, Resident>;
   readonly #conversations = new Map<string, Conversation>();
   /** Threads this agent has answered in: they go on without a mention. */
   readonly #threads = new Set<string>();
@@ -81,6 +84,7 @@ export class ChatResident {
     this.#o = options;
     this.#transport = options.transport;
     this.#allowed = allowedFor(options.town, options.agent, options.transport.kind);
+    this.#everyone = residents(options.town, options.transport.kind);
     this.#audit = new AuditLog(path.join(options.stateDir, "audit.jsonl"), { mode: 0o600 });
     const self = options.transport.self;
     const localpart = self.replace(/^@/, "").split(/[:@]/)[0] ?? "";
@@ -120,11 +124,15 @@ export class ChatResident {
     // it as far as anyone can tell (the transports deliver nothing from before a first start).
     if (ledger.has(message.id) || saidBefore(message.time, ledger.since)) return;
     const key = conversationKey(message);
+    const fromAgent =
+      message.sender !== undefined &&
+      this.#everyone.get(chatIdKey(this.#transport.kind, message.sender))?.kind === "agent";
+    // Another agent must name this one every time (or write to it directly): two agents that
+    // follow each other's threads, or answer every room message, would talk forever.
     const addressed =
       message.direct ||
-      this.#o.agent.chat.respondTo === "all" ||
       message.mentionsMe ||
-      this.#threads.has(key);
+      (!fromAgent && (this.#o.agent.chat.respondTo === "all" || this.#threads.has(key)));
     if (!addressed) return;
     // Entered before any work: after a crash a message stays unanswered, never answered twice.
     await ledger.enter(message.id);
@@ -136,7 +144,7 @@ export class ChatResident {
       ? this.#allowed.get(chatIdKey(this.#transport.kind, message.sender))
       : undefined;
     if (!who) {
-      await this.#audit.append("chat.refused", {
+      await this.#record("chat.refused", {
         agent: this.#o.agent.name,
         room: message.room,
         sender: message.sender ?? "(unknown)",
@@ -157,7 +165,7 @@ export class ChatResident {
 
     const text = stripMention(message.body, this.#names);
     const command = parseCommand(text);
-    await this.#audit.append("chat.message", {
+    await this.#record("chat.message", {
       agent: this.#o.agent.name,
       room: message.room,
       from: who.name,
@@ -173,7 +181,7 @@ export class ChatResident {
     conversation.tail = conversation.tail
       .then(() => {
         conversation.waiting -= 1;
-        return this.#work(message, who, text, where, conversation, key);
+        return this.#work(message, who, text, where, conversation);
       })
       .catch((error: Error) => this.#o.log(`conversation ${key}: ${error.message}`));
   }
@@ -181,7 +189,11 @@ export class ChatResident {
   #conversation(key: string): Conversation {
     let conversation = this.#conversations.get(key);
     if (!conversation) {
-      conversation = { tail: Promise.resolve(), waiting: 0 };
+      conversation = {
+        tail: Promise.resolve(),
+        waiting: 0,
+        replyTo: `chat:${this.#transport.kind}:${key}`.slice(0, 4096),
+      };
       this.#conversations.set(key, conversation);
     }
     return conversation;
@@ -226,9 +238,12 @@ export class ChatResident {
       client = await AgentClient.connect(this.#o.agent.socket);
       const status = await client.status();
       const lines = [`${status.agent.name} (${status.agent.role}), up since ${status.startedAt}`];
+      // Other conversations' prompts are theirs: say only that work runs.
       for (const task of status.running)
         lines.push(
-          `working on ${task.project}: ${clip(task.prompt, 80)} (since ${task.startedAt ?? task.queuedAt})`,
+          task.replyTo === conversation.replyTo
+            ? `working on ${task.project}: ${clip(task.prompt, 80)} (since ${task.startedAt ?? task.queuedAt})`
+            : `working on ${task.project} for another conversation`,
         );
       if (status.running.length === 0) lines.push("not working on anything");
       if (status.queued.length > 0) lines.push(`${status.queued.length} waiting`);
@@ -289,8 +304,9 @@ export class ChatResident {
     text: string,
     where: SendOptions,
     conversation: Conversation,
-    key: string,
   ): Promise<void> {
+    // Stopping: what waits stays unanswered (entered in the ledger), as after a crash.
+    if (this.#stopped) return;
     const { agent, transport } = this.#o;
     const project = agent.chat.project;
     if (!project) {
@@ -324,7 +340,7 @@ export class ChatResident {
       shown = true;
       transport.typing(message.room, true).catch(() => {});
       typing = setInterval(() => transport.typing(message.room, true).catch(() => {}), 20_000);
-      this.#busy(+1, clip(text, 60));
+      this.#busy(+1);
     }, this.#o.busyAfter ?? 400);
 
     let outcome: TaskOutcome | undefined;
@@ -337,7 +353,7 @@ export class ChatResident {
           prompt: text,
           ...(conversation.branch !== undefined && { branch: conversation.branch }),
           source: `${transport.kind}:${message.room}`.slice(0, 4096),
-          replyTo: `chat:${transport.kind}:${key}`.slice(0, 4096),
+          replyTo: conversation.replyTo,
         },
         (event) => {
           if (event.event === "task.progress") showProgress(event.text).catch(() => {});
@@ -373,7 +389,7 @@ export class ChatResident {
             : "✗ failed";
       await transport.edit(progress, `${mark} in ${seconds} s`).catch(() => {});
     }
-    await this.#audit.append("chat.answered", {
+    await this.#record("chat.answered", {
       agent: agent.name,
       room: message.room,
       for: who.name,
@@ -383,13 +399,26 @@ export class ChatResident {
     });
   }
 
+  /** An audit record; a log that cannot take it (corrupted, disk full) is said, never fatal to the message. */
+  async #record(event: string, data: Record<string, unknown>): Promise<void> {
+    await this.#audit
+      .append(event, data)
+      .catch((error: Error) => this.#o.log(`audit: cannot record ${event}: ${error.message}`));
+  }
+
   /** Work shown busy (+1) or ended (-1): presence says busy while any is. */
-  #busy(delta: number, what?: string): void {
+  #busy(delta: number): void {
     this.#shownBusy += delta;
     if (delta > 0) {
-      this.#setPresence("busy", `working on: ${what ?? "a task"}`).catch(() => {});
+      this.#setPresence("busy", "working").catch(() => {});
       if (!this.#poll)
-        this.#poll = setInterval(() => this.#checkApproval(), this.#o.approvalPoll ?? 1000);
+        this.#poll = setInterval(
+          () =>
+            this.#checkApproval().catch((error: Error) =>
+              this.#o.log(`presence: ${error.message}`),
+            ),
+          this.#o.approvalPoll ?? 1000,
+        );
     } else if (this.#shownBusy === 0) {
       clearInterval(this.#poll);
       this.#poll = undefined;
@@ -400,8 +429,11 @@ export class ChatResident {
   /** Away, with what it waits for, while one of the agent's sudo requests waits for a human. */
   async #checkApproval(): Promise<void> {
     const waiting = await sudoWaiting(this.#o.agent.uid, this.#o.town.install.gate).catch(() => []);
+    // The work may have ended while we looked: never leave an idle agent "away".
+    if (this.#shownBusy === 0 || this.#stopped) return;
     if (waiting.length > 0) {
-      await this.#setPresence("away", `waiting for approval: sudo ${clip(waiting[0] ?? "", 80)}`);
+      // Presence is seen in every room the agent is in: say what, never the command itself.
+      await this.#setPresence("away", "waiting for a human to approve a sudo command");
     } else if (this.#presence.state === "away") {
       await this.#setPresence("busy", "working");
     }

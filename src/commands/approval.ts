@@ -51,7 +51,11 @@ export async function approvald(opts: TownOptions): Promise<number> {
     else log("desktop: no mayor who may approve (approver = true), so no desktop dialogs");
   }
   if (town.approval.channels.includes("chat")) {
-    const channel = await chatChannel(town, decryptor, log);
+    // The chat channel is one channel among several: its failure must not take sudo down.
+    const channel = await chatChannel(town, decryptor, log).catch((error: Error) => {
+      log(`chat: no town bot: ${error.message}`);
+      return undefined;
+    });
     if (channel) daemon.addChannel(channel);
   }
   await daemon.start();
@@ -114,6 +118,7 @@ async function chatChannel(
   await ensureDir(stateDir, 0o700);
   const secret =
     (await decryptor.decrypt(bot.secret)).toString("utf8").split("\n")[0]?.trim() ?? "";
+  if (secret === "") throw new Error(`the secret of ${bot.id} is empty`);
   const channel = new ChatApprovalChannel({
     town,
     log,

@@ -186,15 +186,39 @@ describe("the chat approval channel", () => {
     });
 
     await t.ask(request("ee55aa"));
-    await t.ask(request("ff66aa"));
-    t.say({ sender: "@mayor:town.local", body: "approve" });
+    for (const chatter of ["approve", "ok, lunch at 12?", "bob: yes", "lgtm"])
+      t.say({ sender: "@mayor:town.local", body: chatter });
     await t.settle();
-    assert.equal(t.answers.length, 1, "two wait: a bare approve is ambiguous");
+    assert.equal(
+      t.answers.length,
+      1,
+      "a word that is no reply and names no request never approves",
+    );
+    await t.ask(request("ff66aa"));
+    t.say({ sender: "@mayor:town.local", body: "deny" });
+    await t.settle();
+    assert.equal(t.answers.length, 1, "two wait: a bare deny is ambiguous");
     assert.match(t.transport.sent.at(-1)?.text ?? "", /2 requests wait here/);
     t.say({ sender: "@mayor:town.local", body: "approve ff66aa" });
     await t.settle();
     assert.equal(t.answers.at(-1)?.approve, true);
-    assert.equal(t.answers.length, 2);
+    t.say({ sender: "@mayor:town.local", body: "deny not now" });
+    await t.settle();
+    assert.deepEqual(t.answers.at(-1), { approve: false, human: "mayor", reason: "not now" });
+    assert.equal(t.answers.length, 3);
+  });
+
+  it("ignores a decision said before the request existed", async () => {
+    const t = await setUp();
+    const post = await t.ask({ ...request("0ld0ld"), time: "2026-11-22T10:02:00.000Z" });
+    t.say({
+      sender: "@mayor:town.local",
+      body: "approve",
+      inReplyTo: post.id,
+      time: Date.parse("2026-11-22T10:01:00.000Z"),
+    });
+    await t.settle();
+    assert.equal(t.answers.length, 0);
   });
 
   it("takes the first decision only, and shows the outcome on the post", async () => {

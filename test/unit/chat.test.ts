@@ -91,8 +91,9 @@ describe("approval decisions in chat", () => {
       reason: "too broad",
       request: "3f2a9c0d11",
     });
-    assert.deepEqual(replyDecision("townbot: approve"), { approve: true });
-    assert.deepEqual(replyDecision("@bot:town.local: no"), { approve: false });
+    assert.deepEqual(replyDecision("townbot: approve", ["townbot"]), { approve: true });
+    assert.equal(replyDecision("bob: ok, lunch at 12?", ["townbot"]), undefined);
+    assert.deepEqual(replyDecision("@bot:town.local: no", ["bot:town.local"]), { approve: false });
   });
 
   it("is not fooled by words that only start like a decision", () => {
