@@ -7,14 +7,16 @@
  */
 import path from "node:path";
 import { AgentDaemon } from "../agent/daemon.ts";
-import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import { EXIT } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import {
+  agentOf,
   CHANGED,
   DEFAULT_MANIFEST,
   EXIT_TOWN_CHANGED,
   readText,
+  requireAgentUid,
   stopSignal,
   townChange,
   townFrom,
@@ -42,22 +44,8 @@ export async function agent(opts: AgentOptions): Promise<number> {
   // Read before the town is loaded: a change that lands in between is still seen.
   const original = await readText(source);
   const town = await townFrom(opts);
-  const agent = town.agents.find((a) => a.name === opts.name);
-  if (!agent) {
-    throw new ConfigError(opts.config ?? opts.manifest ?? "the manifest", [
-      {
-        path: `agents.${opts.name}`,
-        message: `no enabled agent "${opts.name}" in town ${town.name} (agents: ${town.agents.map((a) => a.name).join(", ") || "none"})`,
-      },
-    ]);
-  }
-  const uid = process.getuid?.();
-  if (uid !== agent.uid) {
-    throw new RefusedError(
-      `nuketown agent ${agent.name} must run as ${agent.name} (uid ${agent.uid}), not as uid ${uid}: ` +
-        `its clones, commits and runtime are the agent's (runuser -u ${agent.name} -- nuketown agent ${agent.name})`,
-    );
-  }
+  const agent = agentOf(town, opts.name, opts);
+  requireAgentUid(agent, "agent", "its clones, commits and runtime are the agent's");
 
   const log = (line: string) => opts.err.write(`nuketown agent ${agent.name}: ${line}\n`);
   const daemon = new AgentDaemon({ town, agent, log });

@@ -12,10 +12,12 @@ import { ConfigError, EXIT, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import { CHAT_SECRET_FILE } from "../town/rules.ts";
 import {
+  agentOf,
   CHANGED,
   DEFAULT_MANIFEST,
   EXIT_TOWN_CHANGED,
   readText,
+  requireAgentUid,
   stopSignal,
   townChange,
   townFrom,
@@ -37,11 +39,9 @@ export async function chat(opts: ChatOptions): Promise<number> {
   const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
   const original = await readText(source);
   const town = await townFrom(opts);
-  const agent = town.agents.find((a) => a.name === opts.name);
+  const agent = agentOf(town, opts.name, opts);
   const problem = (where: string, message: string) =>
     new ConfigError(opts.config ?? opts.manifest ?? "the manifest", [{ path: where, message }]);
-  if (!agent)
-    throw problem(`agents.${opts.name}`, `no enabled agent "${opts.name}" in town ${town.name}`);
   if (!agent.chat.enable)
     throw problem(`agents.${agent.name}.chat.enable`, "chat is not enabled for this agent");
   const kind = town.chat.transport;
@@ -49,13 +49,7 @@ export async function chat(opts: ChatOptions): Promise<number> {
     throw problem("chat.transport", "no chat network is declared (chat.matrix or chat.xmpp)");
   const id = agentChatId(agent, kind);
   if (!id) throw problem(`agents.${agent.name}.chat.${kind}`, `the agent has no ${kind} account`);
-  const uid = process.getuid?.();
-  if (uid !== agent.uid) {
-    throw new RefusedError(
-      `nuketown chat ${agent.name} must run as ${agent.name} (uid ${agent.uid}), not as uid ${uid}: ` +
-        `it speaks for the agent (runuser -u ${agent.name} -- nuketown chat ${agent.name})`,
-    );
-  }
+  requireAgentUid(agent, "chat", "it speaks for the agent");
 
   const log = (line: string) => opts.err.write(`nuketown chat ${agent.name}: ${line}\n`);
   const secretFile = opts.secretFile ?? path.join(agent.home, CHAT_SECRET_FILE);

@@ -9,7 +9,7 @@ import type { ProgramLocations } from "../approval/wrappers.ts";
 import { ConfigError, RefusedError } from "../errors.ts";
 import { SOURCES } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import type { ResolvedTown } from "../town/types.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 
 export const DEFAULT_MANIFEST = "/etc/nuketown/town.json";
 
@@ -121,4 +121,30 @@ export function stopSignal(): Promise<NodeJS.Signals> {
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
   });
+}
+
+/** The enabled agent `name` of the town, or a configuration error that names the ones there are. */
+export function agentOf(
+  town: ResolvedTown,
+  name: string,
+  opts: Pick<TownSourceOptions, "config" | "manifest">,
+): ResolvedAgent {
+  const agent = town.agents.find((a) => a.name === name);
+  if (agent) return agent;
+  throw new ConfigError(opts.config ?? opts.manifest ?? "the manifest", [
+    {
+      path: `agents.${name}`,
+      message: `no enabled agent "${name}" in town ${town.name} (agents: ${town.agents.map((a) => a.name).join(", ") || "none"})`,
+    },
+  ]);
+}
+
+/** A service that acts as the agent refuses to run as anyone else; `why` says what is the agent's. */
+export function requireAgentUid(agent: ResolvedAgent, command: string, why: string): void {
+  const uid = process.getuid?.();
+  if (uid === agent.uid) return;
+  throw new RefusedError(
+    `nuketown ${command} ${agent.name} must run as ${agent.name} (uid ${agent.uid}), not as uid ${uid}: ` +
+      `${why} (runuser -u ${agent.name} -- nuketown ${command} ${agent.name})`,
+  );
 }
