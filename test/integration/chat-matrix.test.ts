@@ -13,49 +13,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { MatrixTransport, SYNC_STATE_FILE } from "../../src/chat/matrix.ts";
-import type {
-  ChatMessage,
-  ChatReaction,
-  ConnectionState,
-  TransportHandlers,
-} from "../../src/chat/transport.ts";
+import { Inbox, until } from "../support/chat-inbox.ts";
 import { freePort } from "../support/server-process.ts";
 import { type SynapseServer, startSynapse } from "../support/synapse.ts";
 
 interface Account {
   readonly userId: string;
   readonly accessToken: string;
-}
-
-/** What a transport delivered, and helpers to wait for it. */
-class Inbox {
-  readonly messages: ChatMessage[] = [];
-  readonly reactions: ChatReaction[] = [];
-  readonly states: { state: ConnectionState; detail?: string }[] = [];
-
-  readonly handlers: TransportHandlers = {
-    message: (message) => this.messages.push(message),
-    reaction: (reaction) => this.reactions.push(reaction),
-    connection: (state, detail) => this.states.push({ state, ...(detail ? { detail } : {}) }),
-  };
-
-  message(body: string): Promise<ChatMessage> {
-    return until(() => this.messages.find((m) => m.body === body), `message "${body}"`);
-  }
-}
-
-async function until<T>(
-  probe: () => T | undefined | Promise<T | undefined>,
-  what: string,
-  ms = 10_000,
-) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 describe("Matrix transport", () => {
