@@ -236,6 +236,39 @@ describe("instructions", () => {
     assert.match(md, /The humans of the town review your branches/);
   });
 
+  test("GIVEN what the host was seen to have THEN only those packages are called installed", () => {
+    const town = townWith({ packages: ["sl", "hello"] }, {}, { basePackages: ["git"] });
+    const ada = agentOf(town, "ada");
+    const line = (present?: readonly string[]) =>
+      renderInstructions(town, ada, present)
+        .split("\n")
+        .find((l) => /[Pp]ackages/.test(l));
+    assert.equal(
+      line(["git", "sl", "hello", "unrelated"]),
+      "- Packages installed for you: `git`, `sl`, `hello`. If you need another one for good, ask for it to be added to your declaration.",
+    );
+    assert.equal(
+      line(["git"]),
+      "- Packages installed for you: `git`. Declared but missing on this host: `sl`, `hello`. If you need another one for good, ask for it to be added to your declaration.",
+    );
+    assert.equal(
+      line([]),
+      "- Packages declared for you but missing on this host: `git`, `sl`, `hello`. If you need another one for good, ask for it to be added to your declaration.",
+    );
+    // Rendered without a host (nuketown render): declared, never claimed installed.
+    assert.doesNotMatch(line() ?? "", /installed/);
+    assert.match(
+      line() ?? "",
+      /^- Packages declared for you: `git`, `sl`, `hello` \(rendered without checking/,
+    );
+    assert.match(renderClaudeAgent(town, ada, ["git"]), /Packages installed for you: `git`\./);
+    const none = townWith({}, {}, { basePackages: [] });
+    assert.match(
+      renderInstructions(none, agentOf(none, "ada"), []),
+      /No packages are declared for you/,
+    );
+  });
+
   test("values in inline code cannot break out of it", () => {
     assert.equal(inlineCode("a`b"), "``a`b``");
     assert.equal(inlineCode("``x"), "``` ``x ```");

@@ -43,11 +43,13 @@ export function renderArtifacts(town: ResolvedTown, programs?: ProgramLocations)
  * Files placed in an agent's home every round, owned by the agent. The
  * allowed-signers file needs the public key; without one declared it is
  * derived from the secret at apply time, so it is absent here.
+ * `presentPackages`: the declared packages the host has (instructions.ts).
  */
 export function renderHomeArtifacts(
   town: ResolvedTown,
   agent: ResolvedAgent,
   publicKey?: string,
+  presentPackages?: readonly string[],
 ): Artifact[] {
   const file = (relative: string, content: string, mode = "0644"): Artifact => ({
     path: `${agent.home}/${relative}`,
@@ -57,7 +59,7 @@ export function renderHomeArtifacts(
     group: agent.group,
     layer: "identity",
   });
-  const instructions = renderInstructions(town, agent);
+  const instructions = renderInstructions(town, agent, presentPackages);
   const out = [
     file(".config/nuketown/identity.toml", renderIdentityToml(town, agent)),
     file("AGENTS.md", instructions),
@@ -68,7 +70,12 @@ export function renderHomeArtifacts(
   const signers = renderAllowedSigners(agent, publicKey);
   if (signers !== undefined) out.push(file(".config/git/allowed_signers", signers));
   if (agent.runtime.kind === "claude-code") {
-    out.push(file(`.claude/agents/${agent.name}-${agent.role}.md`, renderClaudeAgent(town, agent)));
+    out.push(
+      file(
+        `.claude/agents/${agent.name}-${agent.role}.md`,
+        renderClaudeAgent(town, agent, presentPackages),
+      ),
+    );
     if (Object.keys(agent.runtime.settings).length > 0) {
       out.push(
         file(".claude/settings.json", `${JSON.stringify(agent.runtime.settings, null, 2)}\n`),

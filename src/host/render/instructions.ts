@@ -14,12 +14,20 @@ const CLAUDE_TOOLS = ["Read", "Edit", "Write", "Bash", "Glob", "Grep", "WebFetch
 /** Longest front matter description: Claude Code reads it to pick an agent, not to learn it. */
 const MAX_SUMMARY = 200;
 
-/** Render `AGENTS.md`: the agent's instructions in plain markdown, for any runtime. */
-export function renderInstructions(town: ResolvedTown, agent: ResolvedAgent): string {
+/**
+ * Render `AGENTS.md`: the agent's instructions in plain markdown, for any runtime.
+ * `presentPackages` are the declared packages the host was seen to have; without
+ * it (rendered without a host) the packages are said to be declared, not installed.
+ */
+export function renderInstructions(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  presentPackages?: readonly string[],
+): string {
   const sections = [
     identitySection(town, agent),
     aboutSection(agent),
-    environmentSection(agent),
+    environmentSection(agent, presentPackages),
     collaborationSection(town, agent),
     sudoSection(town, agent),
     hardwareSection(agent),
@@ -37,7 +45,11 @@ export function renderInstructions(town: ResolvedTown, agent: ResolvedAgent): st
  * Render `~/.claude/agents/<name>-<role>.md`: YAML front matter (name,
  * one-line description, tools) followed by the body of `AGENTS.md`.
  */
-export function renderClaudeAgent(town: ResolvedTown, agent: ResolvedAgent): string {
+export function renderClaudeAgent(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  presentPackages?: readonly string[],
+): string {
   const frontMatter = stringify(
     {
       name: `${agent.name}-${agent.role}`,
@@ -47,7 +59,7 @@ export function renderClaudeAgent(town: ResolvedTown, agent: ResolvedAgent): str
     // Never fold the description onto several lines.
     { lineWidth: 0 },
   );
-  return `---\n${frontMatter}---\n\n${renderInstructions(town, agent)}`;
+  return `---\n${frontMatter}---\n\n${renderInstructions(town, agent, presentPackages)}`;
 }
 
 /** One line saying who the agent is: the first paragraph of its description, shortened. */
@@ -104,7 +116,7 @@ function aboutSection(agent: ResolvedAgent): string | undefined {
   return about === "" ? undefined : section("About you", about);
 }
 
-function environmentSection(agent: ResolvedAgent): string {
+function environmentSection(agent: ResolvedAgent, presentPackages?: readonly string[]): string {
   const persisted = agent.persist.map((p) => {
     const kind = p.type === "file" ? " (file)" : "";
     const note = p.implicit
@@ -118,12 +130,37 @@ function environmentSection(agent: ResolvedAgent): string {
     `These paths survive a reset:\n${bullets(persisted, "  ")}`,
     "Everything else in your home is lost at the next reset: clones, caches, tools you installed, " +
       "unpushed commits. Keep work in a persisted path and push it.",
-    `Packages installed for you: ${agent.packages.map(inlineCode).join(", ")}. ` +
-      "If you need another one for good, ask for it to be added to your declaration.",
+    packagesText(agent, presentPackages),
     ...secretsItem(agent),
     `Runtime: ${runtimeText(agent)}.`,
   ];
   return section("Environment", bullets(items));
+}
+
+/** Only what the host was seen to have is called installed. */
+function packagesText(agent: ResolvedAgent, presentPackages?: readonly string[]): string {
+  const names = (list: readonly string[]) => list.map(inlineCode).join(", ");
+  if (agent.packages.length === 0)
+    return "No packages are declared for you; if you need one for good, ask for it to be added to your declaration.";
+  const more = "If you need another one for good, ask for it to be added to your declaration.";
+  if (presentPackages === undefined) {
+    return (
+      `Packages declared for you: ${names(agent.packages)} ` +
+      `(rendered without checking which of them this host has). ${more}`
+    );
+  }
+  const present = new Set(presentPackages);
+  const installed = agent.packages.filter((p) => present.has(p));
+  const missing = agent.packages.filter((p) => !present.has(p));
+  return [
+    ...(installed.length > 0 ? [`Packages installed for you: ${names(installed)}.`] : []),
+    ...(missing.length > 0
+      ? [
+          `${installed.length > 0 ? "Declared" : "Packages declared for you"} but missing on this host: ${names(missing)}.`,
+        ]
+      : []),
+    more,
+  ].join(" ");
 }
 
 function secretsItem(agent: ResolvedAgent): string[] {
