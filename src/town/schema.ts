@@ -17,6 +17,7 @@ import {
   line,
   matching,
   matrixUserId,
+  packageName,
   text,
   unixName,
 } from "./strings.ts";
@@ -379,9 +380,12 @@ export const AgentSchema = z.strictObject({
     })
     .prefault({}),
   packages: z
-    .array(line().min(1))
+    .array(packageName())
     .default([])
-    .meta({ description: "Extra packages on top of basePackages." }),
+    .meta({
+      description:
+        "Extra packages on top of basePackages; `apply` installs the missing ones with the host's package manager.",
+    }),
   files: z
     .record(
       homeRelativePath(),
@@ -558,9 +562,13 @@ export const TownSchema = z.strictObject({
     .optional()
     .meta(derived("The human agents work for.", "the first approver, else the first human")),
   basePackages: z
-    .array(line().min(1))
-    .default(["git", "ripgrep", "fd", "jq", "curl", "tree"])
-    .meta({ description: "Packages every agent gets." }),
+    .array(packageName())
+    // Names that are the same in Debian, Fedora, Arch and Nix (fd is fd-find in Debian).
+    .default(["git", "ripgrep", "jq", "curl", "tree"])
+    .meta({
+      description:
+        "Packages every agent gets, named as the host's package manager names them (apt-get, dnf, pacman; on NixOS, Nix). On a host that is not NixOS, `apply` installs the missing ones.",
+    }),
   projectDirs: z
     .array(line().min(1))
     .default(["~/dev"])

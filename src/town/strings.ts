@@ -111,5 +111,17 @@ export const matrixUserId = () =>
 export const JID = /^[^\s@/"'<>&]+@[A-Za-z0-9.-]+$/;
 export const jid = () => matching(JID, "an XMPP address such as ada@example.org");
 
+/**
+ * A package name as apt-get, dnf, pacman and Nix take it: a letter or digit
+ * first (never `-`, so it cannot be read as an option), then no spaces,
+ * slashes (a local file), wildcards, `=` (a pinned version) or shell syntax.
+ */
+export const PACKAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9+._@:-]{0,127}$/;
+export const packageName = () =>
+  matching(
+    PACKAGE_NAME,
+    "a package name (a letter or digit, then letters, digits and + . _ @ : -) such as ripgrep",
+  );
+
 export const OCTAL_MODE = /^0?[0-7]{3}$/;
 export const fileMode = () => matching(OCTAL_MODE, "an octal file mode such as 0600");

@@ -172,6 +172,24 @@ describe("hostile values are rejected with their path", () => {
       change: (d) => (d.agents.ada.repos = ["--upload-pack=touch /tmp/pwned"]),
       reason: /must not start with -/,
     },
+    {
+      kind: "package manager: a package name that is an option",
+      path: "agents.ada.packages[1]",
+      change: (d) => (d.agents.ada.packages = ["hello", "-oAPT::Get::AllowUnauthenticated=1"]),
+      reason: /expected a package name .*, got "-oAPT/,
+    },
+    {
+      kind: "package manager: a base package that is a local file",
+      path: "basePackages[0]",
+      change: (d) => (d.basePackages = ["./evil.deb"]),
+      reason: /package name/,
+    },
+    {
+      kind: "package manager: two packages in one name",
+      path: "agents.ada.packages[0]",
+      change: (d) => (d.agents.ada.packages = ["hello sl"]),
+      reason: /package name/,
+    },
   ];
 
   for (const c of cases) {
@@ -187,6 +205,19 @@ describe("declaration rules", () => {
     const result = resolveTown(exampleDeclaration(), FIXED_CONTEXT);
     assert.deepEqual(result.errors, []);
     assert.ok(result.town);
+  });
+
+  it("accepts package names as Debian, Fedora, Arch and Nix spell them", () => {
+    const names = [
+      "g++",
+      "libc6:amd64",
+      "python3.11",
+      "NetworkManager",
+      "gtk2_engines",
+      "lib32-glibc",
+    ];
+    const result = resolveWith((d) => (d.agents.ada.packages = names));
+    assert.deepEqual(result.errors, []);
   });
 
   it("reports every problem at once, across schema and uid checks", () => {
