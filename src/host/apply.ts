@@ -12,6 +12,7 @@ import type { ResolvedTown } from "../town/types.ts";
 import { applyDeviceAcls, reloadUdev } from "./devices.ts";
 import { writeFileAtomic } from "./files.ts";
 import { createHome, createImage, emptyTrash, mountHomes, removeHome } from "./homes.ts";
+import { installPackages } from "./packages.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";
 import type { Action, HostPlan } from "./plan.ts";
 import { agentUnitName, chatUnitName, type UnitFile } from "./render/units.ts";
@@ -42,7 +43,22 @@ export async function applyPlan(plan: HostPlan, ctx: ApplyContext): Promise<Appl
   };
   const warnings: string[] = [];
   const done: Action[] = [];
+  // One command for every missing package, before anything else: a refusal changes nothing.
+  const installs = plan.actions.flatMap((a) => (a.kind === "install-package" ? [a] : []));
+  const manager = installs[0]?.manager;
+  if (!ctx.root && manager !== undefined) {
+    const names = installs.map((a) => a.name);
+    ctx.log(`installing ${names.join(", ")} with ${manager}`);
+    const missing = await installPackages(manager, names, ctx.runner);
+    if (missing.length > 0) {
+      warnings.push(
+        `${manager} installed without error, but ${missing.join(", ")} still ${missing.length === 1 ? "is" : "are"} not listed as installed (a virtual package? declare the package that provides it)`,
+      );
+    }
+    done.push(...installs);
+  }
   for (const action of plan.actions) {
+    if (action.kind === "install-package") continue;
     if (ctx.root && action.layer !== "files") continue;
     await execute(action, ctx, () => state, save, warnings);
     done.push(action);
@@ -102,6 +118,8 @@ async function execute(
     return agent;
   };
   switch (action.kind) {
+    case "install-package":
+      throw new Error("packages are installed together, before the other actions");
     case "create-group": {
       if (action.gid === undefined) {
         // Recorded first: a crash after groupadd must not leave a group we then call foreign.

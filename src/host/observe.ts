@@ -1,6 +1,7 @@
 /**
  * Reads what the planner needs from the host: accounts, mounts, nuketown's
- * own state, the installed system files, which homes exist. With a root
+ * own state, the installed system files, which homes exist, which declared
+ * packages are installed. With a root
  * directory (`--root DIR`), everything is read below it instead.
  */
 import { lstat, readFile } from "node:fs/promises";
@@ -8,10 +9,12 @@ import path from "node:path";
 import type { ProgramLocations } from "../approval/wrappers.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { blankOf, exists, isSubvolume } from "./homes.ts";
-import type { ObservedHost } from "./plan.ts";
+import { observePackages } from "./packages.ts";
+import { type ObservedHost, presentPackages } from "./plan.ts";
 import { renderArtifacts } from "./render/index.ts";
 import { roundDigest } from "./round.ts";
 import { readState } from "./state.ts";
+import { type Runner, systemRunner } from "./system.ts";
 import { parseGroup, parseMountinfo, parsePasswd } from "./tables.ts";
 
 export interface ObserveOptions {
@@ -19,6 +22,8 @@ export interface ObserveOptions {
   readonly root?: string;
   /** Where this nuketown runs from (the gate and shim wrappers are managed files too). */
   readonly programs?: ProgramLocations;
+  /** Runs the package manager's queries. @default systemRunner */
+  readonly runner?: Runner;
 }
 
 const readText = (file: string) => readFile(file, "utf8").catch(() => "");
@@ -61,8 +66,14 @@ export async function observeHost(
       imageExists: false,
       roundDigests: {},
       systemd: false,
+      packages: { kind: "unobserved" },
     };
   }
+
+  const packages = await observePackages(
+    town.agents.flatMap((a) => a.packages),
+    options.runner ?? systemRunner,
+  );
 
   const homes: string[] = [];
   const roundDigests: Record<string, string> = {};
@@ -73,7 +84,11 @@ export async function observeHost(
           ? await exists(agent.home)
           : (await isSubvolume(agent.home)) && (await isSubvolume(blankOf(town, agent)));
       if (present) homes.push(agent.name);
-      roundDigests[agent.name] = await roundDigest(town, agent);
+      roundDigests[agent.name] = await roundDigest(
+        town,
+        agent,
+        presentPackages(packages, agent.packages),
+      );
     }),
   );
 
@@ -87,6 +102,7 @@ export async function observeHost(
     imageExists: await exists(town.homes.image.path),
     roundDigests,
     systemd: await systemdIsInit(),
+    packages,
   };
 }
 

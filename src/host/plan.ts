@@ -11,8 +11,18 @@ import { renderArtifacts } from "./render/index.ts";
 import type { HostState } from "./state.ts";
 import type { GroupEntry, MountEntry, PasswdEntry } from "./tables.ts";
 
-export type Layer = "accounts" | "homes" | "files" | "devices" | "services" | "rounds" | "removal";
+export type Layer =
+  | "packages"
+  | "accounts"
+  | "homes"
+  | "files"
+  | "devices"
+  | "services"
+  | "rounds"
+  | "removal";
+/** In the order apply runs them: packages first, so a refused install changes nothing else. */
 export const LAYERS: readonly Layer[] = [
+  "packages",
   "accounts",
   "homes",
   "files",
@@ -22,7 +32,46 @@ export const LAYERS: readonly Layer[] = [
   "removal",
 ];
 
+/** The package managers nuketown installs with (on NixOS, packages come from Nix). */
+export type PackageManager = "apt-get" | "dnf" | "pacman";
+
+/** What the host says of the declared packages. */
+export type ObservedPackages =
+  | {
+      readonly kind: "managed";
+      readonly manager: PackageManager;
+      /** The declared packages the manager reports installed. */
+      readonly present: readonly string[];
+    }
+  /** /etc/NIXOS: packages come from Nix, the packages layer is skipped. */
+  | { readonly kind: "nixos" }
+  /** No apt-get, dnf or pacman: the packages can be neither checked nor installed. */
+  | { readonly kind: "unsupported" }
+  /** Not looked at: no packages declared, or a rendered tree (`--root`). */
+  | { readonly kind: "unobserved" };
+
+/**
+ * Which of `names` the host has, for the agent's instructions; undefined when
+ * that was not checked (they are then said to be declared, not installed).
+ */
+export function presentPackages(
+  observed: ObservedPackages,
+  names: readonly string[],
+): readonly string[] | undefined {
+  if (observed.kind !== "managed") return undefined;
+  const present = new Set(observed.present);
+  return names.filter((name) => present.has(name));
+}
+
 export type Action =
+  | {
+      readonly layer: "packages";
+      readonly kind: "install-package";
+      readonly name: string;
+      readonly manager: PackageManager;
+      /** The agents that declare it (directly or through basePackages). */
+      readonly agents: readonly string[];
+    }
   | {
       readonly layer: "accounts";
       readonly kind: "create-group";
@@ -109,6 +158,8 @@ export interface ObservedHost {
   readonly roundDigests: Readonly<Record<string, string>>;
   /** systemd runs as PID 1: units can be enabled and lingering set. */
   readonly systemd: boolean;
+  /** The declared packages, as the host's package manager sees them. */
+  readonly packages: ObservedPackages;
 }
 
 export interface PlanOptions {
@@ -138,7 +189,7 @@ export function planHost(
       actions: planFiles(systemArtifacts(town, options.programs), observed),
       errors: [],
       notes: [
-        "--root: only files are planned; accounts, homes, devices, services and rounds need the live host",
+        "--root: only files are planned; packages, accounts, homes, devices, services and rounds need the live host",
       ],
     };
   }
@@ -150,6 +201,12 @@ export function planHost(
   const userByUid = new Map(observed.users.map((u) => [u.uid, u]));
   const groupByName = new Map(observed.groups.map((g) => [g.name, g]));
   const groupByGid = new Map(observed.groups.map((g) => [g.gid, g]));
+
+  // packages: first, so a package manager that refuses leaves everything else untouched.
+  const packages = planPackages(town, observed.packages);
+  actions.push(...packages.actions);
+  errors.push(...packages.errors);
+  notes.push(...packages.notes);
 
   // accounts: refuse anything that would touch an account nuketown did not create.
   for (const agent of town.agents) {
@@ -326,8 +383,14 @@ export function planHost(
   }
 
   // rounds: an agent whose home contents would differ gets a fresh round.
+  const installing = (agent: ResolvedAgent) =>
+    packages.actions.filter((a) => a.agents.includes(agent.name)).map((a) => a.name);
   for (const agent of town.agents) {
-    const reason = roundReason(agent, observed, homes);
+    // Installed packages change the instructions, which a round places.
+    const newPackages = installing(agent);
+    const reason =
+      roundReason(agent, observed, homes) ??
+      (newPackages.length > 0 ? `packages installed: ${newPackages.join(", ")}` : undefined);
     if (reason) actions.push({ layer: "rounds", kind: "reset-agent", agent: agent.name, reason });
   }
 
@@ -346,6 +409,59 @@ export function planHost(
   }
 
   return { actions, errors, notes };
+}
+
+function planPackages(
+  town: ResolvedTown,
+  observed: ObservedPackages,
+): {
+  actions: Extract<Action, { kind: "install-package" }>[];
+  errors: Problem[];
+  notes: string[];
+} {
+  const wanted = new Map<string, string[]>();
+  for (const agent of town.agents)
+    for (const name of agent.packages) wanted.set(name, [...(wanted.get(name) ?? []), agent.name]);
+  const none = { actions: [], errors: [], notes: [] };
+  if (wanted.size === 0) return none;
+  switch (observed.kind) {
+    case "unobserved":
+      return none;
+    case "nixos":
+      return { ...none, notes: ["NixOS: packages come from Nix; the packages layer is skipped"] };
+    case "unsupported": {
+      // One problem where each package is declared, so it points at the line to change.
+      const sources = [
+        { path: "basePackages", names: town.basePackages },
+        ...town.agents.map((a) => ({
+          path: formatPath(["agents", a.name, "packages"]),
+          names: a.packages.filter((p) => !town.basePackages.includes(p)),
+        })),
+      ].filter((source) => source.names.length > 0);
+      return {
+        ...none,
+        errors: sources.map(({ path, names }) => ({
+          path,
+          message: `no apt-get, dnf or pacman on this host, so ${names.join(", ")} can be neither checked nor installed: install them yourself and remove them from the declaration`,
+        })),
+      };
+    }
+    case "managed": {
+      const present = new Set(observed.present);
+      return {
+        ...none,
+        actions: [...wanted]
+          .filter(([name]) => !present.has(name))
+          .map(([name, agents]) => ({
+            layer: "packages" as const,
+            kind: "install-package" as const,
+            name,
+            manager: observed.manager,
+            agents,
+          })),
+      };
+    }
+  }
 }
 
 /** Files outside homes; home files are placed by rounds, as the agent. */
@@ -388,6 +504,8 @@ export const isDeviceSpec = (device: string) =>
 /** One line per action, for `nuketown plan`. */
 export function describeAction(action: Action): string {
   switch (action.kind) {
+    case "install-package":
+      return `+ ${action.name} for ${action.agents.join(", ")} (${action.manager})`;
     case "create-group":
       return `+ group ${action.name}${action.gid === undefined ? " (system)" : ` (gid ${action.gid})`}`;
     case "create-user":

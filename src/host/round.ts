@@ -10,7 +10,9 @@ import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
 import { ensureDir } from "./files.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
+import { observePackages } from "./packages.ts";
 import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
+import { presentPackages } from "./plan.ts";
 import { renderHomeArtifacts } from "./render/index.ts";
 import { agentUnitName } from "./render/units.ts";
 import {
@@ -42,14 +44,19 @@ export interface RoundResult {
 /**
  * Everything a round places in the home, as a digest: when it changes,
  * apply resets the agent. Encrypted secret files count by content, so a
- * rotated key is placed on the next apply.
+ * rotated key is placed on the next apply; the agent's packages that are
+ * installed count too (its instructions list them).
  */
-export async function roundDigest(town: ResolvedTown, agent: ResolvedAgent): Promise<string> {
+export async function roundDigest(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  presentPackages?: readonly string[],
+): Promise<string> {
   const hash = createHash("sha256");
   hash.update(
     JSON.stringify({ backend: town.homes.backend, persist: agent.persist, repos: agent.repos }),
   );
-  for (const artifact of renderHomeArtifacts(town, agent)) {
+  for (const artifact of renderHomeArtifacts(town, agent, undefined, presentPackages)) {
     hash.update(`\0${artifact.path}\0${artifact.mode}\0${artifact.content}`);
   }
   for (const target of secretTargets(agent, town.chat.transport)) {
@@ -90,7 +97,9 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
 
   await ensurePersistSources(town, agent);
   await mountPersisted(agent, runner);
-  await placeIdentity(ctx, agent);
+  // Looked at now: apply installs packages before the rounds it plans.
+  const present = presentPackages(await observePackages(agent.packages, runner), agent.packages);
+  await placeIdentity(ctx, agent, present);
   warnings.push(...(await cloneRepos(ctx, agent)));
 
   // Where the agent's daemon puts its socket: /run is empty after boot, and the round runs first.
@@ -104,14 +113,18 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   }
   return {
     agent: agent.name,
-    digest: await roundDigest(town, agent),
+    digest: await roundDigest(town, agent, present),
     at: new Date().toISOString(),
     warnings,
   };
 }
 
 /** Identity, instructions, git and SSH config, and secrets, written as the agent. */
-async function placeIdentity(ctx: RoundContext, agent: ResolvedAgent): Promise<void> {
+async function placeIdentity(
+  ctx: RoundContext,
+  agent: ResolvedAgent,
+  presentPackages: readonly string[] | undefined,
+): Promise<void> {
   const files: HomeFile[] = [];
   let publicKey: string | undefined;
   for (const target of secretTargets(agent, ctx.town.chat.transport)) {
@@ -130,7 +143,7 @@ async function placeIdentity(ctx: RoundContext, agent: ResolvedAgent): Promise<v
       });
     }
   }
-  for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey)) {
+  for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey, presentPackages)) {
     files.push({ path: artifact.path, content: artifact.content, mode: artifact.mode });
   }
   await writeFilesAsAgent(agent, files, ctx.runner);

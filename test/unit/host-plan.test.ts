@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { describeAction, type ObservedHost, planHost } from "../../src/host/plan.ts";
+import {
+  describeAction,
+  type ObservedHost,
+  planHost,
+  presentPackages,
+} from "../../src/host/plan.ts";
 import { renderArtifacts } from "../../src/host/render/index.ts";
 import { EMPTY_STATE, type HostState } from "../../src/host/state.ts";
 import { mountsBelow, parseGroup, parseMountinfo, parsePasswd } from "../../src/host/tables.ts";
@@ -23,6 +28,7 @@ const empty: ObservedHost = {
   imageExists: false,
   roundDigests: {},
   systemd: false,
+  packages: { kind: "managed", manager: "apt-get", present: [] },
 };
 
 /** What the host looks like right after a successful apply of `t`. */
@@ -64,6 +70,11 @@ function converged(t: ResolvedTown): ObservedHost {
     imageExists: true,
     roundDigests: Object.fromEntries(t.agents.map((a) => [a.name, `d-${a.name}`])),
     systemd: false,
+    packages: {
+      kind: "managed",
+      manager: "apt-get",
+      present: [...new Set(t.agents.flatMap((a) => a.packages))],
+    },
   };
 }
 
@@ -72,8 +83,12 @@ describe("host planner", () => {
     const plan = planHost(town(), empty);
     assert.deepEqual(plan.errors, []);
     const layers = plan.actions.map((a) => a.layer);
-    assert.deepEqual([...new Set(layers)], ["accounts", "homes", "files", "devices", "rounds"]);
+    assert.deepEqual(
+      [...new Set(layers)],
+      ["packages", "accounts", "homes", "files", "devices", "rounds"],
+    );
     const summary = plan.actions.map(describeAction);
+    assert.ok(summary.includes("+ ripgrep for ada, bob (apt-get)"));
     assert.ok(summary.includes("+ group ada (gid 1100)"));
     assert.ok(summary.includes("+ user ada (uid 1100, group ada, home /agents/ada)"));
     assert.ok(summary.includes("+ group nuketown-approvers (system)"));
@@ -199,6 +214,79 @@ describe("host planner", () => {
       "+ mayor joins nuketown-approvers",
       "- eve leaves nuketown-approvers",
     ]);
+  });
+
+  it("GIVEN declared packages the host lacks THEN it installs each once, naming who wants it, and resets those agents", () => {
+    const decl = minimalDeclaration() as Record<string, any>;
+    decl.basePackages = ["git"];
+    decl.agents.ada.packages = ["sl", "hello"];
+    decl.agents.bob = { uid: 1101, packages: ["hello"] };
+    const t = resolveOrThrow(decl);
+    const observed: ObservedHost = {
+      ...converged(t),
+      packages: { kind: "managed", manager: "apt-get", present: ["git", "sl"] },
+    };
+    const plan = planHost(t, observed);
+    assert.deepEqual(plan.errors, []);
+    // The instructions will list what gets installed: a new round places them.
+    assert.deepEqual(plan.actions.map(describeAction), [
+      "+ hello for ada, bob (apt-get)",
+      "~ reset ada (packages installed: hello)",
+      "~ reset bob (packages installed: hello)",
+    ]);
+    assert.deepEqual(
+      planHost(t, {
+        ...observed,
+        packages: { kind: "managed", manager: "apt-get", present: ["git", "sl", "hello"] },
+      }).actions,
+      [],
+    );
+    const dnf = planHost(t, {
+      ...observed,
+      packages: { kind: "managed", manager: "dnf", present: [] },
+    }).actions.filter((a) => a.layer === "packages");
+    assert.deepEqual(dnf.map(describeAction), [
+      "+ git for ada, bob (dnf)",
+      "+ sl for ada (dnf)",
+      "+ hello for ada, bob (dnf)",
+    ]);
+  });
+
+  it("GIVEN NixOS THEN the packages layer is skipped with a note", () => {
+    const plan = planHost(town(), { ...converged(town()), packages: { kind: "nixos" } });
+    assert.deepEqual(plan.actions, []);
+    assert.deepEqual(plan.errors, []);
+    assert.match(plan.notes.join("\n"), /NixOS: packages come from Nix/);
+  });
+
+  it("GIVEN no supported package manager THEN the plan refuses, pointing at each declaration", () => {
+    const decl = minimalDeclaration() as Record<string, any>;
+    decl.basePackages = ["git", "jq"];
+    decl.agents.ada.packages = ["sl", "git"];
+    decl.agents.bob = { uid: 1101 };
+    const t = resolveOrThrow(decl);
+    const plan = planHost(t, { ...converged(t), packages: { kind: "unsupported" } });
+    assert.deepEqual(plan.actions, []);
+    assert.deepEqual(
+      plan.errors.map((e) => `${e.path}: ${e.message}`),
+      [
+        "basePackages: no apt-get, dnf or pacman on this host, so git, jq can be neither checked nor installed: install them yourself and remove them from the declaration",
+        "agents.ada.packages: no apt-get, dnf or pacman on this host, so sl can be neither checked nor installed: install them yourself and remove them from the declaration",
+      ],
+    );
+    // Nothing declared, nothing to refuse.
+    const bare = resolveOrThrow({ ...minimalDeclaration(), basePackages: [] });
+    assert.deepEqual(
+      planHost(bare, { ...converged(bare), packages: { kind: "unsupported" } }).errors,
+      [],
+    );
+  });
+
+  it("says installed only of the packages the host was seen to have", () => {
+    const managed = { kind: "managed", manager: "pacman", present: ["git", "jq"] } as const;
+    assert.deepEqual(presentPackages(managed, ["jq", "sl", "git"]), ["jq", "git"]);
+    assert.equal(presentPackages({ kind: "nixos" }, ["git"]), undefined);
+    assert.equal(presentPackages({ kind: "unsupported" }, ["git"]), undefined);
   });
 
   it("plans only files with --root", () => {
