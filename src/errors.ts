@@ -10,7 +10,10 @@ export const EXIT = {
   internal: 1,
   /** Invalid configuration or command-line usage; nothing was changed. */
   invalid: 2,
-  /** An operation refused for safety (a foreign account, a failed check). */
+  /**
+   * An operation refused for safety (a foreign account, a failed check) or by
+   * the host (the package manager refused to install a declared package).
+   */
   refused: 3,
   /** A required tool or runtime is missing on this host. */
   missing: 4,

@@ -379,13 +379,10 @@ export const AgentSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
-  packages: z
-    .array(packageName())
-    .default([])
-    .meta({
-      description:
-        "Extra packages on top of basePackages; `apply` installs the missing ones with the host's package manager.",
-    }),
+  packages: z.array(packageName()).default([]).meta({
+    description:
+      "Extra packages on top of basePackages; `apply` installs the missing ones with the host's package manager.",
+  }),
   files: z
     .record(
       homeRelativePath(),
