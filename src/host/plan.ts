@@ -493,7 +493,7 @@ function roundReason(
   const record = observed.state.agents[agent.name];
   if (!homes.has(agent.name) || !record?.lastReset) return "first round";
   if (record.roundDigest !== observed.roundDigests[agent.name])
-    return "identity, persisted paths, repos or secrets changed";
+    return "identity, persisted paths, repos, secrets or installed packages changed";
   return undefined;
 }
 

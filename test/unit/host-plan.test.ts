@@ -186,7 +186,7 @@ describe("host planner", () => {
     const observed = converged(town());
     const changed = { ...observed, roundDigests: { ...observed.roundDigests, bob: "new" } };
     assert.deepEqual(planHost(town(), changed).actions.map(describeAction), [
-      "~ reset bob (identity, persisted paths, repos or secrets changed)",
+      "~ reset bob (identity, persisted paths, repos, secrets or installed packages changed)",
     ]);
   });
 
