@@ -14,6 +14,7 @@ import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { TaskContainment } from "./containment.ts";
 import { ClientFrameSchema, parseFrame } from "./frames.ts";
 import {
   AGENT_PROTOCOL_VERSION,
@@ -39,6 +40,7 @@ import {
   createRuntime,
   type Runtime,
   RuntimeFailure,
+  type RuntimeResult,
   type SessionStore,
   TaskAborted,
 } from "./runtimes/index.ts";
@@ -68,6 +70,8 @@ export interface AgentDaemonOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Between SIGTERM and SIGKILL when a runtime is stopped. */
   readonly killGraceMs?: number;
+  /** How each task's processes are kept together. @default a cgroup per task when the daemon's is delegated */
+  readonly containment?: TaskContainment;
 }
 
 interface TaskRecord {
@@ -116,6 +120,7 @@ export class AgentDaemon {
   readonly #connections = new Set<Connection>();
   readonly #running = new Set<Promise<void>>();
   readonly #warnings: string[] = [];
+  #containment: TaskContainment | undefined;
   #server: net.Server | undefined;
   #startedAt = "";
   #stopping = false;
@@ -128,6 +133,7 @@ export class AgentDaemon {
     this.#log = options.log ?? (() => {});
     this.#env = options.env ?? process.env;
     this.#queue = new TaskQueue(options.agent.runtime.maxParallel);
+    this.#containment = options.containment;
     this.#history = new TaskHistory(path.join(options.agent.stateDir, "tasks.jsonl"));
     this.#runtime =
       options.runtime ??
@@ -185,6 +191,9 @@ export class AgentDaemon {
     }
     await chmod(agent.socket, 0o600);
     await this.#grantMayor();
+    this.#containment ??= await TaskContainment.detect();
+    if (this.#containment.cgroup !== undefined) this.#log(this.#containment.describe());
+    else this.#warn(this.#containment.describe());
     this.#startedAt = this.#clock().toISOString();
     this.#log(
       `listening on ${agent.socket} (runtime ${agent.runtime.kind}, up to ${agent.runtime.maxParallel} projects at a time)`,
@@ -489,21 +498,46 @@ export class AgentDaemon {
       this.#log(`task ${task.id} started in ${report.workspace} on ${report.branch}`);
       this.#emit(task, { event: "task.started", task: this.#info(task), report });
 
-      const result = await this.#runtime.run({
-        task: {
-          id: task.id,
-          agent: agent.name,
-          project: task.project,
-          prompt: task.prompt,
-          ...(task.branch !== undefined && { branch: task.branch }),
-          mode: task.mode,
-          ...(task.source !== undefined && { source: task.source }),
-          ...(task.replyTo !== undefined && { replyTo: task.replyTo }),
-        },
-        workspace: report,
-        emit: (text) => this.#emit(task, { event: "task.progress", text }),
-        signal,
-      });
+      this.#containment ??= await TaskContainment.detect();
+      const processes = await this.#containment.forTask(task.id);
+      this.#log(`task ${task.id}: its processes: ${processes.description}`);
+      let result: RuntimeResult;
+      try {
+        result = await this.#runtime.run({
+          task: {
+            id: task.id,
+            agent: agent.name,
+            project: task.project,
+            prompt: task.prompt,
+            ...(task.branch !== undefined && { branch: task.branch }),
+            mode: task.mode,
+            ...(task.source !== undefined && { source: task.source }),
+            ...(task.replyTo !== undefined && { replyTo: task.replyTo }),
+          },
+          workspace: report,
+          emit: (text) => this.#emit(task, { event: "task.progress", text }),
+          signal,
+          processes,
+        });
+      } finally {
+        // Whatever way the runtime ended, nothing it started outlives the task: gone (checked)
+        // before the workspace is inspected and the end is told.
+        const end = await processes.close();
+        const { cgroup, marker } = end.killed;
+        if (cgroup + marker > 0)
+          this.#log(
+            `task ${task.id}: killed ${cgroup + marker} process(es) it left behind` +
+              (marker > 0
+                ? ` (${marker} found by NUKETOWN_TASK_ID${processes.cgroup === undefined ? "" : ", outside its cgroup"})`
+                : ""),
+          );
+        if (end.left.length > 0)
+          this.#log(
+            `warning: task ${task.id}: process(es) ${end.left.join(", ")} of it are still alive`,
+          );
+        if (end.cgroupLeft !== undefined)
+          this.#log(`warning: task ${task.id}: cannot remove its cgroup ${end.cgroupLeft}`);
+      }
       if (signal.aborted) throw new TaskAborted();
       const after = await this.#afterRun(report);
       await this.#end(task, "finished", {

@@ -1,5 +1,6 @@
-import { rm } from "node:fs/promises";
+import { mkdir, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
+import { ownCgroup } from "../agent/containment.ts";
 import { EXIT } from "../errors.ts";
 import { ensureDir, writeFileAtomic } from "../host/files.ts";
 import { systemdIsInit } from "../host/observe.ts";
@@ -49,6 +50,14 @@ export async function up(opts: UpOptions): Promise<number> {
 
   const logs = path.join(town.stateDir, "logs");
   await ensureDir(logs, 0o755);
+  // Each agent daemon in a cgroup of its own, delegated to the agent, in which it gives each
+  // task a cgroup (what systemd's Delegate=yes gives the agent's unit).
+  const cgroups = await makeTownCgroup(town);
+  opts.err.write(
+    cgroups.ok
+      ? `nuketown up: agent daemons run in cgroups under ${cgroups.dir}: each task's processes are killed with it\n`
+      : `nuketown up: no cgroup for the agent daemons (${cgroups.reason}): a task's processes are found by process group and NUKETOWN_TASK_ID\n`,
+  );
   /** `nuketown agent|chat <name>`, run as the agent in its home. */
   const asAgent = (command: "agent" | "chat", agent: ResolvedAgent): ServiceSpec => ({
     name: `${command} ${agent.name}`,
@@ -67,7 +76,10 @@ export async function up(opts: UpOptions): Promise<number> {
       args: ["approvald", "--manifest", town.paths.manifest],
       log: path.join(logs, "approvald.log"),
     },
-    ...town.agents.map((agent) => asAgent("agent", agent)),
+    ...town.agents.map((agent) => ({
+      ...asAgent("agent", agent),
+      ...(cgroups.ok && { cgroup: path.join(cgroups.dir, agent.name) }),
+    })),
     // Its restart must not take the agent daemon's work down with it.
     ...town.agents
       .filter((agent) => chatRuns(town, agent))
@@ -110,8 +122,31 @@ export async function up(opts: UpOptions): Promise<number> {
     }
   });
   await supervisor.stop();
+  if (cgroups.ok) {
+    // Only once empty: another town's `up` may share the parent.
+    for (const dir of [cgroups.dir, path.dirname(cgroups.dir)]) await rmdir(dir).catch(() => {});
+  }
   await rm(upStatePath(town), { force: true });
   return EXIT.ok;
+}
+
+/** Where `up` puts the town's agent daemons' cgroups: below its own, `nuketown/<town>/<agent>`. */
+export function townCgroup(upCgroup: string, town: Pick<ResolvedTown, "name">): string {
+  return path.join(upCgroup, "nuketown", town.name);
+}
+
+async function makeTownCgroup(
+  town: ResolvedTown,
+): Promise<{ ok: true; dir: string } | { ok: false; reason: string }> {
+  const own = await ownCgroup();
+  if (!own.ok) return own;
+  const dir = townCgroup(own.dir, town);
+  try {
+    await mkdir(dir, { recursive: true });
+    return { ok: true, dir };
+  } catch (error) {
+    return { ok: false, reason: `cannot make ${dir}: ${(error as Error).message}` };
+  }
 }
 
 /**

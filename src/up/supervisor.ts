@@ -2,10 +2,14 @@
  * Keeps the town's daemons running where systemd does not (containers, hosts
  * with another init): each is a child process, restarted when it dies, with
  * a growing delay so a daemon that cannot start does not spin. Each child's
- * output goes to its own log file.
+ * output goes to its own log file. A service may get a cgroup of its own,
+ * delegated to its user as systemd's Delegate=yes would: it runs in it from
+ * its first instruction, and what it leaves there is killed when it ends.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
+import { GATED_EXEC_SCRIPT } from "../agent/cgroup.ts";
+import { delegateCgroup, destroyCgroup, moveToCgroup } from "../agent/containment.ts";
 
 export interface ServiceSpec {
   readonly name: string;
@@ -24,6 +28,12 @@ export interface ServiceSpec {
    * one that must keep running (the agent's chat beside its daemon).
    */
   readonly reapUser?: boolean;
+  /**
+   * A cgroup v2 directory to run in: made, delegated to `uid`, joined before
+   * the service's program starts, emptied (cgroup.kill) when it ends and
+   * removed when the supervisor stops.
+   */
+  readonly cgroup?: string;
 }
 
 export interface ServiceState {
@@ -90,36 +100,82 @@ export class Supervisor {
     }));
   }
 
-  /** Stop every child (SIGTERM, then SIGKILL after `graceMs`) and restart none. */
+  /**
+   * Stop every child (SIGTERM, then SIGKILL after `graceMs`) and restart
+   * none; then kill what is left in their cgroups and remove them.
+   */
   async stop(graceMs = 5000): Promise<void> {
     this.#stopping = true;
     await Promise.all(
       this.#services.map(async (service) => {
         clearTimeout(service.timer);
         const child = service.child;
-        if (!child || child.exitCode !== null || child.signalCode !== null) return;
-        const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-        await exited;
-        clearTimeout(timer);
+        if (child && child.exitCode === null && child.signalCode === null) {
+          const exited = new Promise((resolve) => child.once("exit", resolve));
+          child.kill("SIGTERM");
+          const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+          await exited;
+          clearTimeout(timer);
+        }
+        if (service.spec.cgroup === undefined) return;
+        const { removed } = await destroyCgroup(service.spec.cgroup).catch(() => ({
+          removed: false,
+        }));
+        if (!removed) this.#onEvent(`${service.spec.name}: cannot remove ${service.spec.cgroup}`);
       }),
     );
   }
 
+  /**
+   * Make and delegate the service's cgroup; false (and why, as an event) when
+   * that fails: the service then runs in `up`'s own cgroup.
+   */
+  async #prepareCgroup(spec: ServiceSpec): Promise<boolean> {
+    if (spec.cgroup === undefined) return false;
+    try {
+      await delegateCgroup(spec.cgroup, spec.uid ?? 0, spec.gid ?? 0);
+      return true;
+    } catch (error) {
+      this.#onEvent(
+        `${spec.name}: cannot make its cgroup ${spec.cgroup}: ${(error as Error).message}`,
+      );
+      return false;
+    }
+  }
+
   #launch(service: Running): void {
+    void this.#prepareCgroup(service.spec).then((inCgroup) => this.#spawn(service, inCgroup));
+  }
+
+  #spawn(service: Running, inCgroup: boolean): void {
+    if (this.#stopping) return;
     const { spec } = service;
     let child: ChildProcess;
     try {
       const log = openSync(spec.log, "a", 0o640);
       try {
-        child = spawn(spec.command, [...spec.args], {
-          uid: spec.uid,
-          gid: spec.gid,
-          env: spec.env ?? process.env,
-          cwd: spec.cwd,
-          stdio: ["ignore", log, log],
-        });
+        // In a cgroup: sh waits for a line on stdin, sent once this process (root) has moved
+        // it into the cgroup; then it execs the service. It starts as the service's user,
+        // which may not move itself out of root's cgroup.
+        child = spawn(
+          inCgroup ? "/bin/sh" : spec.command,
+          inCgroup
+            ? [
+                "-c",
+                GATED_EXEC_SCRIPT,
+                `nuketown-${spec.name.replace(/\s+/g, "-")}`,
+                spec.command,
+                ...spec.args,
+              ]
+            : [...spec.args],
+          {
+            uid: spec.uid,
+            gid: spec.gid,
+            env: spec.env ?? process.env,
+            cwd: spec.cwd,
+            stdio: [inCgroup ? "pipe" : "ignore", log, log],
+          },
+        );
       } finally {
         closeSync(log);
       }
@@ -131,6 +187,17 @@ export class Supervisor {
     }
     service.child = child;
     service.since = new Date();
+    if (inCgroup && spec.cgroup !== undefined) {
+      const cgroup = spec.cgroup;
+      const gate = child.stdin;
+      gate?.on("error", () => {});
+      const pid = child.pid;
+      void (pid === undefined ? Promise.resolve() : moveToCgroup(cgroup, pid))
+        .catch((error: Error) =>
+          this.#onEvent(`${spec.name}: cannot move it into ${cgroup}: ${error.message}`),
+        )
+        .finally(() => gate?.end("go\n"));
+    }
     this.#onEvent(`${spec.name}: started (pid ${child.pid})`);
     let gone = false;
     const died = (why: string) => {
@@ -158,10 +225,12 @@ export class Supervisor {
     service.delay = Math.min(service.delay * 2, this.#maxDelay);
     // What the daemon started (its runtimes, in their own process groups) outlives it:
     // a new daemon must not find the old one's work still running.
-    const reaped =
+    const reaped = Promise.all([
+      spec.cgroup === undefined ? undefined : destroyCgroup(spec.cgroup).catch(() => {}),
       spec.reapUser !== false && spec.uid !== undefined && spec.uid !== 0
         ? killUser(spec.uid)
-        : Promise.resolve();
+        : undefined,
+    ]);
     void reaped.then(() => {
       if (this.#stopping) return;
       service.timer = setTimeout(() => {

@@ -1,12 +1,23 @@
 /**
  * Test towns on the real host: reserved names (nt-test-*), uids in
  * 60100–60999, everything under one temp dir, and a cleanup that undoes
- * whatever a test (or a crashed earlier run) left: processes, mounts, loop
+ * whatever a test (or a crashed earlier run) left: processes, cgroups, mounts, loop
  * devices, accounts, files. It touches nothing else.
  */
 import { type ChildProcess, spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
+import { locateCgroup, parseCgroupEvents } from "../../src/agent/cgroup.ts";
 import { parseGroup, parseMountinfo, parsePasswd } from "../../src/host/tables.ts";
 
 export const TEST_PREFIX = "nt-test-";
@@ -54,6 +65,7 @@ export function cleanupHost(root: string, extra: readonly string[] = []): void {
       (u.home.startsWith(`${root}/`) || extra.includes(u.name)),
   );
   for (const user of users) run("pkill", ["-KILL", "-u", String(user.uid)]);
+  removeAgentCgroups(new Set(users.map((u) => u.uid)));
   const mounts = parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"))
     .filter((m) => m.mountPoint === root || m.mountPoint.startsWith(`${root}/`))
     .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
@@ -76,6 +88,57 @@ export function cleanupHost(root: string, extra: readonly string[] = []): void {
     if (group.name.startsWith(TEST_PREFIX) && groups.has(group.name)) run("groupdel", [group.name]);
   }
   rmSync(root, { recursive: true, force: true });
+}
+
+/**
+ * The cgroups `nuketown up` (run by a test, in the test's own cgroup) made
+ * for these agents, `nuketown/<town>/<agent>`, if a crashed run left them:
+ * emptied with cgroup.kill, removed depth first, then the town's and
+ * nuketown's directories if nothing else is in them.
+ */
+function removeAgentCgroups(uids: ReadonlySet<number>): void {
+  if (uids.size === 0) return;
+  let located: ReturnType<typeof locateCgroup>;
+  try {
+    located = locateCgroup(
+      readFileSync("/proc/self/mountinfo", "utf8"),
+      readFileSync("/proc/self/cgroup", "utf8"),
+    );
+  } catch {
+    return;
+  }
+  if (!located.ok) return;
+  const base = path.join(located.dir, "nuketown");
+  if (!existsSync(base)) return;
+  const subdirs = (dir: string) =>
+    readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => path.join(dir, e.name));
+  const tree = (dir: string): string[] => [...subdirs(dir).flatMap(tree), dir];
+  for (const town of subdirs(base)) {
+    for (const agent of subdirs(town)) {
+      if (!uids.has(statSync(agent).uid)) continue;
+      try {
+        writeFileSync(path.join(agent, "cgroup.kill"), "1");
+      } catch {}
+      for (let i = 0; i < 100; i++) {
+        const events = readFileSync(path.join(agent, "cgroup.events"), "utf8");
+        if (!parseCgroupEvents(events).populated) break;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      }
+      for (const dir of tree(agent)) {
+        try {
+          rmdirSync(dir);
+        } catch {}
+      }
+    }
+    try {
+      rmdirSync(town);
+    } catch {}
+  }
+  try {
+    rmdirSync(base);
+  } catch {}
 }
 
 export function testUser(name: string): { uid: number; gid: number } | undefined {

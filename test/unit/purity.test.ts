@@ -17,6 +17,7 @@ const PURE_FILES = [
   "src/approval/sudo-args.ts",
   "src/approval/wrappers.ts",
   "src/agent/queue.ts",
+  "src/agent/cgroup.ts",
   "src/portal/fuzzy.ts",
   "src/portal/tmux.ts",
 ];

@@ -128,6 +128,7 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
             signal,
             runner: deps.runner,
             ...(deps.killGraceMs !== undefined && { killGraceMs: deps.killGraceMs }),
+            ...(context.processes && { processes: context.processes }),
           }).catch((error: unknown) => {
             if (error instanceof NuketownError) throw missing(error.message);
             throw error;
@@ -170,6 +171,7 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
           timeoutMs: agent.runtime.timeout * 1000,
           signal,
           ...(deps.killGraceMs !== undefined && { killGraceMs: deps.killGraceMs }),
+          ...(context.processes && { processes: context.processes }),
           onLine: (line) => {
             for (const output of invocation.parser.line(line)) {
               if (output.type === "progress") emit(output.text);

@@ -1,12 +1,18 @@
 /**
- * A runtime's process: its own process group (so a timeout or a cancel
- * stops everything it started), stdout read line by line, the tail of
+ * A runtime's process: its own process group, and the task's cgroup when it
+ * has one (so a timeout or a cancel stops everything it started, and what it
+ * leaves behind dies when it exits), stdout read line by line, the tail of
  * stderr kept for failure reports, a missing executable told apart from a
  * crash.
  */
 import { type ChildProcessByStdio, spawn } from "node:child_process";
+import { constants } from "node:fs";
+import { access, stat } from "node:fs/promises";
+import path from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
+import { joinCgroupScript } from "../cgroup.ts";
+import type { TaskProcesses } from "./types.ts";
 
 /** How long a runtime gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 3000;
@@ -27,6 +33,8 @@ export interface ProcessSpec {
   readonly killGraceMs?: number;
   /** How long stdout and stderr may stay open after the runtime exited or was killed. */
   readonly drainMs?: number;
+  /** The task's processes: the runtime joins its cgroup before exec, and every stop reaches them all. */
+  readonly processes?: TaskProcesses;
 }
 
 export type ProcessOutcome =
@@ -40,10 +48,24 @@ export type ProcessOutcome =
   | { readonly kind: "timeout"; readonly stderr: string }
   | { readonly kind: "aborted"; readonly stderr: string };
 
-export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
+export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
+  if (spec.signal.aborted) return { kind: "aborted", stderr: "" };
+  const joinFile = spec.processes?.joinFile;
+  if (joinFile !== undefined) {
+    // Started through sh, which would only say "not found" with exit 127: ask first.
+    const unusable = await whyNotExecutable(spec.command, spec.env.PATH, spec.cwd);
+    if (unusable) return { kind: "missing", error: `${spec.command}: ${unusable}` };
+  }
+  const [command, args] =
+    joinFile === undefined
+      ? [spec.command, [...spec.args]]
+      : [
+          "/bin/sh",
+          ["-c", joinCgroupScript(), "nuketown-task", joinFile, spec.command, ...spec.args],
+        ];
   return new Promise((resolve) => {
     if (spec.signal.aborted) return resolve({ kind: "aborted", stderr: "" });
-    const child = spawn(spec.command, [...spec.args], {
+    const child = spawn(command, args, {
       cwd: spec.cwd,
       env: spec.env,
       // A new session and process group: killing -pid reaches every process the runtime started.
@@ -58,7 +80,10 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     let settled = false;
     const drainMs = spec.drainMs ?? DRAIN_MS;
 
+    /** Signals sent to the task's processes, awaited before the outcome is told. */
+    const sent: Promise<void>[] = [];
     const killGroup = (signal: NodeJS.Signals) => {
+      if (spec.processes) sent.push(spec.processes.signal(signal).catch(() => {}));
       if (child.pid === undefined) return;
       try {
         process.kill(-child.pid, signal);
@@ -74,14 +99,10 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
       child.stdout.destroy();
       child.stderr.destroy();
       const tail = stderrTail(stderr);
-      if (ending) resolve({ kind: ending, stderr: tail });
-      else
-        resolve({
-          kind: "exited",
-          code: exit?.code ?? null,
-          signal: exit?.signal ?? null,
-          stderr: tail,
-        });
+      const outcome: ProcessOutcome = ending
+        ? { kind: ending, stderr: tail }
+        : { kind: "exited", code: exit?.code ?? null, signal: exit?.signal ?? null, stderr: tail };
+      void Promise.all(sent).then(() => resolve(outcome));
     };
     /**
      * Something outside the group (a grandchild started with setsid) may hold
@@ -149,6 +170,34 @@ export function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     });
     child.on("close", finish);
   });
+}
+
+/** Why `command` cannot be executed as spawn would look it up (PATH, or relative to cwd), if it cannot. */
+async function whyNotExecutable(
+  command: string,
+  pathEnv: string | undefined,
+  cwd: string,
+): Promise<string | undefined> {
+  const candidates = command.includes("/")
+    ? [path.resolve(cwd, command)]
+    : (pathEnv ?? "/usr/local/bin:/usr/bin:/bin")
+        .split(":")
+        .map((dir) => path.resolve(cwd, dir || ".", command));
+  let denied = false;
+  for (const file of candidates) {
+    try {
+      if (!(await stat(file)).isFile()) continue;
+    } catch {
+      continue;
+    }
+    try {
+      await access(file, constants.X_OK);
+      return undefined;
+    } catch {
+      denied = true;
+    }
+  }
+  return denied ? "not executable (permission denied)" : "not found";
 }
 
 function stderrTail(buffer: Buffer): string {

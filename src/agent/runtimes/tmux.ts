@@ -11,7 +11,9 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Runner } from "../../host/system.ts";
 import type { ResolvedAgent } from "../../town/types.ts";
+import { joinCgroupScript } from "../cgroup.ts";
 import { KILL_GRACE_MS } from "./process.ts";
+import type { TaskProcesses } from "./types.ts";
 
 /** The tmux server of an agent: `tmux -S <this>`. */
 export function tmuxSocket(agent: Pick<ResolvedAgent, "runtimeDir">): string {
@@ -39,6 +41,13 @@ export interface TmuxRun {
   readonly runner: Runner;
   readonly pollMs?: number;
   readonly killGraceMs?: number;
+  /**
+   * The task's processes: the window's command joins the task's cgroup before
+   * exec (when the tmux server is in the daemon's cgroup; one a portal
+   * started is not, and then its processes are found by their marker), and
+   * the timeout and cancel reach them all.
+   */
+  readonly processes?: TaskProcesses;
 }
 
 export type TmuxOutcome =
@@ -81,7 +90,13 @@ export async function runInTmux(run: TmuxRun): Promise<TmuxOutcome> {
   ]);
   const pane = created.stdout.trim();
   await tmux(["set-option", "-w", "-t", pane, "remain-on-exit", "on"]);
-  const script = run.stdinFile ? 'exec "$@" < "$NUKETOWN_TASK_FILE"' : 'exec "$@"';
+  const joinFile = run.processes?.joinFile;
+  const script =
+    joinFile !== undefined
+      ? joinCgroupScript({ optional: true, stdinFile: run.stdinFile !== undefined })
+      : run.stdinFile
+        ? 'exec "$@" < "$NUKETOWN_TASK_FILE"'
+        : 'exec "$@"';
   const env = { ...run.env, ...(run.stdinFile && { NUKETOWN_TASK_FILE: run.stdinFile }) };
   await tmux([
     "respawn-pane",
@@ -97,6 +112,7 @@ export async function runInTmux(run: TmuxRun): Promise<TmuxOutcome> {
     "-c",
     script,
     "nuketown-task",
+    ...(joinFile !== undefined ? [joinFile] : []),
     run.command,
     ...run.args,
   ]);
@@ -127,7 +143,11 @@ export async function runInTmux(run: TmuxRun): Promise<TmuxOutcome> {
         if (killAt === undefined) {
           killAt = now + (run.killGraceMs ?? KILL_GRACE_MS);
           killGroup(Number(pid), "SIGTERM");
-        } else if (now >= killAt) killGroup(Number(pid), "SIGKILL");
+          await run.processes?.signal("SIGTERM").catch(() => {});
+        } else if (now >= killAt) {
+          killGroup(Number(pid), "SIGKILL");
+          await run.processes?.signal("SIGKILL").catch(() => {});
+        }
       }
       await sleep(run.pollMs ?? 100);
     }

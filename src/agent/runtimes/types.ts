@@ -24,6 +24,19 @@ export interface RunContext {
   readonly emit: (text: string) => void;
   /** Aborted when the task is cancelled or the daemon stops. */
   readonly signal: AbortSignal;
+  /** Where the task's processes are kept; without it, only the runtime's process group. */
+  readonly processes?: TaskProcesses;
+}
+
+/**
+ * A task's processes, all of them, whatever setsid or double fork they did
+ * (a cgroup of the task's own, else a scan for its marker: src/agent/containment.ts).
+ */
+export interface TaskProcesses {
+  /** The task cgroup's cgroup.procs: the runtime's first process writes its pid here before exec. */
+  readonly joinFile?: string;
+  /** Send a signal to every process of the task (SIGKILL: at once where a cgroup holds them). */
+  signal(signal: NodeJS.Signals): Promise<void>;
 }
 
 export interface RuntimeResult {

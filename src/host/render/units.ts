@@ -165,8 +165,11 @@ function agentUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
       `ExecStart=${word(town.install.bin)} agent ${word(agent.name)} --manifest ${word(town.paths.manifest)}`,
       "Restart=on-failure",
       "RestartSec=5",
+      "# The unit's cgroup is the agent's: the daemon gives each task a cgroup in it, so that",
+      "# everything a task starts (setsid or not) is killed with it. No controllers are enabled.",
+      "Delegate=yes",
       "",
-      ...agentHardening(agent),
+      ...agentHardening(agent, { taskCgroups: true }),
     ],
     Install: ["WantedBy=multi-user.target"],
   });
@@ -227,7 +230,8 @@ export function environmentLine(key: string, value: string): string {
   return `Environment="${escaped}"`;
 }
 
-function agentHardening(agent: ResolvedAgent): string[] {
+/** `taskCgroups`: the service makes cgroups for its tasks (the agent daemon, not its chat). */
+function agentHardening(agent: ResolvedAgent, options: { taskCgroups?: boolean } = {}): string[] {
   const always = [
     "LockPersonality=yes",
     "RestrictRealtime=yes",
@@ -263,7 +267,9 @@ function agentHardening(agent: ResolvedAgent): string[] {
     "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes",
     "ProtectKernelLogs=yes",
-    "ProtectControlGroups=yes",
+    ...(options.taskCgroups
+      ? ["# No ProtectControlGroups: it would make the delegated cgroup read-only."]
+      : ["ProtectControlGroups=yes"]),
     "ProtectHostname=yes",
     "ProtectProc=invisible",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
