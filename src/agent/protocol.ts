@@ -55,6 +55,8 @@ export const FAILURE_REASONS = [
   "crashed",
   "timeout",
   "runtime-error",
+  "refused",
+  "auth",
   "internal",
 ] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];

@@ -1,6 +1,7 @@
 /**
- * Runs as an agent (see agent-files.ts): reads [{ path, mode, content }]
- * from stdin and writes each file atomically with its mode from creation.
+ * Runs as an agent (see agent-files.ts): reads [{ path, mode, content }] and
+ * [{ path, link }] from stdin, writes each file atomically with its mode from
+ * creation, and points each link at its directory (made when missing).
  * Directories it creates are private (0700): they hold keys and config.
  */
 import { randomBytes } from "node:crypto";
@@ -13,15 +14,12 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  symlinkSync,
   writeSync,
 } from "node:fs";
 import path from "node:path";
 
-interface Entry {
-  path: string;
-  mode: number;
-  content: string;
-}
+type Entry = { path: string; mode: number; content: string } | { path: string; link: string };
 
 const entries = JSON.parse(readFileSync(0, "utf8")) as Entry[];
 for (const entry of entries) {
@@ -38,6 +36,20 @@ for (const entry of entries) {
 
 function writeEntry(entry: Entry): void {
   mkdirSync(path.dirname(entry.path), { recursive: true, mode: 0o700 });
+  if ("link" in entry) {
+    mkdirSync(entry.link, { recursive: true, mode: 0o700 });
+    // A new link renamed over whatever is there: a directory the runtime made is left alone.
+    const temp = path.join(path.dirname(entry.path), `.${path.basename(entry.path)}.link.tmp`);
+    rmSync(temp, { force: true });
+    symlinkSync(entry.link, temp);
+    try {
+      renameSync(temp, entry.path);
+    } catch (error) {
+      rmSync(temp, { force: true });
+      throw error;
+    }
+    return;
+  }
   const temp = path.join(
     path.dirname(entry.path),
     `.${path.basename(entry.path)}.${randomBytes(6).toString("hex")}.tmp`,

@@ -6,6 +6,7 @@
 import path from "node:path";
 import { SOURCES } from "../sources.ts";
 import type { ResolvedAgent } from "../town/types.ts";
+import type { HomeLink } from "./render/runtime-config.ts";
 import type { Runner } from "./system.ts";
 
 export interface HomeFile {
@@ -22,17 +23,21 @@ export async function writeFilesAsAgent(
   agent: ResolvedAgent,
   files: readonly HomeFile[],
   runner: Runner,
+  links: readonly HomeLink[] = [],
 ): Promise<void> {
-  for (const file of files) {
-    if (!file.path.startsWith(`${agent.home}/`))
-      throw new Error(`${file.path} is outside ${agent.home}`);
+  for (const entry of [...files, ...links.flatMap((l) => [l, { path: l.target }])]) {
+    if (!entry.path.startsWith(`${agent.home}/`))
+      throw new Error(`${entry.path} is outside ${agent.home}`);
   }
-  if (files.length === 0) return;
-  const payload = files.map((f) => ({
-    path: f.path,
-    mode: Number.parseInt(f.mode, 8),
-    content: Buffer.from(f.content).toString("base64"),
-  }));
+  if (files.length === 0 && links.length === 0) return;
+  const payload = [
+    ...files.map((f) => ({
+      path: f.path,
+      mode: Number.parseInt(f.mode, 8),
+      content: Buffer.from(f.content).toString("base64"),
+    })),
+    ...links.map((l) => ({ path: l.path, link: l.target })),
+  ];
   await runner.run(process.execPath, [WRITER], {
     uid: agent.uid,
     gid: agent.gid,

@@ -14,6 +14,7 @@ import { observePackages } from "./packages.ts";
 import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
 import { presentPackages } from "./plan.ts";
 import { renderHomeArtifacts } from "./render/index.ts";
+import { renderRuntimeLinks } from "./render/runtime-config.ts";
 import { agentUnitName } from "./render/units.ts";
 import {
   derivePublicKey,
@@ -146,7 +147,7 @@ async function placeIdentity(
   for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey, presentPackages)) {
     files.push({ path: artifact.path, content: artifact.content, mode: artifact.mode });
   }
-  await writeFilesAsAgent(agent, files, ctx.runner);
+  await writeFilesAsAgent(agent, files, ctx.runner, renderRuntimeLinks(agent));
   if (agent.secrets.gpgKey) {
     await importGpgKey(agent, await ctx.decryptor.decrypt(agent.secrets.gpgKey), ctx.runner);
   }

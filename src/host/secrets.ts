@@ -9,7 +9,7 @@ import { constants } from "node:fs";
 import { access, open } from "node:fs/promises";
 import path from "node:path";
 import { EXIT, MissingToolError, NuketownError } from "../errors.ts";
-import { CHAT_SECRET_FILE } from "../town/rules.ts";
+import { CHAT_SECRET_FILE, RUNTIME_KEY_FILE } from "../town/rules.ts";
 import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.ts";
 import { type CommandResult, type Runner, systemRunner } from "./system.ts";
 
@@ -205,7 +205,8 @@ export const SSH_KEY_TARGET = ".ssh/id_ed25519";
 /**
  * The files the secrets layer installs in an agent's home: the SSH key, the
  * chat credential of the town's transport (read by `nuketown chat`, which runs
- * as the agent), then the extras.
+ * as the agent), the runtime's API key (read by the runtime's key command),
+ * then the extras.
  */
 export function secretTargets(
   agent: ResolvedAgent,
@@ -217,6 +218,13 @@ export function secretTargets(
     targets.push({ name: "sshKey", secret: sshKey, target: SSH_KEY_TARGET, mode: "0600" });
   const chat = agent.chat.enable ? chatCredential(agent, transport) : undefined;
   if (chat) targets.push({ name: "chat", secret: chat, target: CHAT_SECRET_FILE, mode: "0600" });
+  if (agent.runtime.apiKey)
+    targets.push({
+      name: "runtime.apiKey",
+      secret: agent.runtime.apiKey,
+      target: RUNTIME_KEY_FILE,
+      mode: "0600",
+    });
   for (const e of extra)
     targets.push({ name: e.name, secret: e.source, target: e.target, mode: e.mode });
   return targets;

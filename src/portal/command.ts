@@ -10,6 +10,8 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { claudePermissionArgs } from "../agent/runtimes/claude.ts";
+import { codexSandboxArgs } from "../agent/runtimes/codex.ts";
 import { tmuxSessionName, tmuxSocket } from "../agent/runtimes/tmux.ts";
 import { shellQuote } from "../approval/wrappers.ts";
 import { townFrom } from "../commands/town-source.ts";
@@ -136,7 +138,7 @@ export async function portal(opts: PortalOptions): Promise<number> {
         agent.name,
         agentScript(
           project.dir,
-          agent.portal.command,
+          portalCommand(agent),
           // Before the agent's first round there is no runtime dir: run the command in the pane.
           existsSync(agent.runtimeDir)
             ? {
@@ -287,4 +289,29 @@ function attachWithTerminal(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     child.on("error", reject);
     child.on("close", (code) => resolve(code ?? 1));
   });
+}
+
+/**
+ * The agent pane's command line. The runtime's own command (the default)
+ * runs with the args and environment its tasks get, so the portal's claude
+ * or codex works like the daemon's; a declared command is taken as it is.
+ */
+export function portalCommand(agent: Pick<ResolvedAgent, "portal" | "runtime">): string {
+  const { runtime } = agent;
+  if (agent.portal.command !== runtime.command || runtime.kind === "command")
+    return agent.portal.command;
+  const args =
+    runtime.kind === "claude-code"
+      ? claudePermissionArgs(agent)
+      : ["--no-daemon", ...codexSandboxArgs(agent)];
+  // claude reads its environment from the rendered settings.json; codex has no such file.
+  const env =
+    runtime.kind === "codex"
+      ? Object.entries(runtime.env).map(([k, v]) => `${k}=${shellQuote(v)}`)
+      : [];
+  return [
+    ...(env.length > 0 ? ["env", ...env] : []),
+    shellQuote(runtime.command),
+    ...[...args, ...runtime.args].map(shellQuote),
+  ].join(" ");
 }

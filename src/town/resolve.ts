@@ -324,6 +324,11 @@ function normalizeAgent(
       settings: a.runtime.settings,
       timeout: a.runtime.timeout,
       maxParallel: a.runtime.maxParallel,
+      ...(a.runtime.apiKey !== undefined && { apiKey: secretOf(a.runtime.apiKey) }),
+      ...(a.runtime.baseUrl !== undefined && { baseUrl: a.runtime.baseUrl }),
+      ...(a.runtime.model !== undefined && { model: a.runtime.model }),
+      ...(a.runtime.allowedTools !== undefined && { allowedTools: [...a.runtime.allowedTools] }),
+      sandbox: a.runtime.sandbox ?? "danger-full-access",
     },
     chat: {
       enable: a.chat.enable,

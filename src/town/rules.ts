@@ -62,6 +62,9 @@ const RESERVED_NAMES = new Set([
   "systemd-journal",
 ]);
 
+/** Where the agent's runtime API key is decrypted to, 0600: the runtimes read it through a key command. */
+export const RUNTIME_KEY_FILE = ".config/nuketown/runtime-key";
+
 /** Where the agent's chat credential (Matrix token, XMPP password) is decrypted to, 0600. */
 export const CHAT_SECRET_FILE = ".config/nuketown/chat-secret";
 
@@ -75,7 +78,10 @@ export function generatedHomeFiles(agent: Pick<ResolvedAgent, "name" | "role">):
     ".config/git/allowed_signers",
     ".ssh/config",
     ".claude/settings.json",
+    ".claude.json",
     ".codex/AGENTS.md",
+    ".codex/config.toml",
+    RUNTIME_KEY_FILE,
   ];
 }
 
@@ -142,6 +148,30 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
     }
     if (agent.sudo.enable && approvers.length === 0) {
       at(here("sudo", "enable"), "sudo needs at least one human with approver = true");
+    }
+    const runtime = decl.agents[agent.name]?.runtime;
+    if (runtime?.allowedTools !== undefined && agent.runtime.kind !== "claude-code") {
+      at(
+        here("runtime", "allowedTools"),
+        `only claude-code takes a list of tools; for ${agent.runtime.kind} ${agent.runtime.kind === "codex" ? "use runtime.sandbox" : "narrow the command itself"}`,
+      );
+    }
+    if (runtime?.sandbox !== undefined && agent.runtime.kind !== "codex") {
+      at(
+        here("runtime", "sandbox"),
+        `only codex has a sandbox mode; ${agent.runtime.kind === "claude-code" ? "narrow claude-code with runtime.allowedTools" : "the command runtime has none"}`,
+      );
+    }
+    if (
+      agent.runtime.kind === "command" &&
+      (runtime?.apiKey !== undefined ||
+        runtime?.baseUrl !== undefined ||
+        runtime?.model !== undefined)
+    ) {
+      at(
+        here("runtime"),
+        "apiKey, baseUrl and model configure the claude-code and codex CLIs; a command runtime reads its own configuration",
+      );
     }
 
     const declared = agent.persist.filter((p) => !p.implicit);

@@ -13,6 +13,7 @@ import {
   email,
   fileMode,
   homeRelativePath,
+  httpUrl,
   jid,
   line,
   matching,
@@ -203,8 +204,30 @@ const RuntimeSchema = z.strictObject({
     .default("")
     .meta({ description: "Appended to the agent's instructions as the Extra section." }),
   settings: z.record(z.string(), z.unknown()).default({}).meta({
-    description: "Runtime settings (for claude-code: ~/.claude/settings.json).",
+    description:
+      "Runtime settings merged over the ones nuketown renders: for claude-code `~/.claude/settings.json`, for codex `~/.codex/config.toml` (tables merged key by key).",
   }),
+  apiKey: SecretRefSchema.optional().meta({
+    description:
+      "The vendor API key (Anthropic for claude-code; OpenAI, or the provider at baseUrl, for codex). Decrypted to `~/.config/nuketown/runtime-key` (0600) every round and read by the runtime through its key command: never in the manifest, a unit file or an environment.",
+  }),
+  baseUrl: httpUrl().optional().meta({
+    description: "The vendor API's base URL (a gateway or proxy), e.g. https://llm.example/v1.",
+  }),
+  model: line().min(1).optional().meta({ description: "The model the runtime uses." }),
+  allowedTools: z.array(line().min(1)).optional().meta({
+    description:
+      "claude-code only: narrow the agent to these tools (claude permission rules such as `Bash(git *)`, `Edit`, `Read`); anything else is refused, and a task whose tool calls were refused fails. Unset: every tool, inside the agent's own account.",
+  }),
+  sandbox: z
+    .enum(["danger-full-access", "workspace-write", "read-only"])
+    .optional()
+    .meta(
+      derived(
+        "codex only: codex's own sandbox on top of the agent's account. The account is the sandbox, so the default adds none.",
+        '"danger-full-access"',
+      ),
+    ),
   timeout: z
     .int()
     .positive()

@@ -125,3 +125,22 @@ export const packageName = () =>
 
 export const OCTAL_MODE = /^0?[0-7]{3}$/;
 export const fileMode = () => matching(OCTAL_MODE, "an octal file mode such as 0600");
+
+/** An http(s) URL with a host, nothing that could break out of a JSON or TOML string. */
+export function httpUrl() {
+  return line().check((ctx) => {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(ctx.value);
+    } catch {}
+    if (
+      !parsed ||
+      (parsed.protocol !== "http:" && parsed.protocol !== "https:") ||
+      parsed.hostname === "" ||
+      /[\s"'\\]/.test(ctx.value)
+    )
+      ctx.issues.push(
+        issue(ctx.value, `expected an http:// or https:// URL, got ${quote(ctx.value)}`),
+      );
+  });
+}

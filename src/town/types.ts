@@ -126,6 +126,14 @@ export interface ResolvedAgent {
     readonly settings: Readonly<Record<string, unknown>>;
     readonly timeout: number;
     readonly maxParallel: number;
+    /** The vendor key, decrypted to `~/.config/nuketown/runtime-key` every round. */
+    readonly apiKey?: ResolvedSecret;
+    readonly baseUrl?: string;
+    readonly model?: string;
+    /** claude-code: only these tools run (dontAsk mode); undefined: every tool. */
+    readonly allowedTools?: readonly string[];
+    /** codex's own sandbox mode. */
+    readonly sandbox: "danger-full-access" | "workspace-write" | "read-only";
   };
   readonly chat: {
     readonly enable: boolean;

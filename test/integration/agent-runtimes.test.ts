@@ -1,9 +1,7 @@
 /**
- * Runtimes as real processes, and workspaces as real git clones. The
- * claude and codex CLIs need their vendors' APIs, so they are replaced by
- * STAND-IN executables (shell scripts named claude and codex) that record
- * how they were called and print recorded-format output; everything around
- * them (process groups, timeouts, stdin, sessions) is the real thing.
+ * Runtimes as real processes, and workspaces as real git clones: the
+ * command runtime through every way a process can end, a missing claude.
+ * The real claude and codex CLIs are driven in agent-clis.test.ts.
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -27,13 +25,11 @@ import {
   TaskAborted,
 } from "../../src/agent/runtimes/index.ts";
 import type { RuntimeTask } from "../../src/agent/runtimes/types.ts";
-import { conversationKey, FileSessionStore } from "../../src/agent/sessions.ts";
+import { FileSessionStore } from "../../src/agent/sessions.ts";
 import { prepareWorkspace, type WorkspaceError } from "../../src/agent/workspace.ts";
 import { systemRunner } from "../../src/host/system.ts";
 import type { ResolvedAgent } from "../../src/town/types.ts";
-import { REPO_ROOT, resolveOrThrow } from "../support/fixtures.ts";
-
-const FIXTURES = path.join(REPO_ROOT, "test", "fixtures", "runtimes");
+import { resolveOrThrow } from "../support/fixtures.ts";
 
 let dir = "";
 before(() => {
@@ -191,86 +187,8 @@ sleep 300`,
   });
 });
 
-describe("claude-code and codex through stand-in executables", () => {
-  it("runs claude -p with stream-json and resumes the conversation's session next time", async () => {
-    const calls = path.join(dir, "claude-calls");
-    // STAND-IN for the claude CLI: records its argv, prints a recorded-format session.
-    const command = script(
-      "claude",
-      `printf '%s\\n' "$*" >> ${calls}
-cat ${path.join(FIXTURES, "claude-stream.jsonl")}`,
-    );
-    const agent = agentWith({ kind: "claude-code", command });
-    const first = await run(agent, { replyTo: "room-1" });
-    assert.equal(first.error, undefined);
-    assert.match(first.result!.answer, /^The footer now shows the build year/);
-    assert.equal(first.result!.sessionId, "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90");
-    assert.ok(first.progress.includes("→ Edit: /agents/ada/projects/site/templates/footer.html"));
-
-    await run(agent, { replyTo: "room-1", prompt: "and the header" });
-    await run(agent, { replyTo: "room-2", prompt: "elsewhere" });
-    assert.deepEqual(readFileSync(calls, "utf8").trim().split("\n"), [
-      "-p --output-format stream-json --verbose -- fix the footer",
-      "-p --output-format stream-json --verbose --resume 5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90 -- and the header",
-      "-p --output-format stream-json --verbose -- elsewhere",
-    ]);
-  });
-
-  it("forgets a session claude cannot resume (after a reset) and starts a new one, once", async () => {
-    const calls = path.join(dir, "claude-resume-calls");
-    // STAND-IN for the claude CLI after a reset: ~/.claude is gone, so --resume fails.
-    const command = script(
-      "claude-reset",
-      `printf '%s\n' "$*" >> ${calls}
-case "$*" in
-  *--resume*) echo "No conversation found with session ID: stale-id" >&2; exit 1 ;;
-esac
-cat ${path.join(FIXTURES, "claude-stream.jsonl")}`,
-    );
-    const store = new FileSessionStore(path.join(dir, "state", "sessions.json"));
-    const key = conversationKey("claude-code", "site", "room-reset")!;
-    await store.set(key, "stale-id");
-    const agent = agentWith({ kind: "claude-code", command });
-    const first = await run(agent, { replyTo: "room-reset" });
-    assert.equal(first.error, undefined, first.error?.message);
-    assert.equal(first.result!.sessionId, "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90");
-    assert.ok(first.progress.includes("session stale-id could not be resumed: starting a new one"));
-    assert.equal(await store.get(key), "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90");
-    assert.deepEqual(readFileSync(calls, "utf8").trim().split("\n"), [
-      "-p --output-format stream-json --verbose --resume stale-id -- fix the footer",
-      "-p --output-format stream-json --verbose -- fix the footer",
-    ]);
-  });
-
-  it("fails a claude run that ends in an error result, with claude's reason", async () => {
-    const command = script(
-      "claude",
-      `cat ${path.join(FIXTURES, "claude-max-turns.jsonl")}; exit 1`,
-    );
-    const { error } = await run(agentWith({ kind: "claude-code", command }));
-    assert.equal((error as RuntimeFailure).reason, "crashed");
-    assert.match(error!.message, /exited 1: claude stopped: error_max_turns after 2 turns/);
-  });
-
-  it("runs codex exec --json with the prompt on stdin", async () => {
-    const prompts = path.join(dir, "codex-prompt");
-    // STAND-IN for the codex CLI: keeps the prompt it read, prints a recorded-format thread.
-    const command = script(
-      "codex",
-      `printf '%s|' "$*" > ${prompts}; cat >> ${prompts}
-cat ${path.join(FIXTURES, "codex-exec.jsonl")}`,
-    );
-    const { result, error } = await run(agentWith({ kind: "codex", command }), {
-      prompt: "--help is not an option here",
-    });
-    assert.equal(error, undefined);
-    assert.equal(
-      result!.answer,
-      "Done: the footer shows the build year (commit 3f2a9c1 on ada/fix-the-footer).",
-    );
-    assert.equal(readFileSync(prompts, "utf8"), "exec --json -|--help is not an option here");
-  });
-
+describe("claude-code and codex that cannot start", () => {
+  // The real CLIs at work: test/integration/agent-clis.test.ts.
   it("reports a missing claude with how to install it", async () => {
     const { error } = await run(
       agentWith({ kind: "claude-code", command: path.join(dir, "no-claude") }),

@@ -1,8 +1,7 @@
 /**
  * What the daemon understands of its runtimes' output, and of its clients'
- * frames. The claude and codex fixtures follow the documented stream-json
- * and `codex exec --json` formats (those CLIs need their vendors' APIs and
- * do not run here).
+ * frames. The claude and codex fixtures were recorded from the real CLIs
+ * run against loopback stand-ins of their vendors' APIs.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -106,93 +105,136 @@ describe("command runtime output", () => {
   });
 });
 
+// Recorded from the real CLIs (claude 2.1.332, codex 0.171.0) against the
+// loopback vendor stand-ins of test/support/vendor-stub.ts.
+const REC = "recorded";
+
 describe("claude stream-json", () => {
-  it("turns a session into progress, a session id and the answer", () => {
-    const outputs = feed(claudeParser(), "claude-stream.jsonl");
+  it("turns a run whose shell tool committed into progress, the session id and the answer", () => {
+    const outputs = feed(claudeParser(), `${REC}/claude-2.1.332-commit.jsonl`);
     assert.deepEqual(
       of(outputs, "session").map((s) => s.id),
-      ["5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90", "5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90"],
+      ["e7a80f62-8cd0-4821-99c3-df8a35a64274", "e7a80f62-8cd0-4821-99c3-df8a35a64274"],
     );
-    assert.deepEqual(of(outputs, "answer"), [
-      {
-        type: "answer",
-        text: "The footer now shows the build year instead of a hard-coded 2023. Committed as 3f2a9c1 on ada/fix-the-footer.",
-      },
-    ]);
+    assert.deepEqual(of(outputs, "answer"), [{ type: "answer", text: "all done" }]);
     const progress = of(outputs, "progress").map((p) => p.text);
-    assert.deepEqual(progress, [
-      "claude session 5b1f0c7e-2a4d-4e8b-9c61-0f3d2a7b8e90 started (claude-sonnet-4-5-20250929)",
-      "I'll look at the footer template first.",
-      "→ Read: /agents/ada/projects/site/templates/footer.html",
-      "→ Edit: /agents/ada/projects/site/templates/footer.html",
-      "→ Bash: git commit -am 'Footer: show the build year'",
-      "tool error: Exit code 1",
-      "→ Bash: git commit -am 'Footer: show the build year'",
-      "The footer now shows the build year instead of a hard-coded 2023. Committed as 3f2a9c1 on ada/fix-the-footer.",
-      "claude finished (9 turns, $0.0632)",
-    ]);
+    assert.match(progress[0] ?? "", /^claude session e7a80f62-.* started \(claude-opus-5-5\)$/);
+    assert.ok(progress.some((p) => p.startsWith("→ Bash: echo hi > made.txt")));
+    assert.match(progress.at(-1) ?? "", /^claude finished \(2 turns, \$0\.\d{4}\)$/);
     assert.equal(of(outputs, "error").length, 0);
   });
 
-  it("reports a result with is_error as an error, not an answer", () => {
-    const outputs = feed(claudeParser(), "claude-max-turns.jsonl");
+  it("reports a success whose tool calls were refused as refused, with claude's reason", () => {
+    const outputs = feed(claudeParser(), `${REC}/claude-2.1.332-refused-bash.jsonl`);
     assert.deepEqual(of(outputs, "answer"), []);
-    assert.deepEqual(of(outputs, "error"), [
-      { type: "error", text: "claude stopped: error_max_turns after 2 turns" },
-    ]);
-    assert.ok(of(outputs, "progress").some((p) => p.text === "→ Grep: TODO"));
+    const [error] = of(outputs, "error");
+    assert.equal(error?.why, "refused");
+    assert.match(
+      error?.text ?? "",
+      /^finished with refusals: claude's permission settings refused Bash \(echo hi > made\.txt/,
+    );
+    assert.match(error?.text ?? "", /it said: all done$/);
+    assert.ok(
+      of(outputs, "progress").some((p) =>
+        /^refused: Bash: This Bash command contains multiple operations/.test(p.text),
+      ),
+    );
+    // The session is real: the conversation may go on in it.
+    assert.equal(of(outputs, "session").length, 2);
   });
 
-  it("calls claude -p with stream-json, resuming the conversation's session, the prompt last", () => {
-    const agent = { runtime: { args: ["--permission-mode", "acceptEdits"] } } as never;
+  it("reports a refused key as an auth failure, and each retry as progress", () => {
+    const outputs = feed(claudeParser(), `${REC}/claude-2.1.332-401.jsonl`);
+    assert.deepEqual(of(outputs, "answer"), []);
+    assert.deepEqual(of(outputs, "error"), [
+      {
+        type: "error",
+        why: "auth",
+        text: "the vendor refused the agent's credentials (401): Invalid API key · Fix external API key",
+      },
+    ]);
+    assert.equal(of(outputs, "progress").filter((p) => p.text.startsWith("retrying (")).length, 10);
+    assert.equal(
+      of(outputs, "progress").find((p) => p.text.startsWith("retrying"))?.text,
+      "retrying (1/10): 401 authentication_failed",
+    );
+  });
+
+  it("tells an unknown resume id apart, and never hands that id back as the session", () => {
+    const outputs = feed(claudeParser(), `${REC}/claude-2.1.332-unknown-resume.jsonl`);
+    assert.deepEqual(of(outputs, "session"), []);
+    assert.deepEqual(of(outputs, "error"), [
+      {
+        type: "error",
+        why: "unknown-session",
+        text: "No conversation found with session ID: 11111111-2222-3333-4444-555555555555",
+      },
+    ]);
+  });
+
+  it("calls claude -p with stream-json and every tool allowed, resuming the session, the prompt last", () => {
+    const agent = { runtime: { args: ["--effort", "low"] } } as never;
     assert.deepEqual(claudeBatchArgs(agent, { prompt: "-rf is a prompt" }, "s-9"), [
       "-p",
       "--output-format",
       "stream-json",
       "--verbose",
+      "--permission-mode",
+      "bypassPermissions",
       "--resume",
       "s-9",
-      "--permission-mode",
-      "acceptEdits",
+      "--effort",
+      "low",
       "--",
       "-rf is a prompt",
     ]);
     assert.ok(!claudeBatchArgs(agent, { prompt: "x" }).includes("--resume"));
+    const narrowed = { runtime: { args: [], allowedTools: ["Read"] } } as never;
+    assert.deepEqual(claudeBatchArgs(narrowed, { prompt: "x" }).slice(4, 6), [
+      "--permission-mode",
+      "dontAsk",
+    ]);
   });
 });
 
 describe("codex exec --json", () => {
   it("turns a thread into progress, the thread id and the last agent message as the answer", () => {
-    const outputs = feed(codexParser(), "codex-exec.jsonl");
+    const outputs = feed(codexParser(), `${REC}/codex-0.171.0-commit.jsonl`);
     assert.deepEqual(of(outputs, "session"), [
-      { type: "session", id: "0199a213-81c0-7800-8aa1-bbab2a035a53" },
+      { type: "session", id: "01a23738-0641-78e1-91d1-e0c490d08dbf" },
     ]);
-    assert.deepEqual(of(outputs, "answer"), [
-      {
-        type: "answer",
-        text: "Done: the footer shows the build year (commit 3f2a9c1 on ada/fix-the-footer).",
-      },
-    ]);
-    assert.deepEqual(
-      of(outputs, "progress").map((p) => p.text),
-      [
-        "**Looking for the footer template**",
-        `$ bash -lc 'rg -n "2023" templates'`,
-        `$ bash -lc 'rg -n "2023" templates' (exit 0)`,
-        "The year is hard-coded in templates/footer.html; replacing it with the build year.",
-        "files: update templates/footer.html",
-        `$ bash -lc 'git commit -am "Footer: show the build year"'`,
-        `$ bash -lc 'git commit -am "Footer: show the build year"' (exit 0)`,
-        "Done: the footer shows the build year (commit 3f2a9c1 on ada/fix-the-footer).",
-      ],
+    assert.deepEqual(of(outputs, "answer"), [{ type: "answer", text: "all done codex" }]);
+    const progress = of(outputs, "progress").map((p) => p.text);
+    // codex's error items are warnings: the turn goes on.
+    assert.match(progress[0] ?? "", /^warning: Model metadata for `nt-test-model` not found/);
+    assert.match(progress[2] ?? "", /^\$ \/bin\/bash -lc 'echo hi > made2\.txt.*' \(exit 0\)$/);
+    assert.equal(of(outputs, "error").length, 0);
+  });
+
+  it("takes a reconnect notice for progress when the turn then completes", () => {
+    const parser = codexParser();
+    const outputs = feed(parser, `${REC}/codex-0.171.0-reconnect-then-success.jsonl`);
+    outputs.push(...(parser.end?.() ?? []));
+    assert.equal(of(outputs, "error").length, 0);
+    assert.deepEqual(of(outputs, "answer"), [{ type: "answer", text: "after drops" }]);
+    assert.equal(
+      of(outputs, "progress").filter((p) => p.text.startsWith("retrying: Reconnecting... ")).length,
+      2,
     );
   });
 
-  it("reports a failed turn as an error", () => {
-    const outputs = feed(codexParser(), "codex-failed.jsonl");
+  it("reports a refused key as an auth failure, once", () => {
+    const parser = codexParser();
+    const outputs = feed(parser, `${REC}/codex-0.171.0-401.jsonl`);
+    outputs.push(...(parser.end?.() ?? []));
     assert.deepEqual(of(outputs, "answer"), []);
-    assert.equal(of(outputs, "error").length, 2);
-    assert.match(of(outputs, "error")[1]!.text, /organization must be verified/);
+    const errors = of(outputs, "error");
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]?.why, "auth");
+    assert.match(
+      errors[0]?.text ?? "",
+      /^unexpected status 401 Unauthorized: Incorrect API key provided/,
+    );
   });
 
   it("understands the older {id, msg} event shape", () => {
@@ -211,13 +253,15 @@ describe("codex exec --json", () => {
     ]);
   });
 
-  it("calls codex exec --json with the prompt on stdin, resuming a thread after the options", () => {
-    const agent = { runtime: { args: ["--sandbox", "workspace-write"] } } as never;
+  it("calls codex exec --json with its sandbox, the prompt on stdin, resuming a thread after the options", () => {
+    const agent = { runtime: { args: ["--model", "m"], sandbox: "danger-full-access" } } as never;
     assert.deepEqual(codexBatchArgs(agent, "t-1"), [
       "exec",
       "--json",
       "--sandbox",
-      "workspace-write",
+      "danger-full-access",
+      "--model",
+      "m",
       "resume",
       "t-1",
       "-",
@@ -227,8 +271,10 @@ describe("codex exec --json", () => {
 
 describe("interactive runtimes", () => {
   it("start the CLIs' own interfaces with the prompt, resuming the conversation", () => {
-    const agent = { runtime: { args: ["--model", "m"] } } as never;
+    const agent = { runtime: { args: ["--model", "m"], sandbox: "workspace-write" } } as never;
     assert.deepEqual(claudeInteractiveArgs(agent, { prompt: "hi" }, "s-1"), [
+      "--permission-mode",
+      "bypassPermissions",
       "--resume",
       "s-1",
       "--model",
@@ -236,14 +282,22 @@ describe("interactive runtimes", () => {
       "--",
       "hi",
     ]);
-    assert.deepEqual(codexInteractiveArgs(agent, { prompt: "hi" }, "t-1"), [
-      "--model",
-      "m",
-      "resume",
-      "t-1",
-      "--",
-      "hi",
-    ]);
+    assert.deepEqual(
+      codexInteractiveArgs(agent, { prompt: "hi" }, "t-1", "/agents/ada/projects/x"),
+      [
+        "resume",
+        "t-1",
+        "--no-daemon",
+        "--sandbox",
+        "workspace-write",
+        "-c",
+        'projects."/agents/ada/projects/x".trust_level="trusted"',
+        "--model",
+        "m",
+        "--",
+        "hi",
+      ],
+    );
     assert.equal(tmuxSessionName("ada", "my.site"), "ada-my_site");
   });
 });

@@ -12,6 +12,12 @@ import {
 import { renderIdentityToml } from "../../src/host/render/identity.ts";
 import { renderClaudeAgent, renderInstructions } from "../../src/host/render/instructions.ts";
 import { inlineCode } from "../../src/host/render/markdown.ts";
+import {
+  renderClaudeSettings,
+  renderClaudeState,
+  renderCodexConfig,
+  renderRuntimeLinks,
+} from "../../src/host/render/runtime-config.ts";
 import type { ResolvedAgent, ResolvedTown } from "../../src/town/types.ts";
 import { exampleTown, minimalDeclaration, REPO_ROOT, resolveOrThrow } from "../support/fixtures.ts";
 import { assertGolden } from "../support/golden.ts";
@@ -55,6 +61,12 @@ describe("home files of the example town", () => {
         `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${agent.name} ${agent.name}`,
       );
       if (signers !== undefined) assertGolden(`${dir}/allowed_signers`, signers);
+      if (agent.runtime.kind === "claude-code") {
+        assertGolden(`${dir}/claude-settings.json`, renderClaudeSettings(agent));
+        assertGolden(`${dir}/claude.json`, renderClaudeState(agent));
+      }
+      if (agent.runtime.kind === "codex")
+        assertGolden(`${dir}/codex-config.toml`, renderCodexConfig(agent));
     });
   }
 
@@ -384,4 +396,113 @@ test("the renderers stay pure: no file system or process access", () => {
     const source = readFileSync(path.join(REPO_ROOT, "src", "host", "render", file), "utf8");
     assert.doesNotMatch(source, /from "node:(fs|child_process)/, file);
   }
+});
+
+describe("the runtimes' own configuration", () => {
+  const claudeTown = (runtime: AgentDecl) =>
+    agentOf(
+      townWith({
+        runtime: { kind: "claude-code", ...runtime },
+        repos: ["https://git.example/site.git"],
+      }),
+      "ada",
+    );
+  const codexTown = (runtime: AgentDecl) =>
+    agentOf(
+      townWith({ runtime: { kind: "codex", ...runtime }, repos: ["https://git.example/site.git"] }),
+      "ada",
+    );
+
+  test("claude runs every tool by default, with no dialog left to answer and no key in the file", () => {
+    const agent = claudeTown({
+      apiKey: { file: "/secrets/anthropic.age" },
+      baseUrl: "https://llm.example",
+      model: "sonnet",
+      env: { FOO: "bar" },
+    });
+    const settings = JSON.parse(renderClaudeSettings(agent));
+    assert.deepEqual(settings.permissions, { defaultMode: "bypassPermissions" });
+    assert.equal(settings.skipDangerousModePermissionPrompt, true);
+    assert.equal(settings.disableAutoMode, "disable");
+    assert.equal(settings.apiKeyHelper, `cat ${agent.home}/.config/nuketown/runtime-key`);
+    assert.equal(settings.model, "sonnet");
+    assert.equal(settings.env.ANTHROPIC_BASE_URL, "https://llm.example");
+    assert.equal(settings.env.FOO, "bar");
+    const state = JSON.parse(renderClaudeState(agent));
+    assert.equal(state.hasCompletedOnboarding, true);
+    assert.equal(state.bypassPermissionsModeAccepted, true);
+    assert.deepEqual(Object.keys(state.projects), [agent.home, `${agent.home}/projects/site`]);
+  });
+
+  test("claude narrowed to a list of tools refuses the rest (dontAsk)", () => {
+    const settings = JSON.parse(
+      renderClaudeSettings(claudeTown({ allowedTools: ["Read", "Bash(git *)"] })),
+    );
+    assert.deepEqual(settings.permissions, {
+      defaultMode: "dontAsk",
+      allow: ["Read", "Bash(git *)"],
+    });
+  });
+
+  test("runtime.settings merge over nuketown's, table by table", () => {
+    const settings = JSON.parse(
+      renderClaudeSettings(
+        claudeTown({
+          settings: { permissions: { deny: ["WebFetch"] }, env: { X: "1" }, theme: "light" },
+        }),
+      ),
+    );
+    assert.deepEqual(settings.permissions, {
+      defaultMode: "bypassPermissions",
+      deny: ["WebFetch"],
+    });
+    assert.equal(settings.env.X, "1");
+    assert.equal(settings.env.DISABLE_AUTOUPDATER, "1");
+    assert.equal(settings.theme, "light");
+  });
+
+  test("codex gets its own provider with a key command, full access and trusted projects", () => {
+    const agent = codexTown({
+      apiKey: { file: "/secrets/openai.age" },
+      baseUrl: "http://127.0.0.1:9/v1",
+      settings: { model_reasoning_effort: "high" },
+    });
+    const config = parseToml(renderCodexConfig(agent)) as Record<string, any>;
+    assert.equal(config.approval_policy, "never");
+    assert.equal(config.sandbox_mode, "danger-full-access");
+    assert.equal(config.model_provider, "nuketown");
+    assert.deepEqual(JSON.parse(JSON.stringify(config.model_providers.nuketown)), {
+      name: "nuketown",
+      base_url: "http://127.0.0.1:9/v1",
+      wire_api: "responses",
+      auth: { command: "cat", args: [`${agent.home}/.config/nuketown/runtime-key`] },
+    });
+    assert.equal(config.projects[`${agent.home}/projects/site`].trust_level, "trusted");
+    assert.equal(config.model_reasoning_effort, "high");
+  });
+
+  test("codex without a declared key or URL keeps its own provider; a narrower sandbox is said", () => {
+    const config = parseToml(
+      renderCodexConfig(codexTown({ sandbox: "workspace-write" })),
+    ) as Record<string, unknown>;
+    assert.equal(config.model_provider, undefined);
+    assert.equal(config.sandbox_mode, "workspace-write");
+  });
+
+  test("the session stores link into the persisted state dir", () => {
+    const claude = claudeTown({});
+    assert.deepEqual(renderRuntimeLinks(claude), [
+      {
+        path: `${claude.home}/.claude/projects`,
+        target: `${claude.stateDir}/runtimes/claude/projects`,
+      },
+    ]);
+    const codex = codexTown({});
+    assert.deepEqual(renderRuntimeLinks(codex), [
+      {
+        path: `${codex.home}/.codex/sessions`,
+        target: `${codex.stateDir}/runtimes/codex/sessions`,
+      },
+    ]);
+  });
 });

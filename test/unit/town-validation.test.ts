@@ -28,6 +28,36 @@ describe("hostile values are rejected with their path", () => {
   // One row per way a value could escape a file we generate.
   const cases: { kind: string; path: string; change: (d: Decl) => void; reason?: RegExp }[] = [
     {
+      kind: "runtime: a base URL that would break out of a JSON string",
+      path: "agents.ada.runtime.baseUrl",
+      change: (d) => (d.agents.ada.runtime = { baseUrl: 'https://x.example/"}' }),
+      reason: /expected an http:\/\/ or https:\/\/ URL/,
+    },
+    {
+      kind: "runtime: a base URL that is not http(s)",
+      path: "agents.ada.runtime.baseUrl",
+      change: (d) => (d.agents.ada.runtime = { baseUrl: "file:///etc/passwd" }),
+      reason: /expected an http:\/\/ or https:\/\/ URL/,
+    },
+    {
+      kind: "runtime: a tool list for codex",
+      path: "agents.ada.runtime.allowedTools",
+      change: (d) => (d.agents.ada.runtime = { kind: "codex", allowedTools: ["Read"] }),
+      reason: /only claude-code takes a list of tools; for codex use runtime.sandbox/,
+    },
+    {
+      kind: "runtime: a sandbox for claude-code",
+      path: "agents.ada.runtime.sandbox",
+      change: (d) => (d.agents.ada.runtime = { kind: "claude-code", sandbox: "read-only" }),
+      reason: /only codex has a sandbox mode/,
+    },
+    {
+      kind: "runtime: vendor settings for a command runtime",
+      path: "agents.ada.runtime",
+      change: (d) => (d.agents.ada.runtime = { kind: "command", command: "/bin/true", model: "m" }),
+      reason: /configure the claude-code and codex CLIs/,
+    },
+    {
       kind: "udev: double quote in a match value",
       path: "agents.ada.devices[0].attrs.product",
       change: (d) =>

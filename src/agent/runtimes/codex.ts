@@ -8,7 +8,11 @@
  *   agent_message, reasoning, command_execution, file_change, mcp_tool_call,
  *   web_search, todo_list or error item;
  * - `turn.completed` {usage}: the answer is the turn's last agent message;
- * - `turn.failed` {error: {message}}, `error` {message}: the task fails.
+ * - `turn.failed` {error: {message}}: the task fails;
+ * - `error` {message}: a retry notice ("Reconnecting... 1/5 …") or the
+ *   error a failed turn ends with; fatal only if the turn never completes.
+ *
+ * An `error` item is a warning (an unknown model's metadata, say).
  *
  * The older `{"id":…,"msg":{"type":…}}` event shape is understood too.
  * Pure: no I/O here.
@@ -18,25 +22,48 @@ import type { ResolvedAgent } from "../../town/types.ts";
 import { isObject, type Json, str } from "./json.ts";
 import type { OutputParser, RuntimeOutput, RuntimeTask } from "./types.ts";
 
+/**
+ * The sandbox mode, also in the rendered config.toml but said again here:
+ * without it codex falls back to its read-only sandbox, where nothing the
+ * agent was asked to do can be done.
+ */
+export function codexSandboxArgs(agent: Pick<ResolvedAgent, "runtime">): string[] {
+  return ["--sandbox", agent.runtime.sandbox];
+}
+
+/** Trust for a directory the rendered config does not list (a project cloned later). */
+export function codexTrustArgs(dir: string): string[] {
+  return ["-c", `projects.${JSON.stringify(dir)}.trust_level="trusted"`];
+}
+
 export function codexBatchArgs(agent: Pick<ResolvedAgent, "runtime">, session?: string): string[] {
   // The prompt goes on stdin ("-"): never parsed as an option, whatever it starts with.
   return [
     "exec",
     "--json",
+    ...codexSandboxArgs(agent),
     ...agent.runtime.args,
     ...(session !== undefined ? ["resume", session] : []),
     "-",
   ];
 }
 
+/**
+ * The terminal UI. `--no-daemon`: by default it starts a shared app-server
+ * daemon in the background that outlives the window (and the task).
+ */
 export function codexInteractiveArgs(
   agent: Pick<ResolvedAgent, "runtime">,
   task: Pick<RuntimeTask, "prompt">,
   session?: string,
+  cwd?: string,
 ): string[] {
   return [
-    ...agent.runtime.args,
     ...(session !== undefined ? ["resume", session] : []),
+    "--no-daemon",
+    ...codexSandboxArgs(agent),
+    ...(cwd !== undefined ? codexTrustArgs(cwd) : []),
+    ...agent.runtime.args,
     "--",
     task.prompt,
   ];
@@ -82,15 +109,26 @@ export function codexParser(): OutputParser {
       case "web_search":
         return completed ? [] : [{ type: "progress", text: `search: ${str(item.query) ?? ""}` }];
       case "error":
-        return completed ? [{ type: "progress", text: `error: ${str(item.message) ?? ""}` }] : [];
+        // An error item is codex's warning: the turn goes on.
+        return completed ? [{ type: "progress", text: `warning: ${str(item.message) ?? ""}` }] : [];
       default:
         return [];
     }
   };
+  /** The last `error` event of the turn: fatal only if the turn does not complete. */
+  let pendingError: string | undefined;
+  let ended = false;
   const finish = (): RuntimeOutput[] => {
     const answer = lastMessage ?? "";
     lastMessage = undefined;
+    pendingError = undefined;
+    ended = true;
     return [{ type: "answer", text: answer }];
+  };
+  const failure = (text: string): RuntimeOutput => {
+    ended = true;
+    pendingError = undefined;
+    return { type: "error", text, ...(isAuthError(text) && { why: "auth" as const }) };
   };
 
   return {
@@ -117,13 +155,23 @@ export function codexParser(): OutputParser {
           return finish();
         case "turn.failed": {
           const error = isObject(event.error) ? str(event.error.message) : undefined;
-          return [{ type: "error", text: error ?? "codex turn failed" }];
+          return [failure(error ?? "codex turn failed")];
         }
-        case "error":
-          return [{ type: "error", text: str(event.message) ?? "codex reported an error" }];
+        case "error": {
+          // "Reconnecting... 1/5 (…)" while codex retries, and the error that ends a turn
+          // before turn.failed: progress either way; end() says whether it was the last word.
+          const message = str(event.message) ?? "codex reported an error";
+          if (/^Reconnecting\b/i.test(message))
+            return [{ type: "progress", text: `retrying: ${message}` }];
+          pendingError = message;
+          return [{ type: "progress", text: `error: ${message}` }];
+        }
         default:
           return [];
       }
+    },
+    end() {
+      return !ended && pendingError !== undefined ? [failure(pendingError)] : [];
     },
   };
 
@@ -149,9 +197,18 @@ export function codexParser(): OutputParser {
         return finish();
       }
       case "error":
-        return [{ type: "error", text: str(msg.message) ?? "codex reported an error" }];
+        return [failure(str(msg.message) ?? "codex reported an error")];
       default:
         return [];
     }
   }
+}
+
+function isAuthError(message: string): boolean {
+  return /\b(401|403)\b|unauthori[sz]ed|invalid[_ ]api[_ ]key|incorrect api key/i.test(message);
+}
+
+/** What codex says on stderr when `exec resume` names a thread it has no rollout for. */
+export function isUnknownCodexSession(stderr: string): boolean {
+  return /no rollout found for thread id/i.test(stderr);
 }

@@ -12,15 +12,22 @@ import type { ResolvedAgent } from "../../town/types.ts";
 import { clip, MAX_PROGRESS_CHARS, type WorkspaceReport } from "../protocol.ts";
 import { conversationKey } from "../sessions.ts";
 import { claudeBatchArgs, claudeInteractiveArgs, claudeParser } from "./claude.ts";
-import { codexBatchArgs, codexInteractiveArgs, codexParser } from "./codex.ts";
+import {
+  codexBatchArgs,
+  codexInteractiveArgs,
+  codexParser,
+  isUnknownCodexSession,
+} from "./codex.ts";
 import { commandArgs, commandInput, commandParser, parseCommandLine } from "./command.ts";
 import { runProcess } from "./process.ts";
 import { runInTmux } from "./tmux.ts";
+import { trustClaudeProject } from "./trust.ts";
 import {
   type OutputParser,
   type RunContext,
   type Runtime,
   RuntimeFailure,
+  type RuntimeOutput,
   type RuntimeResult,
   type RuntimeTask,
   type SessionStore,
@@ -71,12 +78,12 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
         };
     }
   };
-  const interactive = (task: RuntimeTask, session?: string): string[] => {
+  const interactive = (task: RuntimeTask, cwd: string, session?: string): string[] => {
     switch (kind) {
       case "claude-code":
         return claudeInteractiveArgs(agent, task, session);
       case "codex":
-        return codexInteractiveArgs(agent, task, session);
+        return codexInteractiveArgs(agent, task, session, cwd);
       case "command":
         return commandArgs(agent);
     }
@@ -108,6 +115,7 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
       if (task.mode === "interactive") {
         const commandRuntime = kind === "command";
         const taskFile = path.join(deps.scratchDir, `${task.id}.json`);
+        if (kind === "claude-code") await trustClaudeProject(agent.home, workspace.workspace);
         if (commandRuntime) {
           await mkdir(deps.scratchDir, { recursive: true, mode: 0o700 });
           await writeFile(taskFile, JSON.stringify(commandInput(task, workspace, session)), {
@@ -121,7 +129,7 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
             taskId: task.id,
             cwd: workspace.workspace,
             command,
-            args: interactive(task, session),
+            args: interactive(task, workspace.workspace, session),
             env: { ...agent.runtime.env, ...env },
             ...(commandRuntime && { stdinFile: taskFile }),
             timeoutMs: agent.runtime.timeout * 1000,
@@ -155,8 +163,16 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
       const attempt = async (resume: string | undefined) => {
         const invocation = batch(task, workspace, resume);
         const answers: string[] = [];
-        const errors: string[] = [];
+        const errors: Extract<RuntimeOutput, { type: "error" }>[] = [];
         let sessionId: string | undefined;
+        const take = (outputs: readonly RuntimeOutput[]) => {
+          for (const output of outputs) {
+            if (output.type === "progress") emit(output.text);
+            else if (output.type === "answer") answers.push(output.text);
+            else if (output.type === "session") sessionId = output.id;
+            else errors.push(output);
+          }
+        };
         const outcome = await runProcess({
           command,
           args: invocation.args,
@@ -172,35 +188,28 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
           signal,
           ...(deps.killGraceMs !== undefined && { killGraceMs: deps.killGraceMs }),
           ...(context.processes && { processes: context.processes }),
-          onLine: (line) => {
-            for (const output of invocation.parser.line(line)) {
-              if (output.type === "progress") emit(output.text);
-              else if (output.type === "answer") answers.push(output.text);
-              else if (output.type === "session") sessionId = output.id;
-              else errors.push(output.text);
-            }
-          },
+          onLine: (line) => take(invocation.parser.line(line)),
         });
-        return { outcome, answers, errors, sessionId };
+        take(invocation.parser.end?.() ?? []);
+        const unknownSession =
+          resume !== undefined &&
+          (errors.some((e) => e.why === "unknown-session") ||
+            (outcome.kind === "exited" &&
+              kind === "codex" &&
+              isUnknownCodexSession(outcome.stderr)));
+        return { outcome, answers, errors, sessionId, unknownSession };
       };
       let result = await attempt(session);
-      // A stored session the runtime cannot resume (its ~/.claude or ~/.codex went with a
-      // reset; only sessions.json is persisted) would fail every later task: forget it and
-      // start a new session, once.
-      if (
-        session !== undefined &&
-        key !== undefined &&
-        result.sessionId === undefined &&
-        result.outcome.kind === "exited" &&
-        (result.outcome.code !== 0 || result.errors.length > 0) &&
-        !signal.aborted
-      ) {
-        emit(`session ${session} could not be resumed: starting a new one`);
+      // A stored session the runtime no longer knows (its store was lost, or it expired)
+      // would fail every later task of the conversation: forget it and start afresh, once.
+      if (session !== undefined && key !== undefined && result.unknownSession && !signal.aborted) {
+        emit(`session ${session} is unknown to ${command}: starting a new one`);
         await deps.sessions.forget?.(key);
         result = await attempt(undefined);
       }
       const { outcome, answers, errors, sessionId } = result;
-      if (sessionId !== undefined && key !== undefined) await deps.sessions.set(key, sessionId);
+      if (sessionId !== undefined && key !== undefined && !result.unknownSession)
+        await deps.sessions.set(key, sessionId);
       switch (outcome.kind) {
         case "missing":
           throw missing(outcome.error);
@@ -214,12 +223,17 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
             signal: outcome.signal,
             stderr: outcome.stderr,
           };
+          // What the runtime said of its failure comes first: claude exits 1 on a refused
+          // key, and its words say more than the exit code.
+          const told = errors.find((e) => e.why === "auth" || e.why === "refused");
+          if (told)
+            throw new RuntimeFailure(told.why === "auth" ? "auth" : "refused", told.text, details);
           if (outcome.code !== 0) {
             const how =
               outcome.signal !== null
                 ? `was killed by ${outcome.signal}`
                 : `exited ${outcome.code}`;
-            const why = errors[0] ?? lastLine(outcome.stderr);
+            const why = errors[0]?.text ?? lastLine(outcome.stderr);
             throw new RuntimeFailure(
               "crashed",
               `${command} ${how}${why ? `: ${why}` : ""}`,
@@ -227,7 +241,11 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
             );
           }
           if (errors.length > 0)
-            throw new RuntimeFailure("runtime-error", errors.join("\n"), details);
+            throw new RuntimeFailure(
+              "runtime-error",
+              errors.map((e) => e.text).join("\n"),
+              details,
+            );
           return {
             answer: answers.join("\n"),
             ...(sessionId !== undefined && { sessionId }),

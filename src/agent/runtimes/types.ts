@@ -53,7 +53,7 @@ export interface Runtime {
 
 export type RuntimeFailureReason = Extract<
   FailureReason,
-  "missing-runtime" | "crashed" | "timeout" | "runtime-error"
+  "missing-runtime" | "crashed" | "timeout" | "runtime-error" | "refused" | "auth"
 >;
 
 export class RuntimeFailure extends Error {
@@ -88,11 +88,21 @@ export type RuntimeOutput =
   | { readonly type: "progress"; readonly text: string }
   | { readonly type: "answer"; readonly text: string }
   | { readonly type: "session"; readonly id: string }
-  | { readonly type: "error"; readonly text: string };
+  | { readonly type: "error"; readonly text: string; readonly why?: ErrorKind };
+
+/**
+ * What kind of error a runtime reported, when its output says: its tools were
+ * refused by its permission settings, the vendor refused its credentials, or
+ * the session asked to resume is unknown to it (then the task is retried once
+ * in a new session).
+ */
+export type ErrorKind = "refused" | "auth" | "unknown-session";
 
 /** Turns a runtime's stdout lines into progress, answer, session and error outputs. */
 export interface OutputParser {
   line(line: string): RuntimeOutput[];
+  /** After the last line: what the stream as a whole says (an error nobody recovered from). */
+  end?(): RuntimeOutput[];
 }
 
 /** Conversation → runtime session id, kept under the agent's state dir. */

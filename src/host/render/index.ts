@@ -9,6 +9,7 @@ import type { Artifact } from "./artifact.ts";
 import { renderAllowedSigners, renderGitConfig, renderSshConfig } from "./git.ts";
 import { renderIdentityToml } from "./identity.ts";
 import { renderClaudeAgent, renderInstructions } from "./instructions.ts";
+import { renderClaudeSettings, renderClaudeState, renderCodexConfig } from "./runtime-config.ts";
 import { renderSudoers } from "./sudoers.ts";
 import { renderUdevRules } from "./udev.ts";
 import { renderUnits } from "./units.ts";
@@ -76,13 +77,14 @@ export function renderHomeArtifacts(
         renderClaudeAgent(town, agent, presentPackages),
       ),
     );
-    if (Object.keys(agent.runtime.settings).length > 0) {
-      out.push(
-        file(".claude/settings.json", `${JSON.stringify(agent.runtime.settings, null, 2)}\n`),
-      );
-    }
+    // claude rewrites both as it runs: private to the agent, placed afresh every round.
+    out.push(file(".claude/settings.json", renderClaudeSettings(agent), "0600"));
+    out.push(file(".claude.json", renderClaudeState(agent), "0600"));
   }
-  if (agent.runtime.kind === "codex") out.push(file(".codex/AGENTS.md", instructions));
+  if (agent.runtime.kind === "codex") {
+    out.push(file(".codex/AGENTS.md", instructions));
+    out.push(file(".codex/config.toml", renderCodexConfig(agent), "0600"));
+  }
   return out;
 }
 

@@ -1,0 +1,388 @@
+/**
+ * The real `claude` and `codex` CLIs (pinned, from npm) as real agents:
+ * accounts, homes and secrets by `nuketown up`, tasks through `nuketown
+ * talk`, commits signed with the agents' keys and checked by `nuketown
+ * review`. The vendors' APIs are the loopback STAND-INS of
+ * test/support/vendor-stub.ts, scripted per test; the town runs in their
+ * network namespace, which has loopback only.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { stringify } from "smol-toml";
+import { REPO_ROOT } from "../support/fixtures.ts";
+import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
+import {
+  CLAUDE,
+  CODEX,
+  requireAgentClis,
+  startVendorStub,
+  type VendorStub,
+} from "../support/vendor.ts";
+import type { LoggedRequest } from "../support/vendor-stub.ts";
+
+const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+const MAYOR = "nt-test-climayor";
+const CLAUDE_AGENT = "nt-test-claude";
+const CODEX_AGENT = "nt-test-codex";
+const NARROW_AGENT = "nt-test-narrow";
+const APPROVERS = `nt-test-clap-${process.pid}`;
+const PROJECT = "demo";
+
+describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs root" }, () => {
+  let root = "";
+  let config = "";
+  let manifest = "";
+  let bare = "";
+  let stub: VendorStub;
+  let upProcess: ChildProcess | undefined;
+  let upOutput = "";
+
+  const home = (agent: string) => path.join(root, "agents", agent);
+  const socket = (agent: string) => path.join(root, "run", "agents", agent, "agent.sock");
+
+  async function until(what: string, probe: () => boolean, ms = 60_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      if (probe()) return;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    throw new Error(`timed out waiting for ${what}\nup:\n${upOutput.slice(-4000)}`);
+  }
+
+  /**
+   * One `nuketown talk` as the mayor: each line said in turn, each answer
+   * (the agent's `name> …` line) awaited before the next.
+   */
+  async function talk(
+    agent: string,
+    ...lines: string[]
+  ): Promise<{ answers: string[]; output: string }> {
+    const child = spawn(
+      "runuser",
+      ["-u", MAYOR, "--", BIN, "talk", agent, "--manifest", manifest],
+      {
+        stdio: ["pipe", "pipe", "pipe"],
+        cwd: "/",
+      },
+    );
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const answers: string[] = [];
+    const prompt = `${MAYOR}> `;
+    const prompts = () => output.split(prompt).length - 1;
+    try {
+      for (const line of lines) {
+        // Each line after its prompt: what talk shows of earlier conversations comes first.
+        await until("talk's prompt", () => prompts() > answers.length);
+        const before = output.length;
+        child.stdin.write(`${line}\n`);
+        const answer = new RegExp(`(?:^|\\n|> )${agent}> (.*)\\n`);
+        await until(
+          `${agent}'s answer to "${line}"`,
+          () => answer.test(output.slice(before)),
+          120_000,
+        ).catch((error: Error) => {
+          throw new Error(`${error.message}\ntalk:\n${output}`);
+        });
+        answers.push(answer.exec(output.slice(before))?.[1] ?? "");
+      }
+    } finally {
+      child.stdin.end();
+      await stopChild(child, 5000);
+    }
+    return { answers, output };
+  }
+
+  /** The requests of the main conversation (those that offered the shell tool), by vendor. */
+  const mainRequests = (vendor: "anthropic" | "openai") =>
+    stub.requests().filter((r) => r.vendor === vendor && r.answer.startsWith("step"));
+  const said = (request: LoggedRequest | undefined) => JSON.stringify(request?.body ?? "");
+
+  before(async () => {
+    requireAgentClis();
+    root = makeTempRoot("clis");
+    stub = await startVendorStub(path.join(root, "stub"));
+
+    const mayorHome = path.join(root, "mayor");
+    mkdirSync(mayorHome);
+    mustRun("useradd", ["--uid", "60612", "--user-group", "--home-dir", mayorHome, MAYOR]);
+    mustRun("chown", [`${MAYOR}:`, mayorHome]);
+
+    bare = path.join(root, `${PROJECT}.git`);
+    // Both agents push to it as themselves: objects one pushes must stay writable for the other.
+    mustRun("git", ["init", "--quiet", "--bare", "--shared=0777", "--initial-branch=main", bare]);
+    const seed = path.join(root, "seed");
+    mustRun("git", ["init", "--quiet", "--initial-branch=main", seed]);
+    writeFileSync(path.join(seed, "README"), "demo\n");
+    mustRun("git", ["-C", seed, "add", "README"]);
+    mustRun("git", [
+      "-C",
+      seed,
+      "-c",
+      "user.name=t",
+      "-c",
+      "user.email=t@t",
+      "commit",
+      "--quiet",
+      "-m",
+      "init",
+    ]);
+    mustRun("git", ["-C", seed, "push", "--quiet", bare, "main"]);
+    mustRun("chmod", ["-R", "a+rwX", bare]);
+
+    // Secrets, age-encrypted like any of the town's: SSH signing keys and the vendor keys.
+    const keyFile = path.join(root, "age", "keys.txt");
+    mkdirSync(path.dirname(keyFile), { mode: 0o700 });
+    mustRun("age-keygen", ["-o", keyFile]);
+    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
+    const encrypt = (name: string, plaintext: string) =>
+      mustRun(
+        "age",
+        ["--encrypt", "-r", recipient, "-o", path.join(root, `${name}.age`)],
+        plaintext,
+      );
+    for (const agent of [CLAUDE_AGENT, CODEX_AGENT, NARROW_AGENT]) {
+      const file = path.join(root, `${agent}-ssh`);
+      mustRun("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", agent, "-f", file]);
+      encrypt(`${agent}-ssh`, readFileSync(file, "utf8"));
+    }
+    encrypt("anthropic-key", "sk-ant-test-nuketown-0123456789");
+    encrypt("openai-key", "sk-openai-test-nuketown-9876543210");
+
+    const agents: Record<string, unknown> = {};
+    const declare = (name: string, uid: number, runtime: Record<string, unknown>) => {
+      agents[name] = {
+        uid,
+        persist: ["projects"],
+        repos: [bare],
+        secrets: { sshKey: { file: `${name}-ssh.age` } },
+        runtime,
+      };
+    };
+    const claudeRuntime = {
+      kind: "claude-code",
+      command: CLAUDE,
+      apiKey: { file: "anthropic-key.age" },
+      baseUrl: stub.url,
+      model: "nt-test-model",
+      // One retry, not ten: a refused key must fail the task in seconds here.
+      env: { CLAUDE_CODE_MAX_RETRIES: "1" },
+      timeout: 60,
+    };
+    declare(CLAUDE_AGENT, 60610, claudeRuntime);
+    declare(CODEX_AGENT, 60611, {
+      kind: "codex",
+      command: CODEX,
+      apiKey: { file: "openai-key.age" },
+      baseUrl: `${stub.url}/v1`,
+      model: "nt-test-model",
+      timeout: 25,
+    });
+    declare(NARROW_AGENT, 60613, { ...claudeRuntime, allowedTools: ["Read"] });
+    config = path.join(root, "town.toml");
+    writeFileSync(
+      config,
+      stringify({
+        name: "nt-test-clis",
+        agentsDir: path.join(root, "agents"),
+        persistDir: path.join(root, "persist"),
+        stateDir: path.join(root, "state"),
+        runtimeDir: path.join(root, "run"),
+        etcDir: path.join(root, "etc"),
+        uidRange: { min: 60100, max: 60999 },
+        homes: { backend: "directory" },
+        basePackages: ["git"],
+        approval: { group: APPROVERS },
+        secrets: { ageKeyFile: "age/keys.txt" },
+        humans: { [MAYOR]: { approver: true } },
+        agents,
+      }),
+    );
+    manifest = path.join(root, "etc", "nuketown", "town.json");
+    upProcess = spawn(stub.inNetns[0]!, [...stub.inNetns.slice(1), BIN, "up", config], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    upProcess.stdout?.on("data", (d) => (upOutput += d));
+    upProcess.stderr?.on("data", (d) => (upOutput += d));
+    for (const name of [CLAUDE_AGENT, CODEX_AGENT, NARROW_AGENT])
+      await until(`${name}'s daemon`, () => existsSync(socket(name)), 120_000);
+  });
+
+  after(async () => {
+    await stopChild(upProcess);
+    await stub?.stop();
+    cleanupHost(root, [MAYOR, APPROVERS]);
+  });
+
+  it("renders each runtime's configuration: no key in it, the session store in persisted state", () => {
+    const settings = JSON.parse(
+      readFileSync(path.join(home(CLAUDE_AGENT), ".claude", "settings.json"), "utf8"),
+    );
+    assert.equal(settings.permissions.defaultMode, "bypassPermissions");
+    assert.equal(settings.env.ANTHROPIC_BASE_URL, stub.url);
+    assert.equal(settings.apiKeyHelper, `cat ${home(CLAUDE_AGENT)}/.config/nuketown/runtime-key`);
+    const key = path.join(home(CLAUDE_AGENT), ".config", "nuketown", "runtime-key");
+    assert.equal(readFileSync(key, "utf8"), "sk-ant-test-nuketown-0123456789");
+    assert.equal(lstatSync(key).mode & 0o777, 0o600);
+    assert.equal(lstatSync(key).uid, 60610);
+    for (const file of [
+      manifest,
+      path.join(home(CLAUDE_AGENT), ".claude", "settings.json"),
+      path.join(home(CODEX_AGENT), ".codex", "config.toml"),
+    ])
+      assert.ok(!readFileSync(file, "utf8").includes("sk-"), `${file} holds no key`);
+    assert.equal(
+      readlinkSync(path.join(home(CLAUDE_AGENT), ".claude", "projects")),
+      path.join(
+        home(CLAUDE_AGENT),
+        ".local",
+        "state",
+        "nuketown",
+        "runtimes",
+        "claude",
+        "projects",
+      ),
+    );
+    assert.equal(
+      readlinkSync(path.join(home(CODEX_AGENT), ".codex", "sessions")),
+      path.join(home(CODEX_AGENT), ".local", "state", "nuketown", "runtimes", "codex", "sessions"),
+    );
+    const codex = readFileSync(path.join(home(CODEX_AGENT), ".codex", "config.toml"), "utf8");
+    assert.match(codex, /sandbox_mode = "danger-full-access"/);
+    assert.match(codex, /approval_policy = "never"/);
+  });
+
+  for (const [agent, vendor, label] of [
+    [CLAUDE_AGENT, "anthropic", "claude"],
+    [CODEX_AGENT, "openai", "codex"],
+  ] as const) {
+    it(`${label}: commits a signed file on its branch through its shell tool, then resumes the conversation, also after a reset`, async () => {
+      const file = `${label}.txt`;
+      const steps = [
+        {
+          shell: `echo hello > ${file} && git add ${file} && git commit -q -m 'Add ${file}' && git push -q origin HEAD`,
+        },
+        { text: `committed ${file}` },
+      ];
+      stub.script({ [vendor]: { steps } });
+      const first = await talk(agent, `please add ${file}`);
+      assert.equal(first.answers[0], `committed ${file}`, first.output);
+
+      const branches = mustRun("git", [
+        "-C",
+        bare,
+        "for-each-ref",
+        "--format=%(refname:short)",
+        `refs/heads/${agent}/`,
+      ])
+        .trim()
+        .split("\n");
+      assert.equal(branches.length, 1, `one branch of ${agent}: ${branches.join(", ")}`);
+      const branch = branches[0]!;
+      assert.equal(mustRun("git", ["-C", bare, "show", `${branch}:${file}`]), "hello\n");
+      const clone = path.join(root, `review-${label}`);
+      mustRun("git", ["clone", "--quiet", bare, clone]);
+      const review = JSON.parse(
+        mustRun(BIN, ["review", agent, "--manifest", manifest, "--repo", clone, "--json"]),
+      );
+      const reviewed = review.branches.find((b: { branch: string }) => b.branch === branch);
+      assert.equal(reviewed?.signature.status, "G", JSON.stringify(review));
+
+      stub.script({ [vendor]: { steps: [{ text: "still here" }] } });
+      const second = await talk(agent, "what did you just do?");
+      assert.equal(second.answers[0], "still here");
+      assert.match(
+        said(mainRequests(vendor).at(-1)),
+        new RegExp(`please add ${file}`),
+        "the runtime resumed the conversation",
+      );
+
+      const resetAt = Date.now();
+      const reset = run(stub.inNetns[0]!, [
+        ...stub.inNetns.slice(1),
+        BIN,
+        "reset",
+        agent,
+        "--config",
+        config,
+      ]);
+      assert.equal(reset.code, 0, reset.stderr);
+      await until(
+        `${agent}'s daemon after the reset`,
+        () => existsSync(socket(agent)) && lstatSync(socket(agent)).ctimeMs > resetAt,
+      );
+      stub.script({ [vendor]: { steps: [{ text: "remembered" }] } });
+      const third = await talk(agent, "and after the reset?");
+      assert.equal(third.answers[0], "remembered", third.output);
+      const last = said(mainRequests(vendor).at(-1));
+      assert.match(last, new RegExp(`please add ${file}`), "the conversation survived the reset");
+      assert.match(last, /what did you just do\?/);
+    });
+  }
+
+  it("claude: a tool its narrowed permissions refuse fails the task with the refusal", async () => {
+    stub.script({
+      anthropic: { steps: [{ shell: "echo sneaky > sneaky.txt" }, { text: "done anyway" }] },
+    });
+    const { answers } = await talk(NARROW_AGENT, "write a file");
+    assert.match(
+      answers[0] ?? "",
+      /^\(failed: finished with refusals: claude's permission settings refused Bash \(echo sneaky > sneaky\.txt\)/,
+    );
+    assert.ok(!existsSync(path.join(home(NARROW_AGENT), "projects", PROJECT, "sneaky.txt")));
+  });
+
+  for (const [agent, vendor, label] of [
+    [CLAUDE_AGENT, "anthropic", "claude"],
+    [CODEX_AGENT, "openai", "codex"],
+  ] as const) {
+    it(`${label}: a key the vendor refuses fails the task with the auth reason`, async () => {
+      stub.script({ [vendor]: { status: 401, steps: [] } });
+      const { answers } = await talk(agent, "anything");
+      assert.match(answers[0] ?? "", /^\(failed: .*401/);
+      assert.match(
+        answers[0] ?? "",
+        label === "claude" ? /credentials \(401\): Invalid API key/ : /Incorrect API key provided/,
+      );
+    });
+  }
+
+  it("claude: a stored session it no longer knows is dropped and the task runs once in a new one", async () => {
+    const sessions = path.join(home(CLAUDE_AGENT), ".local", "state", "nuketown", "sessions.json");
+    const stored = JSON.parse(readFileSync(sessions, "utf8"));
+    const unknown = "00000000-1111-2222-3333-444444444444";
+    for (const entry of Object.values(stored.sessions) as { id: string }[]) entry.id = unknown;
+    writeFileSync(sessions, JSON.stringify(stored));
+    stub.script({ anthropic: { steps: [{ text: "fresh start" }] } });
+    const { answers, output } = await talk(CLAUDE_AGENT, "hello again");
+    assert.equal(answers[0], "fresh start", output);
+    assert.ok(!readFileSync(sessions, "utf8").includes(unknown), "the unknown id is forgotten");
+  });
+
+  it("codex: a reconnect notice is progress, and the task that then succeeds succeeds", async () => {
+    stub.script({ openai: { failFirst: 2, failWith: "drop", steps: [{ text: "after drops" }] } });
+    const { answers, output } = await talk(CODEX_AGENT, "try hard");
+    assert.equal(answers[0], "after drops", output);
+  });
+
+  it("codex: a tool command that outlives the task's timeout fails the task, and nothing of it is left", async () => {
+    // codex hands back a command still running after a while (and it goes on in its own
+    // session): the model asks for it again and again, until the task's timeout.
+    stub.script({ openai: { steps: [{ shell: "sleep 4242" }] } });
+    const { answers } = await talk(CODEX_AGENT, "wait a while");
+    assert.match(answers[0] ?? "", /^\(failed: the runtime ran longer than its timeout \(25 s\)/);
+    const left = run("pgrep", ["-u", "60611", "-f", "sleep 4242"]);
+    assert.equal(left.code, 1, `left behind: ${left.stdout}`);
+  });
+});
