@@ -158,6 +158,60 @@ export function buildProgram(): Command {
       process.exitCode = await doctor({ ...opts, ...streams() });
     });
 
+  program
+    .command("install")
+    .description(
+      "install this nuketown as a root-owned copy under <prefix>/lib/nuketown/<version> and make it current; the town's running daemons restart onto it (as root)",
+    )
+    .option(
+      "--prefix <dir>",
+      "install prefix (default: the town's install.prefix, else /usr/local)",
+    )
+    .option("--rollback", "make the previously installed version current again")
+    .option("--manifest <file>", "the town whose daemons restart", "/etc/nuketown/town.json")
+    .option("--no-restart", "leave running daemons on the version they run")
+    .addOption(new Option("--source <dir>", "install this checkout or copy").hideHelp())
+    .addOption(new Option("--as-version <name>", "name of the version directory").hideHelp())
+    .addHelpText("after", EXIT_CODES)
+    .action(
+      async (opts: {
+        prefix?: string;
+        rollback?: boolean;
+        manifest?: string;
+        restart: boolean;
+        source?: string;
+        asVersion?: string;
+      }) => {
+        const { install } = await import("./commands/install.ts");
+        process.exitCode = await install({
+          ...opts,
+          ...(opts.asVersion !== undefined && { version: opts.asVersion }),
+          noRestart: !opts.restart,
+          ...streams(),
+        });
+      },
+    );
+
+  program
+    .command("uninstall")
+    .description(
+      "stop the town's daemons, remove its units, sudoers, gate and shim and the installed program; keep the towns' data unless --purge (as root)",
+    )
+    .option(
+      "--prefix <dir>",
+      "install prefix (default: the town's install.prefix, else /usr/local)",
+    )
+    .option(
+      "--purge",
+      "also remove the agents, their homes and persisted data, the state and the manifest",
+    )
+    .option("--manifest <file>", "the installed manifest", "/etc/nuketown/town.json")
+    .addHelpText("after", EXIT_CODES)
+    .action(async (opts: { prefix?: string; purge?: boolean; manifest?: string }) => {
+      const { uninstall } = await import("./commands/install.ts");
+      process.exitCode = await uninstall({ ...opts, ...streams() });
+    });
+
   const townOptions = (command: Command) =>
     command
       .option("--config <file>", "read this declaration instead of the installed manifest")

@@ -1,4 +1,4 @@
-import { stat } from "node:fs/promises";
+import { realpath } from "node:fs/promises";
 import path from "node:path";
 import { createTwoFilesPatch } from "diff";
 import { EXIT, RefusedError } from "../errors.ts";
@@ -15,11 +15,13 @@ import {
 } from "../host/plan.ts";
 import { createDecryptor } from "../host/secrets.ts";
 import { systemRunner } from "../host/system.ts";
+import { refuseWritableByOthers } from "../install/install.ts";
+import { PROGRAM_FILES } from "../install/layout.ts";
 import { plural, type Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { formatProblem } from "../town/problems.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import { currentPrograms, requireRoot, townFrom } from "./town-source.ts";
+import { requireRoot, townFrom } from "./town-source.ts";
 
 export interface PlanOptions extends Streams {
   readonly config: string;
@@ -37,7 +39,7 @@ async function makePlan(
   loaded?: ResolvedTown,
 ): Promise<{ town: ResolvedTown; observed: ObservedHost; plan: HostPlan }> {
   const town = loaded ?? (await townFrom(opts));
-  const programs = currentPrograms();
+  const programs = true;
   const observed = await observeHost(town, { root: opts.root, programs });
   const plan = planHost(town, observed, {
     purge: opts.purge,
@@ -76,7 +78,7 @@ export async function apply(opts: PlanOptions): Promise<number> {
       opts.root === undefined &&
       town.agents.some((a) => a.sudo.enable || a.secrets.unlockable.length > 0)
     ) {
-      await refuseWritablePrograms(currentPrograms());
+      await refuseMissingOrWritableProgram(town);
     }
     const report = await applyPlan(hostPlan, {
       town,
@@ -158,26 +160,18 @@ const indentDiff = (patch: string) =>
     .join("\n");
 
 /**
- * The approval gate runs our Node and our sources as root: refuse to install
- * it when anyone but root could change them (a checkout a user or an agent
- * can write to would be a way to root).
+ * The approval gate runs the installed nuketown as root: refuse to point it
+ * there when nothing is installed, or when anyone but root could change
+ * what is (a checkout a user or an agent can write to would be a way to root).
  */
-async function refuseWritablePrograms(programs: { node: string; sources: string }): Promise<void> {
-  for (const start of [programs.node, programs.sources]) {
-    let current = path.resolve(start);
-    for (;;) {
-      const info = await stat(current);
-      // A sticky world-writable dir (/tmp) is fine: others may not rename or remove what root owns in it.
-      const writableByOthers =
-        (info.mode & 0o022) !== 0 && !(info.isDirectory() && (info.mode & 0o1000) !== 0);
-      if (info.uid !== 0 || writableByOthers) {
-        throw new RefusedError(
-          `the approval gate would run ${start} as root, but ${current} is ${info.uid !== 0 ? `owned by uid ${info.uid}` : "writable by others"}; install nuketown where only root can change it`,
-        );
-      }
-      const parent = path.dirname(current);
-      if (parent === current) break;
-      current = parent;
-    }
+async function refuseMissingOrWritableProgram(town: ResolvedTown): Promise<void> {
+  const gate = path.join(town.install.programDir, PROGRAM_FILES.gate);
+  const node = path.join(town.install.programDir, PROGRAM_FILES.node);
+  const real = await Promise.all([realpath(gate), realpath(node)]).catch(() => undefined);
+  if (real === undefined) {
+    throw new RefusedError(
+      `the approval gate runs the installed nuketown, and there is none in ${town.install.programDir}: run \`nuketown install\` first (\`nuketown up\` does)`,
+    );
   }
+  for (const file of real) await refuseWritableByOthers(file, "let the approval gate run");
 }

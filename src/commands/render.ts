@@ -7,7 +7,6 @@ import { plural, type Streams, table } from "../output.ts";
 import { loadTown } from "../town/load.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { writeWarnings } from "./check.ts";
-import { currentPrograms } from "./town-source.ts";
 
 export interface RenderOptions extends Streams {
   readonly config: string;
@@ -27,7 +26,7 @@ export interface RenderOptions extends Streams {
 export async function render(opts: RenderOptions): Promise<number> {
   const { town, warnings } = await loadTown(opts.config, opts);
   writeWarnings(opts.err, warnings);
-  const artifacts = renderArtifacts(town, currentPrograms());
+  const artifacts = renderArtifacts(town, true);
 
   const sudoers = artifacts.find((a) => a.path === town.paths.sudoers);
   if (sudoers) {

@@ -5,9 +5,7 @@
  */
 import { readFile as readFileCallback, type Stats, unwatchFile, watchFile } from "node:fs";
 import { readFile } from "node:fs/promises";
-import type { ProgramLocations } from "../approval/wrappers.ts";
 import { ConfigError, RefusedError } from "../errors.ts";
-import { SOURCES } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 
@@ -65,11 +63,6 @@ export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
 export function requireRoot(what: string): void {
   if (process.geteuid?.() !== 0)
     throw new RefusedError(`${what} changes the host and must run as root`);
-}
-
-/** Where this nuketown runs from: the gate and shim wrappers exec these. */
-export function currentPrograms(): ProgramLocations {
-  return { node: process.execPath, sources: SOURCES };
 }
 
 export const CHANGED = Symbol("town changed");

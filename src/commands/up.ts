@@ -6,8 +6,9 @@ import { ensureDir, writeFileAtomic } from "../host/files.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { APPROVALD_UNIT, agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { systemRunner } from "../host/system.ts";
+import { installProgram } from "../install/install.ts";
 import type { Streams } from "../output.ts";
-import { LAUNCHER } from "../sources.ts";
+import { PROGRAM_ROOT, runningInstall } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type ServiceSpec, Supervisor } from "../up/supervisor.ts";
@@ -27,12 +28,26 @@ export interface UpOptions extends Streams {
 export const upStatePath = (town: ResolvedTown) => path.join(town.runtimeDir, "up.json");
 
 /**
- * `nuketown up`: validate, apply, start the approval daemon and every agent
- * daemon — as systemd units where systemd is PID 1, else as children this
- * process keeps alive — and say where to look.
+ * `nuketown up`: validate, install this nuketown (from a checkout: the
+ * daemons, the gate and the shim only ever run an installed copy), apply,
+ * start the approval daemon and every agent daemon — as systemd units where
+ * systemd is PID 1, else as children this process keeps alive (SIGHUP
+ * restarts them onto the version installed since) — and say where to look.
  */
 export async function up(opts: UpOptions): Promise<number> {
   requireRoot("up");
+  const declared = await townFrom(opts);
+  if (runningInstall()?.prefix !== declared.install.prefix) {
+    const installed = await installProgram({
+      source: PROGRAM_ROOT,
+      prefix: declared.install.prefix,
+    });
+    opts.err.write(
+      installed.changed
+        ? `nuketown up: installed nuketown ${installed.version} in ${installed.dir}\n`
+        : `nuketown up: nuketown ${installed.version} is installed in ${declared.install.prefix}\n`,
+    );
+  }
   const applied = await apply({ ...opts });
   if (applied !== EXIT.ok) return applied;
   const town = await townFrom({ ...opts, err: nullStream });
@@ -61,7 +76,7 @@ export async function up(opts: UpOptions): Promise<number> {
   /** `nuketown agent|chat <name>`, run as the agent in its home. */
   const asAgent = (command: "agent" | "chat", agent: ResolvedAgent): ServiceSpec => ({
     name: `${command} ${agent.name}`,
-    command: LAUNCHER,
+    command: town.install.bin,
     args: [command, agent.name, "--manifest", town.paths.manifest],
     uid: agent.uid,
     gid: agent.gid,
@@ -72,7 +87,7 @@ export async function up(opts: UpOptions): Promise<number> {
   const specs: ServiceSpec[] = [
     {
       name: "approvald",
-      command: LAUNCHER,
+      command: town.install.bin,
       args: ["approvald", "--manifest", town.paths.manifest],
       log: path.join(logs, "approvald.log"),
     },
@@ -114,6 +129,12 @@ export async function up(opts: UpOptions): Promise<number> {
     `\n${guide(town, `this process supervises the daemons (systemd is not PID 1); logs in ${logs}`)}`,
   );
 
+  // `nuketown install` asks for this: the daemons start again through install.bin, the new version.
+  const restart = () => {
+    opts.err.write("nuketown up: SIGHUP: restarting the daemons onto the installed version\n");
+    void supervisor.restartAll();
+  };
+  process.on("SIGHUP", restart);
   await new Promise<void>((resolve) => {
     if (opts.signal) opts.signal.addEventListener("abort", () => resolve(), { once: true });
     else {
@@ -121,6 +142,7 @@ export async function up(opts: UpOptions): Promise<number> {
       process.once("SIGTERM", () => resolve());
     }
   });
+  process.off("SIGHUP", restart);
   await supervisor.stop();
   if (cgroups.ok) {
     // Only once empty: another town's `up` may share the parent.

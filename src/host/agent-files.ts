@@ -3,9 +3,11 @@
  * as root: a symlink the agent planted (in its home or a persisted dir) can
  * then only lead where the agent could already write.
  */
+import { existsSync } from "node:fs";
 import path from "node:path";
-import { SOURCES } from "../sources.ts";
-import type { ResolvedAgent } from "../town/types.ts";
+import { PROGRAM_FILES } from "../install/layout.ts";
+import { programModule } from "../sources.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { HomeLink } from "./render/runtime-config.ts";
 import type { Runner } from "./system.ts";
 
@@ -17,9 +19,20 @@ export interface HomeFile {
   readonly mode: string;
 }
 
-const WRITER = path.join(SOURCES, "host", "agent-files-writer.ts");
+/**
+ * The writer runs as the agent, so it must be a program the agent can read:
+ * the installed copy (a checkout may sit in a private directory, such as
+ * root's home), or the running program where nothing is installed yet.
+ */
+function writerProgram(town: ResolvedTown): { node: string; script: string } {
+  const node = path.join(town.install.programDir, PROGRAM_FILES.node);
+  const script = path.join(town.install.programDir, PROGRAM_FILES.writer);
+  if (existsSync(node) && existsSync(script)) return { node, script };
+  return { node: process.execPath, script: programModule("host/agent-files-writer") };
+}
 
 export async function writeFilesAsAgent(
+  town: ResolvedTown,
   agent: ResolvedAgent,
   files: readonly HomeFile[],
   runner: Runner,
@@ -38,7 +51,8 @@ export async function writeFilesAsAgent(
     })),
     ...links.map((l) => ({ path: l.path, link: l.target })),
   ];
-  await runner.run(process.execPath, [WRITER], {
+  const writer = writerProgram(town);
+  await runner.run(writer.node, [writer.script], {
     uid: agent.uid,
     gid: agent.gid,
     cwd: "/",

@@ -6,7 +6,6 @@
  */
 import { lstat, readFile } from "node:fs/promises";
 import path from "node:path";
-import type { ProgramLocations } from "../approval/wrappers.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { blankOf, exists, isSubvolume } from "./homes.ts";
 import { observePackages } from "./packages.ts";
@@ -20,8 +19,8 @@ import { parseGroup, parseMountinfo, parsePasswd } from "./tables.ts";
 export interface ObserveOptions {
   /** Observe a rendered tree instead of the live host. */
   readonly root?: string;
-  /** Where this nuketown runs from (the gate and shim wrappers are managed files too). */
-  readonly programs?: ProgramLocations;
+  /** The gate, shim and login profile are managed files too. */
+  readonly programs?: boolean;
   /** Runs the package manager's queries. @default systemRunner */
   readonly runner?: Runner;
 }

@@ -3,7 +3,6 @@
  * layer. Pure: it takes what was observed and returns actions, which can be
  * printed, diffed and tested without root. apply.ts carries them out.
  */
-import type { ProgramLocations } from "../approval/wrappers.ts";
 import { formatPath, type Problem } from "../town/problems.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { Artifact } from "./render/artifact.ts";
@@ -167,8 +166,8 @@ export interface PlanOptions {
   readonly purge?: boolean;
   /** Plan only the files layer (`--root DIR`: a rendered tree, no accounts or mounts). */
   readonly filesOnly?: boolean;
-  /** Where this nuketown runs from: the gate and shim wrappers point there. */
-  readonly programs?: ProgramLocations;
+  /** Plan the gate, shim and login profile too (they run the installed nuketown). */
+  readonly programs?: boolean;
 }
 
 export interface HostPlan {
@@ -465,7 +464,7 @@ function planPackages(
 }
 
 /** Files outside homes; home files are placed by rounds, as the agent. */
-const systemArtifacts = (town: ResolvedTown, programs?: ProgramLocations) =>
+const systemArtifacts = (town: ResolvedTown, programs?: boolean) =>
   renderArtifacts(town, programs).filter((a) => a.layer !== "identity");
 
 function planFiles(artifacts: readonly Artifact[], observed: ObservedHost): Action[] {

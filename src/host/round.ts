@@ -147,7 +147,7 @@ async function placeIdentity(
   for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey, presentPackages)) {
     files.push({ path: artifact.path, content: artifact.content, mode: artifact.mode });
   }
-  await writeFilesAsAgent(agent, files, ctx.runner, renderRuntimeLinks(agent));
+  await writeFilesAsAgent(ctx.town, agent, files, ctx.runner, renderRuntimeLinks(agent));
   if (agent.secrets.gpgKey) {
     await importGpgKey(agent, await ctx.decryptor.decrypt(agent.secrets.gpgKey), ctx.runner);
   }

@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError } from "../errors.ts";
+import { runningInstall } from "../sources.ts";
 import { type DeclarationFormat, formatFromName, parseDeclaration } from "./parse.ts";
 import type { Problem } from "./problems.ts";
 import { resolveTown } from "./resolve.ts";
@@ -18,6 +19,8 @@ export interface LoadOptions {
   readonly hostname?: string;
   readonly cwd?: string;
   readonly stdin?: NodeJS.ReadableStream;
+  /** Install prefix when the declaration names none; defaults to the running installation's. */
+  readonly installPrefix?: string;
 }
 
 export interface LoadedTown {
@@ -51,6 +54,7 @@ export async function loadTown(file: string, options: LoadOptions = {}): Promise
   const result = resolveTown(raw, {
     hostname: options.hostname ?? os.hostname(),
     baseDir: fromStdin ? cwd : path.dirname(path.resolve(cwd, file)),
+    installPrefix: options.installPrefix ?? runningInstall()?.prefix,
   });
   if (!result.town) throw new ConfigError(source, result.errors);
   return { town: result.town, warnings: result.warnings, source };

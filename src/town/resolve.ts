@@ -4,6 +4,7 @@
  * span several fields. Every problem is collected; nothing stops at the first.
  */
 import path from "node:path";
+import { DEFAULT_PREFIX, installLayout } from "../install/layout.ts";
 import { formatPath, type Problem, problemsFromIssues } from "./problems.ts";
 import { checkRules, isWithin, uidProblems } from "./rules.ts";
 import { type AgentParsed, type SecretRefInput, type TownParsed, TownSchema } from "./schema.ts";
@@ -20,6 +21,8 @@ export interface ResolveContext {
   readonly hostname: string;
   /** Folder of the declaration file: relative secret paths are taken from here. */
   readonly baseDir: string;
+  /** Install prefix when the declaration names none (the running installation's). */
+  readonly installPrefix?: string;
 }
 
 export interface ResolveResult {
@@ -170,11 +173,12 @@ function normalize(
       .map(([name, h]) => ({ name, ...h }))
       .sort(byName),
     cloud: { ...decl.cloud },
-    install: { ...decl.install },
+    install: resolveInstall(decl.install, context.installPrefix),
     paths: {
       manifest: `${decl.etcDir}/nuketown/town.json`,
       udevRules: `${decl.etcDir}/udev/rules.d/70-nuketown.rules`,
       sudoers: `${decl.etcDir}/sudoers.d/nuketown`,
+      profile: `${decl.etcDir}/profile.d/nuketown.sh`,
       unitDir: `${decl.etcDir}/systemd/system`,
       auditLog: `${stateDir}/audit.jsonl`,
       modeFile: `${stateDir}/approval-mode`,
@@ -415,6 +419,21 @@ function lintTown(town: ResolvedTown): Problem[] {
 }
 
 /** `host.example.org` → `host`; anything not a valid label → "localhost". */
+function resolveInstall(
+  declared: TownParsed["install"],
+  hostPrefix: string | undefined,
+): ResolvedTown["install"] {
+  const layout = installLayout(declared.prefix ?? hostPrefix ?? DEFAULT_PREFIX);
+  return {
+    prefix: layout.prefix,
+    programDir: layout.current,
+    bin: declared.bin ?? layout.bin,
+    gate: declared.gate ?? layout.gate,
+    shimDir: declared.shimDir ?? layout.shimDir,
+    setfacl: declared.setfacl,
+  };
+}
+
 function hostLabel(hostname: string): string {
   const label = hostname.split(".")[0]?.toLowerCase() ?? "";
   return /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(label) ? label : "localhost";

@@ -698,15 +698,21 @@ export const TownSchema = z.strictObject({
     .prefault({}),
   install: z
     .strictObject({
-      bin: absolutePath()
-        .default("/usr/local/bin/nuketown")
-        .meta({ description: "The nuketown command." }),
-      gate: absolutePath().default("/usr/local/libexec/nuketown/sudo-gate").meta({
-        description: "The approval gate (the only NOPASSWD command); must be root-owned.",
+      prefix: absolutePath().optional().meta({
+        description:
+          "Where nuketown is installed (`nuketown install`): `<prefix>/lib/nuketown/<version>`, `<prefix>/bin/nuketown`, the gate and shim under `<prefix>/libexec/nuketown`. Default: the prefix of the nuketown that reads the declaration when it is an installed one (`/usr` for the Debian package), else `/usr/local`.",
       }),
-      shimDir: absolutePath()
-        .default("/usr/local/libexec/nuketown/shim")
-        .meta({ description: "Holds the sudo shim put first in sudo-enabled agents' PATH." }),
+      bin: absolutePath()
+        .optional()
+        .meta({ description: "The nuketown command. Default: `<prefix>/bin/nuketown`." }),
+      gate: absolutePath().optional().meta({
+        description:
+          "The approval gate (the only NOPASSWD command); must be root-owned. Default: `<prefix>/libexec/nuketown/sudo-gate`.",
+      }),
+      shimDir: absolutePath().optional().meta({
+        description:
+          "Holds the sudo shim put first in sudo-enabled agents' PATH. Default: `<prefix>/libexec/nuketown/shim`.",
+      }),
       setfacl: absolutePath()
         .default("/usr/bin/setfacl")
         .meta({ description: "setfacl, run by udev rules." }),

@@ -213,6 +213,10 @@ export interface ResolvedTown {
   }[];
   readonly cloud: { readonly namespace: string; readonly image?: string };
   readonly install: {
+    /** Everything below is derived from it unless declared (see src/install/layout.ts). */
+    readonly prefix: string;
+    /** The `current` link of the installed versions: what the gate, shim and writer run. */
+    readonly programDir: string;
     readonly bin: string;
     readonly gate: string;
     readonly shimDir: string;
@@ -223,6 +227,8 @@ export interface ResolvedTown {
     readonly manifest: string;
     readonly udevRules: string;
     readonly sudoers: string;
+    /** Puts the sudo shim first on the PATH of sudo-enabled agents' login sessions. */
+    readonly profile: string;
     readonly unitDir: string;
     readonly auditLog: string;
     readonly modeFile: string;

@@ -60,6 +60,8 @@ interface Running {
   delay: number;
   timer: NodeJS.Timeout | undefined;
   lastExit: string | undefined;
+  /** Asked to restart (a new version installed): at once, not counted as a failure. */
+  restartNow: boolean;
 }
 
 const STABLE_MS = 60_000;
@@ -83,6 +85,7 @@ export class Supervisor {
       delay: this.#minDelay,
       timer: undefined,
       lastExit: undefined,
+      restartNow: false,
     }));
   }
 
@@ -98,6 +101,36 @@ export class Supervisor {
       since: s.since?.toISOString(),
       ...(s.lastExit !== undefined && { lastExit: s.lastExit }),
     }));
+  }
+
+  /**
+   * Restart every child now (SIGTERM, then SIGKILL after `graceMs`), each
+   * started again at once through its command: after `nuketown install`, the
+   * daemons run the new version.
+   */
+  async restartAll(graceMs = 5000): Promise<void> {
+    if (this.#stopping) return;
+    await Promise.all(
+      this.#services.map(async (service) => {
+        const child = service.child;
+        service.restartNow = true;
+        if (!child || child.exitCode !== null || child.signalCode !== null) {
+          // Waiting out a back-off: start it now.
+          if (service.timer !== undefined && child === undefined) {
+            clearTimeout(service.timer);
+            service.restartNow = false;
+            service.restarts++;
+            this.#launch(service);
+          }
+          return;
+        }
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
   }
 
   /**
@@ -219,10 +252,17 @@ export class Supervisor {
     const uptime = Date.now() - (service.since?.getTime() ?? Date.now());
     service.lastExit = why;
     if (this.#stopping) return;
-    service.delay = uptime > STABLE_MS ? this.#minDelay : service.delay;
-    this.#onEvent(`${spec.name}: ${why}; restarting in ${service.delay} ms (see ${spec.log})`);
-    const delay = service.delay;
-    service.delay = Math.min(service.delay * 2, this.#maxDelay);
+    let delay: number;
+    if (service.restartNow) {
+      service.restartNow = false;
+      delay = 0;
+      this.#onEvent(`${spec.name}: ${why}; restarting now (asked to)`);
+    } else {
+      service.delay = uptime > STABLE_MS ? this.#minDelay : service.delay;
+      this.#onEvent(`${spec.name}: ${why}; restarting in ${service.delay} ms (see ${spec.log})`);
+      delay = service.delay;
+      service.delay = Math.min(service.delay * 2, this.#maxDelay);
+    }
     // What the daemon started (its runtimes, in their own process groups) outlives it:
     // a new daemon must not find the old one's work still running.
     const reaped = Promise.all([

@@ -3,7 +3,7 @@
  * `apply`. `nuketown render --out DIR` lays these out under DIR; the host
  * reconciler installs them (validated first) onto the live system.
  */
-import { type ProgramLocations, renderProgramArtifacts } from "../../approval/wrappers.ts";
+import { renderProgramArtifacts } from "../../approval/wrappers.ts";
 import type { ResolvedAgent, ResolvedTown } from "../../town/types.ts";
 import type { Artifact } from "./artifact.ts";
 import { renderAllowedSigners, renderGitConfig, renderSshConfig } from "./git.ts";
@@ -17,10 +17,10 @@ import { renderUnits } from "./units.ts";
 export type { Artifact } from "./artifact.ts";
 
 /**
- * All artifacts, sorted by path. With `programs` (where this nuketown is
- * installed), also the approval gate and the sudo shim wrappers.
+ * All artifacts, sorted by path. With `programs`, also the approval gate,
+ * the sudo shim and the login profile (they run the installed nuketown).
  */
-export function renderArtifacts(town: ResolvedTown, programs?: ProgramLocations): Artifact[] {
+export function renderArtifacts(town: ResolvedTown, programs = false): Artifact[] {
   const artifacts: Artifact[] = [
     { path: town.paths.manifest, content: renderManifest(town), mode: "0644", layer: "manifest" },
     { path: town.paths.udevRules, content: renderUdevRules(town), mode: "0644", layer: "devices" },
@@ -35,7 +35,7 @@ export function renderArtifacts(town: ResolvedTown, programs?: ProgramLocations)
       }),
     ),
     ...town.agents.flatMap((agent) => renderHomeArtifacts(town, agent)),
-    ...(programs ? renderProgramArtifacts(town, programs) : []),
+    ...(programs ? renderProgramArtifacts(town) : []),
   ];
   return artifacts.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
