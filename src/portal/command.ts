@@ -20,6 +20,7 @@ import { systemdIsInit } from "../host/observe.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import { parsePasswd } from "../host/tables.ts";
 import type { Streams } from "../output.ts";
+import { SOURCES } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { fuzzyFilter } from "./fuzzy.ts";
@@ -138,7 +139,7 @@ export async function portal(opts: PortalOptions): Promise<number> {
         agent.name,
         agentScript(
           project.dir,
-          portalCommand(agent),
+          portalCommand(agent, { node: process.execPath, sources: SOURCES }),
           // Before the agent's first round there is no runtime dir: run the command in the pane.
           existsSync(agent.runtimeDir)
             ? {
@@ -291,27 +292,44 @@ function attachWithTerminal(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   });
 }
 
+/** Where the program that marks a directory trusted for claude is (run as the agent). */
+export interface TrustProgram {
+  readonly node: string;
+  readonly sources: string;
+}
+
 /**
  * The agent pane's command line. The runtime's own command (the default)
  * runs with the args and environment its tasks get, so the portal's claude
- * or codex works like the daemon's; a declared command is taken as it is.
+ * or codex works like the daemon's, and the directory the mayor chose is
+ * trusted first (the line runs there, as the agent: "$PWD"), so neither
+ * stops at a dialog. A declared command is taken as it is.
  */
-export function portalCommand(agent: Pick<ResolvedAgent, "portal" | "runtime">): string {
+export function portalCommand(
+  agent: Pick<ResolvedAgent, "portal" | "runtime">,
+  trust: TrustProgram,
+): string {
   const { runtime } = agent;
   if (agent.portal.command !== runtime.command || runtime.kind === "command")
     return agent.portal.command;
-  const args =
-    runtime.kind === "claude-code"
-      ? claudePermissionArgs(agent)
-      : ["--no-daemon", ...codexSandboxArgs(agent)];
-  // claude reads its environment from the rendered settings.json; codex has no such file.
-  const env =
-    runtime.kind === "codex"
-      ? Object.entries(runtime.env).map(([k, v]) => `${k}=${shellQuote(v)}`)
-      : [];
+  if (runtime.kind === "claude-code") {
+    const trustDir = [
+      shellQuote(trust.node),
+      shellQuote(path.join(trust.sources, "agent", "runtimes", "trust-main.ts")),
+      '"$PWD"',
+    ].join(" ");
+    const claude = [runtime.command, ...claudePermissionArgs(agent), ...runtime.args].map(
+      shellQuote,
+    );
+    // claude reads its environment from the rendered settings.json.
+    return `${trustDir}; ${claude.join(" ")}`;
+  }
+  const env = Object.entries(runtime.env).map(([k, v]) => `${k}=${shellQuote(v)}`);
   return [
     ...(env.length > 0 ? ["env", ...env] : []),
-    shellQuote(runtime.command),
-    ...[...args, ...runtime.args].map(shellQuote),
+    ...[runtime.command, "--no-daemon", ...codexSandboxArgs(agent)].map(shellQuote),
+    // Double quotes: the agent's shell expands $PWD, the directory the line runs in.
+    '-c "projects.\\"$PWD\\".trust_level=\\"trusted\\""',
+    ...runtime.args.map(shellQuote),
   ].join(" ");
 }

@@ -167,6 +167,7 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
         persist: ["projects"],
         repos: [bare],
         secrets: { sshKey: { file: `${name}-ssh.age` } },
+        portal: { enable: true },
         runtime,
       };
     };
@@ -384,5 +385,90 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
     assert.match(answers[0] ?? "", /^\(failed: the runtime ran longer than its timeout \(25 s\)/);
     const left = run("pgrep", ["-u", "60611", "-f", "sleep 4242"]);
     assert.equal(left.code, 1, `left behind: ${left.stdout}`);
+  });
+
+  it("the portal opens claude and codex at their prompt on a fresh home, and leaves nothing behind", async () => {
+    const server = path.join(root, "portal.sock");
+    const tmux = (...args: string[]) =>
+      run(stub.inNetns[0]!, [...stub.inNetns.slice(1), "tmux", "-S", server, ...args]);
+    const started = tmux("new-session", "-d", "-s", "main", "-x", "200", "-y", "50");
+    assert.equal(started.code, 0, started.stderr);
+    // A directory of the mayor's that no rendered configuration trusts.
+    const work = path.join(root, "work", "site");
+    mkdirSync(work, { recursive: true, mode: 0o755 });
+    mustRun("chmod", ["755", path.dirname(work)]);
+    try {
+      for (const [agent, ready] of [
+        [CLAUDE_AGENT, /bypass permissions on/],
+        [CODEX_AGENT, /Ask Codex to do anything/],
+      ] as const) {
+        const resetAt = Date.now();
+        const reset = run(stub.inNetns[0]!, [
+          ...stub.inNetns.slice(1),
+          BIN,
+          "reset",
+          agent,
+          "--config",
+          config,
+        ]);
+        assert.equal(reset.code, 0, reset.stderr);
+        await until(
+          `${agent}'s daemon after the reset`,
+          () => existsSync(socket(agent)) && lstatSync(socket(agent)).ctimeMs > resetAt,
+        );
+        const line = `NUKETOWN_TMUX_SOCKET=${server} ${BIN} portal ${agent} ${work} --manifest ${manifest}`;
+        assert.equal(tmux("send-keys", "-t", "main", "-l", line).code, 0);
+        tmux("send-keys", "-t", "main", "Enter");
+        // The portal's window, found by the tag it sets (its name has a colon in it).
+        const windowId = () =>
+          tmux("list-windows", "-a", "-F", "#{window_id}\t#{@nuketown-portal}")
+            .stdout.split("\n")
+            .find((l) => l.endsWith(`\t${agent}:site`))
+            ?.split("\t")[0];
+        let screen = "";
+        await until(
+          `${agent}'s runtime at its prompt in the portal`,
+          () => {
+            const id = windowId();
+            screen = id ? tmux("capture-pane", "-p", "-t", `${id}.0`).stdout : "";
+            return ready.test(screen);
+          },
+          60_000,
+        ).catch((error: Error) => {
+          const mayor = tmux("capture-pane", "-p", "-t", "main:0").stdout;
+          throw new Error(`${error.message}\nthe pane:\n${screen}\nthe mayor's pane:\n${mayor}`);
+        });
+        assert.doesNotMatch(
+          screen,
+          /trust this folder|Do you want to use this API key|Unable to connect/i,
+        );
+        // Closing the window, then the agent's own session for the project (shared with its
+        // daemon's interactive tasks), ends the runtime and everything it started.
+        assert.equal(tmux("kill-window", "-t", windowId() ?? "none").code, 0);
+        const uid = agent === CLAUDE_AGENT ? "60610" : "60611";
+        run("runuser", [
+          "-u",
+          agent,
+          "--",
+          "tmux",
+          "-S",
+          path.join(root, "run", "agents", agent, "tmux.sock"),
+          "kill-session",
+          "-t",
+          `=${agent}-site`,
+        ]);
+        await until(
+          `no ${agent} runtime process left`,
+          () =>
+            run("pgrep", ["-u", uid, "-f", "agent-clis|\\.codex/packages|codex app-server"])
+              .code === 1,
+          15_000,
+        ).catch((error: Error) => {
+          throw new Error(`${error.message}: ${run("ps", ["-u", uid, "-o", "pid,args"]).stdout}`);
+        });
+      }
+    } finally {
+      tmux("kill-server");
+    }
   });
 });
