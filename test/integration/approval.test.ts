@@ -21,6 +21,7 @@ import { stringify } from "smol-toml";
 import { parseMountinfo } from "../../src/host/tables.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
+import { installForTest, testPrefix } from "../support/install.ts";
 
 const mountInfo = () => parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
 
@@ -121,10 +122,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
       uidRange: { min: 60100, max: 60999 },
       homes: { backend: "directory" },
       approval: { group: APPROVERS, timeout: 30 },
-      install: {
-        gate: path.join(root, "libexec", "sudo-gate"),
-        shimDir: path.join(root, "libexec", "shim"),
-      },
+      install: { prefix: installForTest(root) },
       humans: { [MAYOR]: { approver: true }, [STRANGER]: { approver: false } },
       agents: {
         [AGENT]: {
@@ -150,7 +148,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     writeFileSync(config, stringify(declaration));
     mustRun(BIN, ["apply", config]);
     manifest = path.join(root, "etc", "nuketown", "town.json");
-    shimDir = path.join(root, "libexec", "shim");
+    shimDir = path.join(testPrefix(root), "libexec", "nuketown", "shim");
     // The fragment apply rendered (and checked with visudo) goes where sudo reads it.
     copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
     mustRun("chmod", ["0440", SUDOERS]);
@@ -267,7 +265,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
   });
 
   it("cannot run the gate with a forged identity, nor any other command without a password", async () => {
-    const gate = path.join(root, "libexec", "sudo-gate");
+    const gate = path.join(testPrefix(root), "libexec", "nuketown", "sudo-gate");
     const direct = await asUser(AGENT, [gate, "--", "id", "-u"]);
     assert.equal(direct.code, 15);
     assert.match(direct.stderr, /must be run through sudo/);
@@ -287,10 +285,12 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     assert.notEqual(other.code, 0);
     assert.match(other.stderr, /password is required/);
     const listed = await asUser(AGENT, ["/usr/bin/sudo", "-n", "-l"]);
-    const grants = listed.stdout.split("\n").filter((l) => /NOPASSWD/.test(l));
+    // sudo -l wraps long lines (the gate's path below a temp prefix is long): read it as words.
+    const words = listed.stdout.replace(/\s+/g, " ");
+    const grants = [...words.matchAll(/\(root\) (NOSETENV: NOPASSWD|NOPASSWD: NOSETENV): (\S+)/g)];
+    assert.equal(words.match(/NOPASSWD/g)?.length, 1, listed.stdout);
     assert.equal(grants.length, 1, listed.stdout);
-    assert.match(grants[0]!.trim(), /^\(root\) (NOSETENV: NOPASSWD|NOPASSWD: NOSETENV): /);
-    assert.ok(grants[0]!.trim().endsWith(` ${gate}`), grants[0]);
+    assert.equal(grants[0]![2], gate, listed.stdout);
   });
 
   it("answers malformed and oversized frames with an error and keeps serving", async () => {
@@ -324,7 +324,11 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     );
     const id = await pendingId();
     // The agent gives up (Ctrl-C): sudo passes the signal on to the gate, whose connection closes.
-    run("pkill", ["-INT", "-f", `sudo -n ${path.join(root, "libexec", "sudo-gate")}`]);
+    run("pkill", [
+      "-INT",
+      "-f",
+      `sudo -n ${path.join(testPrefix(root), "libexec", "nuketown", "sudo-gate")}`,
+    ]);
     agent.kill("SIGKILL");
     for (let i = 0; i < 50; i++) {
       const list = await nuketownAs(MAYOR, ["approvals", "--json"]);

@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
+import { testPrefix } from "../support/install.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const MAYOR = "nt-test-upmayor";
@@ -66,6 +67,7 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
         stateDir: path.join(root, "state"),
         runtimeDir: path.join(root, "run"),
         etcDir: path.join(root, "etc"),
+        install: { prefix: testPrefix(root) },
         uidRange: { min: 60100, max: 60999 },
         homes: { backend: "directory" },
         approval: { group: APPROVERS },

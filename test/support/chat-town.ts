@@ -26,6 +26,7 @@ import type {
 } from "../../src/chat/transport.ts";
 import { REPO_ROOT } from "./fixtures.ts";
 import { cleanupHost, makeTempRoot, mustRun, run, stopChild } from "./host.ts";
+import { installForTest } from "./install.ts";
 import { type ProsodyServer, startProsody } from "./prosody.ts";
 import { type SynapseServer, startSynapse } from "./synapse.ts";
 
@@ -229,11 +230,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
         timeout: options.approvalTimeout ?? 60,
         channels: ["terminal", "chat"],
       },
-      install: {
-        bin: BIN,
-        gate: path.join(root, "libexec", "sudo-gate"),
-        shimDir: path.join(root, "libexec", "shim"),
-      },
+      install: { prefix: installForTest(root) },
       secrets: { ageKeyFile: "age/keys.txt" },
       chat: { ...chat, approvalRoom: rooms.approvals },
       humans: { [mayorUnix]: { approver: true, [kind]: accounts.mayor.id } },
