@@ -6,7 +6,8 @@
  *   node bench/run.ts [agents]        (default 1000)
  *
  * Then, as root only: the host (bench/host.ts: resets, no-op apply), the
- * approval round trip (bench/approval.ts) and chat latency and memory
+ * approval round trip (bench/approval.ts), sudo end to end through the
+ * installed gate (bench/sudo.ts) and chat latency and memory
  * (bench/chat.ts).
  */
 import { performance } from "node:perf_hooks";
@@ -15,6 +16,7 @@ import { resolveTown } from "../src/town/resolve.ts";
 import { benchApproval } from "./approval.ts";
 import { benchChat } from "./chat.ts";
 import { benchHost } from "./host.ts";
+import { benchSudo } from "./sudo.ts";
 import { generateTown } from "./towns.ts";
 
 const GOAL_MS = 1000;
@@ -94,7 +96,7 @@ function main(argv: readonly string[]): number {
 
 process.exitCode = main(process.argv.slice(2));
 // The host, approval and chat benches need root (accounts, sockets handed to groups, servers' users).
-for (const next of [benchHost, benchApproval, benchChat]) {
+for (const next of [benchHost, benchApproval, benchSudo, benchChat]) {
   if (process.exitCode !== 0) break;
   console.log("");
   process.exitCode = await next();
