@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
@@ -118,6 +118,61 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
       return s?.pid && s.pid !== before.pid ? s : undefined;
     });
     assert.equal(after.restarts, 1);
+  });
+
+  it("runs the installed copy, root-owned, and moves every daemon onto a new version and back with --rollback", async () => {
+    const prefix = testPrefix(root);
+    const manifest = path.join(root, "etc", "nuketown", "town.json");
+    const lib = path.join(prefix, "lib", "nuketown");
+    const versionA = readlinkSync(path.join(lib, "current"));
+    const running = (version: string) => {
+      const services = readUp().services;
+      for (const service of services) {
+        if (service.pid === undefined) return undefined;
+        const exe = readlinkSync(`/proc/${service.pid}/exe`);
+        const argv = readFileSync(`/proc/${service.pid}/cmdline`, "utf8").split("\0");
+        if (exe !== path.join(lib, version, "bin", "node")) return undefined;
+        if (argv[1] !== path.join(lib, version, "dist", "cli.js")) return undefined;
+      }
+      return services;
+    };
+    await waitFor(`the daemons on ${versionA}`, () => running(versionA));
+    // Root-owned, nothing writable by group or others, in the whole tree.
+    const writable = spawnSync(
+      "find",
+      [lib, "(", "-perm", "/022", "-o", "!", "-user", "root", ")", "!", "-type", "l"],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(writable.stdout, "", "files others could change");
+    const before = readUp().services.map((s) => s.pid);
+
+    const installed = spawnSync(
+      BIN,
+      ["install", "--prefix", prefix, "--as-version", "0.0.0-b", "--manifest", manifest],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(installed.status, 0, installed.stderr);
+    assert.match(installed.stdout, /nuketown 0\.0\.0-b installed .* \(previous: /);
+    assert.match(installed.stdout, /asked nuketown up \(pid \d+\) to restart/);
+    const onB = await waitFor("the daemons on 0.0.0-b", () => running("0.0.0-b"));
+    for (const service of onB)
+      assert.ok(!before.includes(service.pid), `${service.name} restarted`);
+    assert.equal(readlinkSync(path.join(lib, "previous")), versionA);
+
+    const back = spawnSync(
+      BIN,
+      ["install", "--rollback", "--prefix", prefix, "--manifest", manifest],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(back.status, 0, back.stderr);
+    await waitFor(`the daemons back on ${versionA}`, () => running(versionA));
+    assert.equal(readlinkSync(path.join(lib, "current")), versionA);
   });
 
   it("shows the supervised daemons in status", () => {
