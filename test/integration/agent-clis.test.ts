@@ -19,6 +19,7 @@ import {
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
+import { runTask } from "../../src/agent/client.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
 import {
@@ -359,17 +360,23 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
     });
   }
 
-  it("claude: a stored session it no longer knows is dropped and the task runs once in a new one", async () => {
-    const sessions = path.join(home(CLAUDE_AGENT), ".local", "state", "nuketown", "sessions.json");
-    const stored = JSON.parse(readFileSync(sessions, "utf8"));
-    const unknown = "00000000-1111-2222-3333-444444444444";
-    for (const entry of Object.values(stored.sessions) as { id: string }[]) entry.id = unknown;
-    writeFileSync(sessions, JSON.stringify(stored));
-    stub.script({ anthropic: { steps: [{ text: "fresh start" }] } });
-    const { answers, output } = await talk(CLAUDE_AGENT, "hello again");
-    assert.equal(answers[0], "fresh start", output);
-    assert.ok(!readFileSync(sessions, "utf8").includes(unknown), "the unknown id is forgotten");
-  });
+  for (const [agent, vendor, label] of [
+    [CLAUDE_AGENT, "anthropic", "claude"],
+    [CODEX_AGENT, "openai", "codex"],
+  ] as const) {
+    it(`${label}: a stored session it no longer knows is dropped and the task runs once in a new one`, async () => {
+      const sessions = path.join(home(agent), ".local", "state", "nuketown", "sessions.json");
+      const stored = JSON.parse(readFileSync(sessions, "utf8"));
+      // Well-formed for each CLI, known to neither.
+      const unknown = "01a23738-0000-7000-8000-000000000000";
+      for (const entry of Object.values(stored.sessions) as { id: string }[]) entry.id = unknown;
+      writeFileSync(sessions, JSON.stringify(stored));
+      stub.script({ [vendor]: { steps: [{ text: "fresh start" }] } });
+      const { answers, output } = await talk(agent, "hello again");
+      assert.equal(answers[0], "fresh start", output);
+      assert.ok(!readFileSync(sessions, "utf8").includes(unknown), "the unknown id is forgotten");
+    });
+  }
 
   it("codex: a reconnect notice is progress, and the task that then succeeds succeeds", async () => {
     stub.script({ openai: { failFirst: 2, failWith: "drop", steps: [{ text: "after drops" }] } });
@@ -471,4 +478,69 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
       tmux("kill-server");
     }
   });
+
+  for (const [agent, vendor, quit] of [
+    [CLAUDE_AGENT, "anthropic", ["/exit", "Enter"]],
+    [CODEX_AGENT, "openai", ["C-c", "C-c"]],
+  ] as const) {
+    it(`${agent}: an interactive task opens the runtime in the agent's tmux session with the same configuration, and ends with it`, async () => {
+      stub.script({ [vendor]: { steps: [{ text: "interactive hello" }] } });
+      const tmuxSocket = path.join(root, "run", "agents", agent, "tmux.sock");
+      const asAgent = (...args: string[]) =>
+        run("runuser", ["-u", agent, "--", "tmux", "-S", tmuxSocket, ...args]);
+      const outcome = runTask(socket(agent), {
+        project: PROJECT,
+        prompt: "say hello",
+        mode: "interactive",
+      });
+      // The task's window: the runtime works on the prompt at once, no dialog in its way.
+      let screen = "";
+      await until(
+        `${agent}'s answer in its task window`,
+        () => {
+          const windows = asAgent(
+            "list-windows",
+            "-t",
+            `=${agent}-${PROJECT}`,
+            "-F",
+            "#{window_id} #{window_name}",
+          ).stdout;
+          const id = windows
+            .split("\n")
+            .find((l) => l.includes(" task-"))
+            ?.split(" ")[0];
+          screen = id ? asAgent("capture-pane", "-p", "-t", id).stdout : "";
+          return screen.includes("interactive hello");
+        },
+        60_000,
+      ).catch((error: Error) => {
+        throw new Error(`${error.message}\n${screen}`);
+      });
+      assert.doesNotMatch(screen, /trust this folder|Do you want to use this API key/i);
+      const windows = asAgent(
+        "list-windows",
+        "-t",
+        `=${agent}-${PROJECT}`,
+        "-F",
+        "#{window_id} #{window_name}",
+      ).stdout;
+      const id =
+        windows
+          .split("\n")
+          .find((l) => l.includes(" task-"))
+          ?.split(" ")[0] ?? "";
+      for (const key of quit) {
+        asAgent("send-keys", "-t", id, ...(key.startsWith("/") ? ["-l", key] : [key]));
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      const ended = await outcome;
+      assert.equal(ended.state, "finished", JSON.stringify(ended.end));
+      const uid = agent === CLAUDE_AGENT ? "60610" : "60611";
+      assert.equal(
+        run("pgrep", ["-u", uid, "-f", "agent-clis|\\.codex/packages"]).code,
+        1,
+        "no runtime process left",
+      );
+    });
+  }
 });
