@@ -13,7 +13,12 @@ interface Check {
 }
 
 /** Programs the host layers run, with what provides them on Debian. */
-const PROGRAMS: readonly { program: string; purpose: string; fix: string; optional?: boolean }[] = [
+export const PROGRAMS: readonly {
+  program: string;
+  purpose: string;
+  fix: string;
+  optional?: boolean;
+}[] = [
   { program: "btrfs", purpose: "snapshot homes", fix: "apt-get install btrfs-progs" },
   { program: "mkfs.btrfs", purpose: "format the home image", fix: "apt-get install btrfs-progs" },
   { program: "losetup", purpose: "loop-mount the home image", fix: "apt-get install mount" },

@@ -236,7 +236,7 @@ async function stageCopy(source: string, stage: string, info: Info, opts: Instal
     await cp(path.join(source, dep), path.join(stage, dep), {
       recursive: true,
       verbatimSymlinks: true,
-      filter: (file) => path.basename(file) !== ".bin",
+      filter: (file) => !PACKAGING_LEFTOVERS.test(path.basename(file)),
     });
   }
   const pkg = JSON.parse(await readFile(path.join(source, "package.json"), "utf8"));
@@ -298,6 +298,10 @@ export async function productionPackages(source: string): Promise<string[]> {
     .map(([key]) => key)
     .sort();
 }
+
+/** What npm packages carry for their own development: not part of an installed program. */
+const PACKAGING_LEFTOVERS =
+  /^(\.bin|\.npmignore|\.eslintrc.*|\.prettierrc.*|\.editorconfig|\.travis\.yml|\.github)$/;
 
 /** Root-owned, nothing writable but by the owner, no set-id bits. */
 async function normalizeTree(dir: string, chownRoot: boolean): Promise<void> {
