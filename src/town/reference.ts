@@ -5,6 +5,7 @@
  * Pure: scripts/generate.ts writes the files, a unit test checks them for drift.
  */
 import { z } from "zod";
+import { NIX_OPTIONS_FILE, renderNixOptions } from "./nix-options.ts";
 import { TownSchema } from "./schema.ts";
 
 /** A JSON Schema node, loosely typed: we only read the keywords zod emits. */
@@ -35,6 +36,7 @@ export function generatedFiles(): ReadonlyMap<string, string> {
   return new Map([
     [SCHEMA_FILE, `${JSON.stringify(townJsonSchema(), null, 2)}\n`],
     [REFERENCE_FILE, renderReference()],
+    [NIX_OPTIONS_FILE, renderNixOptions(townJsonSchema())],
   ]);
 }
 
