@@ -32,15 +32,30 @@ export function buildProgram(): Command {
   program
     .command("check")
     .description("validate a declaration and list its agents")
-    .argument("<config>", "town.toml, town.json, town.yaml, town.nix.json, or - for stdin")
+    .argument("[config]", "town.toml, town.json, town.yaml, town.nix.json, or - for stdin")
     .addOption(formatOption())
     .addOption(hostnameOption())
     .option("--json", "print the resolved town (or the problems) as JSON")
+    .option("--manifest <file>", "check this manifest (what the daemons read) instead")
+    .option("--write-manifest <file>", "write the manifest of the valid town to this file")
+    .addOption(
+      new Option(
+        "--managed-by <system>",
+        "with --write-manifest: the system that owns packages, accounts, sudoers, udev rules and units",
+      ).choices(["nixos"]),
+    )
     .addHelpText("after", EXIT_CODES)
     .action(
       async (
-        config: string,
-        opts: { format?: (typeof FORMATS)[number]; hostname?: string; json?: boolean },
+        config: string | undefined,
+        opts: {
+          format?: (typeof FORMATS)[number];
+          hostname?: string;
+          json?: boolean;
+          manifest?: string;
+          writeManifest?: string;
+          managedBy?: "nixos";
+        },
       ) => {
         const { check } = await import("./commands/check.ts");
         process.exitCode = await check({
@@ -95,7 +110,8 @@ export function buildProgram(): Command {
           ? "show what apply would change on this host, layer by layer"
           : "make this host match the town (as root); a second run changes nothing",
       )
-      .argument("<config>", "the town declaration")
+      .argument("[config]", "the town declaration (default: the installed manifest)")
+      .option("--manifest <file>", "the installed manifest (without a declaration)")
       .option(
         "--root <dir>",
         "plan against, and write into, a directory tree instead of the live host",
@@ -105,7 +121,7 @@ export function buildProgram(): Command {
       .addOption(hostnameOption())
       .option("--json", "machine-readable output")
       .addHelpText("after", EXIT_CODES)
-      .action(async (config: string, opts: HostOpts) => {
+      .action(async (config: string | undefined, opts: HostOpts & { manifest?: string }) => {
         const commands = await import("./commands/plan.ts");
         process.exitCode = await commands[name]({ config, ...opts, ...streams() });
       });

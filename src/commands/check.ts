@@ -1,24 +1,54 @@
+import { readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { ConfigError, EXIT } from "../errors.ts";
+import { renderArtifacts, renderManifest } from "../host/render/index.ts";
 import { plural, type Streams, table } from "../output.ts";
 import { loadTown } from "../town/load.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { formatProblem, type Problem } from "../town/problems.ts";
-import type { ResolvedAgent, ResolvedDevice, ResolvedTown } from "../town/types.ts";
+import {
+  type ManagedLayer,
+  NIXOS_LAYERS,
+  type ResolvedAgent,
+  type ResolvedDevice,
+  type ResolvedTown,
+} from "../town/types.ts";
 
 export interface CheckOptions extends Streams {
-  /** Path of the declaration, or "-" for stdin. */
-  readonly config: string;
+  /** Path of the declaration, or "-" for stdin; absent with `manifest`. */
+  readonly config?: string;
   readonly cwd: string;
   readonly format?: DeclarationFormat;
   readonly hostname?: string;
   readonly json?: boolean;
+  /** Check this manifest (what the daemons read) instead of a declaration. */
+  readonly manifest?: string;
+  /** Also write the manifest of the valid town here (the NixOS module's build step). */
+  readonly writeManifest?: string;
+  /** The layers another system owns, recorded in the written manifest. */
+  readonly managedBy?: "nixos";
 }
 
 /** `nuketown check`: validate and summarise; returns the exit code. */
 export async function check(opts: CheckOptions): Promise<number> {
+  if (opts.manifest !== undefined) {
+    if (opts.config !== undefined)
+      throw new ConfigError("check", [
+        { path: "", message: "give a declaration or --manifest, not both" },
+      ]);
+    return checkManifest(opts, opts.manifest);
+  }
+  if (opts.config === undefined)
+    throw new ConfigError("check", [
+      { path: "", message: "name a declaration (or - for stdin), or pass --manifest FILE" },
+    ]);
+  if (opts.managedBy !== undefined && opts.writeManifest === undefined)
+    throw new ConfigError("check", [
+      { path: "", message: "--managed-by only goes with --write-manifest" },
+    ]);
   let loaded: Awaited<ReturnType<typeof loadTown>>;
   try {
-    loaded = await loadTown(opts.config, opts);
+    loaded = await loadTown(opts.config, { ...opts, format: opts.format });
   } catch (error) {
     if (opts.json && error instanceof ConfigError) {
       opts.out.write(
@@ -28,7 +58,13 @@ export async function check(opts: CheckOptions): Promise<number> {
     }
     throw error;
   }
-  const { town, warnings } = loaded;
+  const { warnings } = loaded;
+  const town: ResolvedTown =
+    opts.managedBy === "nixos"
+      ? { managed: { by: "nixos", layers: NIXOS_LAYERS }, ...loaded.town }
+      : loaded.town;
+  if (opts.writeManifest !== undefined)
+    await writeFile(path.resolve(opts.cwd, opts.writeManifest), renderManifest(town));
   if (opts.json) {
     opts.out.write(`${JSON.stringify({ valid: true, warnings, town }, null, 2)}\n`);
     return EXIT.ok;
@@ -84,3 +120,105 @@ function describeSudo(agent: ResolvedAgent): string {
     ? agent.sudo.policy.default
     : `${agent.sudo.policy.default} +${plural(rules, "rule")}`;
 }
+
+const MANAGED_LAYERS = new Set<string>(NIXOS_LAYERS);
+
+/**
+ * `nuketown check --manifest FILE`: is this a manifest every daemon can read,
+ * and does every artifact render from it? The NixOS module runs it on the
+ * manifest it builds, so a bad one fails the build, not the boot.
+ */
+async function checkManifest(opts: CheckOptions, file: string): Promise<number> {
+  const source = file;
+  const text = await readFile(path.resolve(opts.cwd, file), "utf8").catch(
+    (error: NodeJS.ErrnoException) => {
+      throw new ConfigError(source, [
+        { path: "", message: `cannot read: ${error.code ?? error.message}` },
+      ]);
+    },
+  );
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(source, [{ path: "", message: `not JSON: ${(error as Error).message}` }]);
+  }
+  const problems = manifestProblems(parsed);
+  const town = (parsed as { town?: ResolvedTown }).town;
+  if (problems.length === 0 && town !== undefined) {
+    try {
+      renderArtifacts(town, true);
+    } catch (error) {
+      problems.push({ path: "town", message: (error as Error).message });
+    }
+  }
+  if (problems.length > 0 || town === undefined) {
+    if (opts.json) {
+      opts.out.write(`${JSON.stringify({ valid: false, source, errors: problems }, null, 2)}\n`);
+      return EXIT.invalid;
+    }
+    throw new ConfigError(source, problems);
+  }
+  if (opts.json) {
+    opts.out.write(`${JSON.stringify({ valid: true, warnings: [], town }, null, 2)}\n`);
+    return EXIT.ok;
+  }
+  const managed = town.managed ? `; ${town.managed.by} owns ${town.managed.layers.join(", ")}` : "";
+  opts.out.write(`manifest ${file}: ${summary(town)}${managed}\n\n${agentTable(town)}\n`);
+  return EXIT.ok;
+}
+
+/** What a daemon relies on in a manifest, each problem with its path. */
+function manifestProblems(parsed: unknown): Problem[] {
+  if (!isRecord(parsed)) return [{ path: "", message: "expected a JSON object" }];
+  if (parsed.version !== 1)
+    return [{ path: "version", message: "not a nuketown manifest of version 1" }];
+  const town = parsed.town;
+  if (!isRecord(town)) return [{ path: "town", message: "expected the resolved town" }];
+  const problems: Problem[] = [];
+  const need = (at: string, value: unknown, kind: "string" | "number" | "object" | "array") => {
+    const ok =
+      kind === "array"
+        ? Array.isArray(value)
+        : kind === "object"
+          ? isRecord(value)
+          : typeof value === kind;
+    if (!ok)
+      problems.push({ path: at, message: `expected ${kind === "array" ? "a list" : `a ${kind}`}` });
+    return ok;
+  };
+  for (const key of ["name", "domain", "agentsDir", "persistDir", "stateDir", "runtimeDir"])
+    need(`town.${key}`, town[key], "string");
+  for (const key of ["homes", "approval", "chat", "secrets", "install", "paths", "uidRange"])
+    need(`town.${key}`, town[key], "object");
+  for (const key of ["humans", "agents", "disabledAgents"]) need(`town.${key}`, town[key], "array");
+  if (Array.isArray(town.agents)) {
+    town.agents.forEach((agent: unknown, i) => {
+      const at = `town.agents[${i}]`;
+      if (!need(at, agent, "object") || !isRecord(agent)) return;
+      for (const key of ["name", "home", "group"]) need(`${at}.${key}`, agent[key], "string");
+      need(`${at}.uid`, agent.uid, "number");
+      for (const key of ["git", "secrets", "sudo", "runtime", "chat", "portal", "cloud"])
+        need(`${at}.${key}`, agent[key], "object");
+      for (const key of ["persist", "devices", "repos", "packages", "files"])
+        need(`${at}.${key}`, agent[key], "array");
+    });
+  }
+  if (town.managed !== undefined) {
+    const managed = town.managed;
+    if (!isRecord(managed) || managed.by !== "nixos")
+      problems.push({ path: "town.managed.by", message: 'expected "nixos"' });
+    else if (
+      !Array.isArray(managed.layers) ||
+      managed.layers.some((l) => typeof l !== "string" || !MANAGED_LAYERS.has(l as ManagedLayer))
+    )
+      problems.push({
+        path: "town.managed.layers",
+        message: `expected some of ${NIXOS_LAYERS.join(", ")}`,
+      });
+  }
+  return problems;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === "object" && !Array.isArray(value);

@@ -24,7 +24,9 @@ import type { ResolvedTown } from "../town/types.ts";
 import { requireRoot, townFrom } from "./town-source.ts";
 
 export interface PlanOptions extends Streams {
-  readonly config: string;
+  /** The declaration; absent: the manifest (`--manifest`, else the installed one). */
+  readonly config?: string;
+  readonly manifest?: string;
   readonly cwd: string;
   readonly format?: DeclarationFormat;
   readonly hostname?: string;

@@ -15,6 +15,7 @@ import { createHome, createImage, emptyTrash, mountHomes, removeHome } from "./h
 import { installPackages } from "./packages.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";
 import type { Action, HostPlan } from "./plan.ts";
+import { renderUdevRules } from "./render/udev.ts";
 import { agentUnitName, chatUnitName, type UnitFile } from "./render/units.ts";
 import { type RoundContext, resetAgent, stopAgent } from "./round.ts";
 import { type HostState, readState, writeState } from "./state.ts";
@@ -171,6 +172,15 @@ async function execute(
     case "enable-linger":
       await runner.run("loginctl", ["enable-linger", action.name]);
       return;
+    case "adopt-account":
+      await save({
+        ...state(),
+        agents: {
+          ...state().agents,
+          [action.name]: { ...state().agents[action.name], uid: action.uid },
+        },
+      });
+      return;
     case "create-image":
       await createImage(town, runner);
       return;
@@ -202,6 +212,8 @@ async function execute(
     case "apply-acls": {
       for (const grant of await applyDeviceAcls(town, runner))
         ctx.log(`granted ${grant.devnode} to ${grant.agent}`);
+      if (town.managed?.layers.includes("udev-rules"))
+        await save({ ...state(), deviceRules: renderUdevRules(town) });
       return;
     }
     case "reload-systemd": {
@@ -232,7 +244,7 @@ async function execute(
     }
     case "remove-agent": {
       const gone = { name: action.agent, uid: action.uid, home: action.home };
-      if (ctx.systemd)
+      if (ctx.systemd && !action.keepAccount)
         for (const unit of [chatUnitName(gone.name), agentUnitName(gone.name)])
           await runner.run("systemctl", ["disable", "--now", unit], { allowFailure: true });
       await stopAgent({ runner, systemd: false }, gone);
@@ -241,10 +253,13 @@ async function execute(
       // Exit 6 means "no such user/group" (a run interrupted after it): fine. Anything
       // else keeps the state record, so the next apply tries again instead of
       // mistaking the account for a foreign one.
-      for (const [tool, name] of [
-        ["userdel", gone.name],
-        ["groupdel", gone.name],
-      ] as const) {
+      const accountTools = action.keepAccount
+        ? []
+        : ([
+            ["userdel", gone.name],
+            ["groupdel", gone.name],
+          ] as const);
+      for (const [tool, name] of accountTools) {
         const result = await runner.run(tool, [name], { allowFailure: true });
         if (result.code !== 0 && result.code !== 6) {
           throw new RefusedError(

@@ -4,9 +4,10 @@
  * printed, diffed and tested without root. apply.ts carries them out.
  */
 import { formatPath, type Problem } from "../town/problems.ts";
-import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import type { ManagedLayer, ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { Artifact } from "./render/artifact.ts";
 import { renderArtifacts } from "./render/index.ts";
+import { renderUdevRules } from "./render/udev.ts";
 import type { HostState } from "./state.ts";
 import type { GroupEntry, MountEntry, PasswdEntry } from "./tables.ts";
 
@@ -92,6 +93,13 @@ export type Action =
       readonly user: string;
     }
   | { readonly layer: "accounts"; readonly kind: "enable-linger"; readonly name: string }
+  /** An account NixOS made for the agent: recorded, so rounds and removal know it. */
+  | {
+      readonly layer: "accounts";
+      readonly kind: "adopt-account";
+      readonly name: string;
+      readonly uid: number;
+    }
   | {
       readonly layer: "homes";
       readonly kind: "create-image";
@@ -138,6 +146,8 @@ export type Action =
       readonly uid: number;
       readonly home: string;
       readonly purge: boolean;
+      /** The account and units are another system's (NixOS): only the home goes. */
+      readonly keepAccount?: boolean;
     };
 
 /** What the reconciler saw on the host before planning. */
@@ -195,6 +205,8 @@ export function planHost(
   const actions: Action[] = [];
   const errors: Problem[] = [];
   const notes: string[] = [];
+  const owned = new Set(town.managed?.layers ?? []);
+  if (town.managed) notes.push(managedNote(town.managed.by, owned));
   const ours = observed.state.agents;
   const userByName = new Map(observed.users.map((u) => [u.name, u]));
   const userByUid = new Map(observed.users.map((u) => [u.uid, u]));
@@ -202,13 +214,21 @@ export function planHost(
   const groupByGid = new Map(observed.groups.map((g) => [g.gid, g]));
 
   // packages: first, so a package manager that refuses leaves everything else untouched.
-  const packages = planPackages(town, observed.packages);
+  const packages = planPackages(
+    town,
+    owned.has("packages") ? { kind: "unobserved" } : observed.packages,
+  );
   actions.push(...packages.actions);
   errors.push(...packages.errors);
   notes.push(...packages.notes);
 
   // accounts: refuse anything that would touch an account nuketown did not create.
-  for (const agent of town.agents) {
+  if (owned.has("accounts")) {
+    const adopted = adoptAccounts(town, observed);
+    actions.push(...adopted.actions);
+    errors.push(...adopted.errors);
+  }
+  for (const agent of owned.has("accounts") ? [] : town.agents) {
     const at = formatPath(["agents", agent.name]);
     const record = ours[agent.name];
     const user = userByName.get(agent.name);
@@ -266,7 +286,9 @@ export function planHost(
 
   const approvers = town.approval.approversGroup;
   const approversGroup = groupByName.get(approvers);
-  if (approversGroup && observed.state.approversGroup !== approvers) {
+  if (owned.has("accounts")) {
+    // The approvers group and its members are NixOS's too.
+  } else if (approversGroup && observed.state.approversGroup !== approvers) {
     errors.push({
       path: "approval",
       message: `a group "${approvers}" exists and was not created by nuketown`,
@@ -296,7 +318,7 @@ export function planHost(
         actions.push({ layer: "accounts", kind: "remove-member", group: approvers, user: member });
     }
   }
-  if (observed.systemd) {
+  if (observed.systemd && !owned.has("accounts")) {
     for (const agent of town.agents) {
       if (!userByName.has(agent.name))
         actions.push({ layer: "accounts", kind: "enable-linger", name: agent.name });
@@ -340,7 +362,9 @@ export function planHost(
   }
 
   // files: install what differs, remove what nuketown installed and no longer renders.
-  const artifacts = systemArtifacts(town, options.programs);
+  const artifacts = systemArtifacts(town, options.programs).filter(
+    (a) => !owned.has(ARTIFACT_OWNER[a.layer] ?? "manifest"),
+  );
   actions.push(...planFiles(artifacts, observed));
   const wantedPaths = new Set(artifacts.map((a) => a.path));
   const touched = (p: string) =>
@@ -351,7 +375,14 @@ export function planHost(
     );
 
   // devices: a changed rules file means reload, and ACLs on what is already plugged in.
-  if (touched(town.paths.udevRules)) {
+  if (owned.has("udev-rules")) {
+    // The rules are NixOS's, reloaded by its switch; the ACLs of devices already plugged in are ours.
+    if (
+      town.agents.some((a) => a.devices.length > 0) &&
+      observed.state.deviceRules !== renderUdevRules(town)
+    )
+      actions.push({ layer: "devices", kind: "apply-acls" });
+  } else if (touched(town.paths.udevRules)) {
     actions.push(
       { layer: "devices", kind: "reload-udev" },
       { layer: "devices", kind: "apply-acls" },
@@ -366,7 +397,7 @@ export function planHost(
   const unitsChanged = [...wantedPaths, ...observed.state.files].some(
     (p) => p.startsWith(`${town.paths.unitDir}/`) && touched(p),
   );
-  if (unitsChanged) {
+  if (unitsChanged && !owned.has("units")) {
     if (observed.systemd) {
       const enable = unitFiles(wantedPaths).filter((u) => touched(`${town.paths.unitDir}/${u}`));
       const disable = unitFiles(observed.state.files).filter(
@@ -375,7 +406,7 @@ export function planHost(
       actions.push({ layer: "services", kind: "reload-systemd", enable, disable });
     }
   }
-  if (!observed.systemd) {
+  if (!observed.systemd && !owned.has("units")) {
     notes.push(
       "systemd is not PID 1 here: units are installed but not enabled or started; run the daemons by hand",
     );
@@ -404,10 +435,51 @@ export function planHost(
       uid: record.uid,
       home: `${town.agentsDir}/${name}`,
       purge: options.purge === true,
+      ...(owned.has("accounts") && { keepAccount: true }),
     });
   }
 
   return { actions, errors, notes };
+}
+
+/** The layer of `town.managed` that owns each kind of system file. */
+const ARTIFACT_OWNER: Readonly<Partial<Record<Artifact["layer"], ManagedLayer>>> = {
+  manifest: "manifest",
+  privileges: "sudoers",
+  devices: "udev-rules",
+  services: "units",
+};
+
+function managedNote(by: string, owned: ReadonlySet<ManagedLayer>): string {
+  const system = by === "nixos" ? "NixOS" : by;
+  return `${system} owns ${[...owned].join(", ")} (nixos-rebuild switch); nuketown owns homes, persisted paths, rounds, secrets and ACLs on plugged-in devices`;
+}
+
+/** On NixOS the accounts exist before nuketown runs: check them and record them as the agents'. */
+function adoptAccounts(
+  town: ResolvedTown,
+  observed: ObservedHost,
+): { actions: Action[]; errors: Problem[] } {
+  const actions: Action[] = [];
+  const errors: Problem[] = [];
+  for (const agent of town.agents) {
+    const at = formatPath(["agents", agent.name]);
+    const user = observed.users.find((u) => u.name === agent.name);
+    if (!user) {
+      errors.push({
+        path: at,
+        message: `no account "${agent.name}" on this host: NixOS creates it (nixos-rebuild switch)`,
+      });
+    } else if (user.uid !== agent.uid) {
+      errors.push({
+        path: `${at}.uid`,
+        message: `the account "${agent.name}" has uid ${user.uid}, the town says ${agent.uid}`,
+      });
+    } else if (observed.state.agents[agent.name]?.uid !== agent.uid) {
+      actions.push({ layer: "accounts", kind: "adopt-account", name: agent.name, uid: agent.uid });
+    }
+  }
+  return { actions, errors };
 }
 
 function planPackages(
@@ -515,6 +587,8 @@ export function describeAction(action: Action): string {
       return `- ${action.user} leaves ${action.group}`;
     case "enable-linger":
       return `+ lingering for ${action.name}`;
+    case "adopt-account":
+      return `= user ${action.name} (uid ${action.uid}), made by NixOS`;
     case "create-image":
       return `+ btrfs image ${action.path} (${action.size}, sparse)`;
     case "mount-homes":
@@ -536,6 +610,6 @@ export function describeAction(action: Action): string {
     case "reset-agent":
       return `~ reset ${action.agent} (${action.reason})`;
     case "remove-agent":
-      return `- agent ${action.agent}: account, home and services${action.purge ? ", and its persisted data" : " (persisted data kept)"}`;
+      return `- agent ${action.agent}: ${action.keepAccount ? "home (its account and units leave with NixOS's)" : "account, home and services"}${action.purge ? ", and its persisted data" : " (persisted data kept)"}`;
   }
 }

@@ -23,6 +23,8 @@ export interface HostState {
   readonly approversGroup?: string;
   /** System files nuketown installed (absolute paths). */
   readonly files: readonly string[];
+  /** Where another system owns the udev rules: the rules whose ACLs were last granted. */
+  readonly deviceRules?: string;
 }
 
 export const EMPTY_STATE: HostState = { version: 1, agents: {}, files: [] };

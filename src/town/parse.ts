@@ -29,7 +29,7 @@ export function parseDeclaration(text: string, format: DeclarationFormat, source
       return parseJsonText(text, source);
     case "nix":
       // `nix eval --json` prints unset nullable options as null: same as absent.
-      return dropNulls(parseJsonText(text, source));
+      return withoutNixosOptions(dropNulls(parseJsonText(text, source)));
   }
 }
 
@@ -89,6 +89,13 @@ function syntaxError(
 ) {
   const where = line === undefined ? source : `${source}:${line}:${column ?? 1}`;
   return new ConfigError(where, [{ path: "", message: `syntax error: ${message}` }]);
+}
+
+/** `nuketown.nixos` holds the NixOS module's own options (package, manifest), not the town's. */
+function withoutNixosOptions(value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const { nixos: _nixos, ...town } = value as Record<string, unknown>;
+  return town;
 }
 
 function dropNulls(value: unknown): unknown {

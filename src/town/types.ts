@@ -167,7 +167,31 @@ export interface ResolvedAgent {
   readonly hosts: readonly string[];
 }
 
+/**
+ * What another system makes on this host instead of nuketown (NixOS: the
+ * packages, the accounts, the manifest, sudoers and the gate, the udev rules
+ * and the units). nuketown still owns homes, persisted paths, rounds, secrets
+ * and the ACLs of devices already plugged in.
+ */
+export type ManagedLayer =
+  | "packages"
+  | "accounts"
+  | "manifest"
+  | "sudoers"
+  | "udev-rules"
+  | "units";
+export const NIXOS_LAYERS: readonly ManagedLayer[] = [
+  "packages",
+  "accounts",
+  "manifest",
+  "sudoers",
+  "udev-rules",
+  "units",
+];
+
 export interface ResolvedTown {
+  /** Set in a manifest written for another system (`check --managed-by nixos`). */
+  readonly managed?: { readonly by: "nixos"; readonly layers: readonly ManagedLayer[] };
   readonly name: string;
   readonly domain: string;
   readonly agentsDir: string;
