@@ -18,8 +18,11 @@ let
   packageNames = [
     "age"
     "btrfs-progs"
+    "claude-code"
+    "codex"
     "curl"
     "dfu-util"
+    "gcc-arm-embedded"
     "gcc-arm-none-eabi"
     "git"
     "gnupg"
@@ -89,6 +92,8 @@ in
     etc = lib.attrNames config.environment.etc;
     extraInit = config.environment.extraInit;
     declaration = config.nuketown.nixos.declaration;
+    # What `nix eval --json .#nixosConfigurations.<host>.config.nuketown` prints.
+    nuketown = config.nuketown;
   };
   manifest = config.nuketown.nixos.manifest;
 }
