@@ -184,7 +184,10 @@ function manifestProblems(parsed: unknown): Problem[] {
           ? isRecord(value)
           : typeof value === kind;
     if (!ok)
-      problems.push({ path: at, message: `expected ${kind === "array" ? "a list" : `a ${kind}`}` });
+      problems.push({
+        path: at,
+        message: `expected ${{ array: "a list", object: "a table", string: "a string", number: "a number" }[kind]}`,
+      });
     return ok;
   };
   for (const key of ["name", "domain", "agentsDir", "persistDir", "stateDir", "runtimeDir"])
