@@ -333,6 +333,25 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
     });
   }
 
+  it("claude: the prompt is never in the runtime's argv, where any user could read it", async () => {
+    stub.script({ anthropic: { delayMs: 2000, steps: [{ text: "kept quiet" }] } });
+    const secret = `the-mayors-words-${process.pid}`;
+    const answer = talk(CLAUDE_AGENT, secret);
+    const seen: string[] = [];
+    const deadline = Date.now() + 10_000;
+    let sawClaude = false;
+    while (Date.now() < deadline && !sawClaude) {
+      for (const line of run("ps", ["-u", "60610", "-o", "args="]).stdout.split("\n")) {
+        if (line.includes("agent-clis")) sawClaude = true;
+        if (line.includes(secret)) seen.push(line);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(sawClaude, "claude ran while the stand-in held its answer");
+    assert.equal((await answer).answers[0], "kept quiet");
+    assert.deepEqual(seen, []);
+  });
+
   it("claude: a tool its narrowed permissions refuse fails the task with the refusal", async () => {
     stub.script({
       anthropic: { steps: [{ shell: "echo sneaky > sneaky.txt" }, { text: "done anyway" }] },

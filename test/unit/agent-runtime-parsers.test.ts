@@ -172,9 +172,9 @@ describe("claude stream-json", () => {
     ]);
   });
 
-  it("calls claude -p with stream-json and every tool allowed, resuming the session, the prompt last", () => {
+  it("calls claude -p with stream-json and every tool allowed, resuming the session, the prompt not in argv", () => {
     const agent = { runtime: { args: ["--effort", "low"] } } as never;
-    assert.deepEqual(claudeBatchArgs(agent, { prompt: "-rf is a prompt" }, "s-9"), [
+    assert.deepEqual(claudeBatchArgs(agent, "s-9"), [
       "-p",
       "--output-format",
       "stream-json",
@@ -185,15 +185,10 @@ describe("claude stream-json", () => {
       "s-9",
       "--effort",
       "low",
-      "--",
-      "-rf is a prompt",
     ]);
-    assert.ok(!claudeBatchArgs(agent, { prompt: "x" }).includes("--resume"));
+    assert.ok(!claudeBatchArgs(agent).includes("--resume"));
     const narrowed = { runtime: { args: [], allowedTools: ["Read"] } } as never;
-    assert.deepEqual(claudeBatchArgs(narrowed, { prompt: "x" }).slice(4, 6), [
-      "--permission-mode",
-      "dontAsk",
-    ]);
+    assert.deepEqual(claudeBatchArgs(narrowed).slice(4, 6), ["--permission-mode", "dontAsk"]);
   });
 });
 

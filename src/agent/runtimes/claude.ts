@@ -30,11 +30,11 @@ export function claudePermissionArgs(agent: Pick<ResolvedAgent, "runtime">): str
   ];
 }
 
-export function claudeBatchArgs(
-  agent: Pick<ResolvedAgent, "runtime">,
-  task: Pick<RuntimeTask, "prompt">,
-  session?: string,
-): string[] {
+/**
+ * The prompt goes on stdin, not in argv: another user can read a process's
+ * arguments in /proc, and the prompt is the mayor's words to this agent.
+ */
+export function claudeBatchArgs(agent: Pick<ResolvedAgent, "runtime">, session?: string): string[] {
   return [
     "-p",
     "--output-format",
@@ -43,9 +43,6 @@ export function claudeBatchArgs(
     ...claudePermissionArgs(agent),
     ...(session !== undefined ? ["--resume", session] : []),
     ...agent.runtime.args,
-    // The prompt is an operand even when it starts with "-".
-    "--",
-    task.prompt,
   ];
 }
 

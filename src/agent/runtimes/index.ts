@@ -67,7 +67,11 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
   const batch = (task: RuntimeTask, workspace: WorkspaceReport, session?: string): Invocation => {
     switch (kind) {
       case "claude-code":
-        return { args: claudeBatchArgs(agent, task, session), parser: claudeParser() };
+        return {
+          args: claudeBatchArgs(agent, session),
+          input: task.prompt,
+          parser: claudeParser(),
+        };
       case "codex":
         return { args: codexBatchArgs(agent, session), input: task.prompt, parser: codexParser() };
       case "command":
