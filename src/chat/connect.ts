@@ -22,7 +22,7 @@ export async function openTransport(
 ): Promise<ChatTransport> {
   const { transport, matrix, xmpp } = town.chat;
   if (transport === "matrix" && matrix) {
-    const { MatrixTransport } = await import("./matrix.ts");
+    const { MatrixTransport } = await import("./matrix/transport.ts");
     return new MatrixTransport({
       ...options,
       homeserver: matrix.homeserver,
@@ -31,7 +31,7 @@ export async function openTransport(
     });
   }
   if (transport === "xmpp" && xmpp) {
-    const { XmppTransport } = await import("./xmpp.ts");
+    const { XmppTransport } = await import("./xmpp/transport.ts");
     return new XmppTransport({
       ...options,
       service: xmpp.service,

@@ -12,7 +12,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { MatrixTransport, SYNC_STATE_FILE } from "../../src/chat/matrix.ts";
+import { MatrixTransport, SYNC_STATE_FILE } from "../../src/chat/matrix/transport.ts";
 import { Inbox, until } from "../support/chat-inbox.ts";
 import { freePort } from "../support/server-process.ts";
 import { type SynapseServer, startSynapse } from "../support/synapse.ts";

@@ -417,7 +417,7 @@ async function person(
   const common = { rooms, inviters: new Set(inviters), stateDir, displayName: name, log: () => {} };
   let transport: ChatTransport;
   if (kind === "matrix") {
-    const { MatrixTransport } = await import("../../src/chat/matrix.ts");
+    const { MatrixTransport } = await import("../../src/chat/matrix/transport.ts");
     transport = new MatrixTransport({
       ...common,
       homeserver: (server as SynapseServer).url,
@@ -425,7 +425,7 @@ async function person(
       accessToken: account.secret,
     });
   } else {
-    const { XmppTransport } = await import("../../src/chat/xmpp.ts");
+    const { XmppTransport } = await import("../../src/chat/xmpp/transport.ts");
     const prosody = server as ProsodyServer;
     transport = new XmppTransport({
       ...common,

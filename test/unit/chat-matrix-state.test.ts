@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { loadSyncFile, StateWriter, SYNC_STATE_FILE } from "../../src/chat/matrix.ts";
+import { loadSyncFile, StateWriter, SYNC_STATE_FILE } from "../../src/chat/matrix/transport.ts";
 
 const dirs: string[] = [];
 after(async () => {

@@ -10,8 +10,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { xml } from "@xmpp/client";
-import { isLoopbackService } from "../../src/chat/xmpp.ts";
-import { ScramSha1 } from "../../src/chat/xmpp-scram.ts";
+import { isLoopbackService } from "../../src/chat/xmpp/transport.ts";
+import { ScramSha1 } from "../../src/chat/xmpp/scram.ts";
 import {
   archivedMessage,
   dateTime,
@@ -26,13 +26,13 @@ import {
   trustedDelay,
   withoutReplyFallback,
   withoutStreamManagement,
-} from "../../src/chat/xmpp-stanza.ts";
+} from "../../src/chat/xmpp/stanza.ts";
 import {
   CLOCK_MARGIN_MS,
   DeliveryState,
   FIRST_JOIN_HISTORY,
   XMPP_STATE_FILE,
-} from "../../src/chat/xmpp-state.ts";
+} from "../../src/chat/xmpp/state.ts";
 
 describe("XMPP stanzas", () => {
   it("parses addresses, lowercasing localpart and domain but not the resource", () => {

@@ -1,5 +1,5 @@
 /**
- * The part of @xmpp/client 0.14 (no bundled types) that src/chat/xmpp.ts
+ * The part of @xmpp/client 0.14 (no bundled types) that src/chat/xmpp/transport.ts
  * uses, typed as the library behaves (checked against its sources).
  */
 declare module "@xmpp/client" {

@@ -112,8 +112,8 @@ import {
   splitText,
   type TransportHandlers,
   type TransportOptions,
-} from "./transport.ts";
-import { ScramSha1 } from "./xmpp-scram.ts";
+} from "../transport.ts";
+import { ScramSha1 } from "./scram.ts";
 import {
   type ArchivedMessage,
   archivedMessage,
@@ -131,8 +131,8 @@ import {
   trustedDelay,
   withoutReplyFallback,
   withoutStreamManagement,
-} from "./xmpp-stanza.ts";
-import { CLOCK_MARGIN_MS, DeliveryState, FIRST_JOIN_HISTORY } from "./xmpp-state.ts";
+} from "./stanza.ts";
+import { CLOCK_MARGIN_MS, DeliveryState, FIRST_JOIN_HISTORY } from "./state.ts";
 
 export interface XmppOptions extends TransportOptions {
   /**

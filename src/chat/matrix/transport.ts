@@ -66,7 +66,7 @@ import {
   splitText,
   type TransportHandlers,
   type TransportOptions,
-} from "./transport.ts";
+} from "../transport.ts";
 
 export interface MatrixOptions extends TransportOptions {
   /** The client-server API's base URL, e.g. https://matrix.example.org */
