@@ -10,7 +10,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { AuditLog } from "../src/approval/audit.ts";
+import { AuditLog } from "../src/audit/log.ts";
 import { ApprovalDaemon } from "../src/approval/daemon.ts";
 import { type ApprovalRequest, encodeFrame } from "../src/approval/protocol.ts";
 import { resolveTown } from "../src/town/resolve.ts";

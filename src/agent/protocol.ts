@@ -10,7 +10,7 @@ import {
   MAX_FRAME_BYTES,
   type ParsedFrame,
   PROTOCOL_VERSION,
-} from "../approval/framing.ts";
+} from "../wire/framing.ts";
 
 export { encodeFrame, LineSplitter, MAX_FRAME_BYTES, type ParsedFrame };
 

@@ -14,7 +14,7 @@ import type { SecretDecryptor } from "../host/secrets.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import { parseGroup, parseMountinfo, parsePasswd } from "../host/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import type { AuditLog } from "./audit.ts";
+import type { AuditLog } from "../audit/log.ts";
 import { readApprovalMode } from "./mode.ts";
 import { evaluatePolicy } from "./policy.ts";
 import {

@@ -12,8 +12,8 @@ import net from "node:net";
 import path from "node:path";
 import { parseGroup, parsePasswd } from "../host/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
-// Types only from protocol.ts: its zod schemas would weigh down the bundled gate (framing.ts is plain).
-import { encodeFrame, LineSplitter } from "./framing.ts";
+// Types only from protocol.ts: its zod schemas would weigh down the bundled gate (wire/framing.ts is plain).
+import { encodeFrame, LineSplitter } from "../wire/framing.ts";
 import { resolveCommand, SECURE_PATH } from "./policy.ts";
 import type { ApprovalRequest, Decision } from "./protocol.ts";
 import { parseGateArguments, shellArgv } from "./sudo-args.ts";

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 
-import { MAX_FRAME_BYTES, type ParsedFrame, PROTOCOL_VERSION } from "./framing.ts";
+import { MAX_FRAME_BYTES, type ParsedFrame, PROTOCOL_VERSION } from "../wire/framing.ts";
 
 export {
   encodeFrame,
@@ -15,7 +15,7 @@ export {
   MAX_FRAME_BYTES,
   type ParsedFrame,
   PROTOCOL_VERSION,
-} from "./framing.ts";
+} from "../wire/framing.ts";
 
 const text = z.string().max(4096);
 

@@ -12,7 +12,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { AgentClient, type TaskOutcome } from "../agent/client.ts";
 import { clip, type TaskEvent } from "../agent/protocol.ts";
-import { AuditLog } from "../approval/audit.ts";
+import { AuditLog } from "../audit/log.ts";
 import { EXIT, type NuketownError } from "../errors.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { CHAT_HELP, parseCommand, stripMention } from "./commands.ts";

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../approval/audit.ts";
+import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { ControlClient } from "../approval/client.ts";
 import { ApprovalDaemon } from "../approval/daemon.ts";
 import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";

@@ -12,7 +12,7 @@ import {
   tailAudit,
   verifyAudit,
   ZERO_HASH,
-} from "../../src/approval/audit.ts";
+} from "../../src/audit/log.ts";
 import { RefusedError } from "../../src/errors.ts";
 
 let root: string;

@@ -1,6 +1,8 @@
 /**
- * The approval audit log: append-only JSONL, one record a line, each record
- * hash-chained to the one before and fsynced before `append` resolves.
+ * An audit log: append-only JSONL, one record a line, each record
+ * hash-chained to the one before and fsynced before `append` resolves. The
+ * approval daemon writes the town's (requests and decisions), each chat
+ * resident its own (who talked to it); change control is next.
  *
  *   {"v":1,"seq":1,"time":"…","event":"request","data":{…},"prev":"000…000","hash":"…"}
  *
@@ -10,8 +12,7 @@
  * last seq and hash, so removing records from the end is detected as well as
  * editing, deleting or reordering them. `verifyAudit` checks all of it.
  *
- * One process writes a log (the approval daemon); appends inside it are
- * serialised. A crash leaves at most a torn last line, which the next open
+ * One process writes a log; appends inside it are serialised. A crash leaves at most a torn last line, which the next open
  * cuts off and records as `audit.repaired`; the head lags the log by at most
  * the one record whose append was interrupted.
  */

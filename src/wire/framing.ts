@@ -1,5 +1,5 @@
 /**
- * The framing both protocols share (docs/approval-protocol.md): version 1,
+ * The wire both daemons speak (docs/approval-protocol.md, docs/agent-protocol.md): version 1,
  * one JSON object per line, at most 64 KiB a frame. Kept apart from the
  * zod schemas so clients (the chat service, talk) load no validator: the
  * daemons validate what they are sent.
