@@ -9,12 +9,13 @@ import { randomBytes } from "node:crypto";
 import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
+import type { AuditLog } from "../audit/log.ts";
 import { ensureDir, writeFileAtomic } from "../host/files.ts";
 import type { SecretDecryptor } from "../host/secrets.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import { parseGroup, parseMountinfo, parsePasswd } from "../host/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import type { AuditLog } from "../audit/log.ts";
+import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
 import { readApprovalMode } from "./mode.ts";
 import { evaluatePolicy } from "./policy.ts";
 import {
@@ -28,25 +29,6 @@ import {
   type PendingRequest,
   parseFrame,
 } from "./protocol.ts";
-
-/** A place where humans see requests and answer them (terminal, desktop, chat, web). */
-export interface ApprovalChannel {
-  readonly name: string;
-  /** A request waits for a human; `decide` records their answer. */
-  requested(request: PendingRequest, decide: (answer: HumanAnswer) => Promise<DecideResult>): void;
-  /** The request was decided, by this channel or another: update what the human sees. */
-  resolved(request: PendingRequest, decision: Decision): void;
-  close(): Promise<void>;
-}
-
-export interface HumanAnswer {
-  readonly approve: boolean;
-  /** Who answered, as the channel verified it (Unix user, chat id). */
-  readonly human: string;
-  readonly reason?: string;
-}
-
-export type DecideResult = { ok: true } | { ok: false; error: string };
 
 export interface DaemonOptions {
   readonly town: ResolvedTown;

@@ -12,7 +12,7 @@ import { MissingToolError } from "../errors.ts";
 import { type CommandResult, type Runner, type RunOptions, systemRunner } from "../host/system.ts";
 import { type PasswdEntry, parsePasswd } from "../host/tables.ts";
 import type { ResolvedHuman, ResolvedTown } from "../town/types.ts";
-import type { ApprovalChannel, DecideResult, HumanAnswer } from "./daemon.ts";
+import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
 import type { Decision, PendingRequest } from "./protocol.ts";
 
 /** Where a user's dialogs can be shown, and the environment a client needs to get there. */

@@ -9,7 +9,7 @@
  * before this process started, and reactions to anything but a live request
  * of this process, are ignored: a restart never replays old decisions.
  */
-import type { ApprovalChannel, DecideResult, HumanAnswer } from "../approval/daemon.ts";
+import type { ApprovalChannel, DecideResult, HumanAnswer } from "../approval/channel.ts";
 import { MAX_SHOWN_ARGV, showArgument } from "../approval/desktop.ts";
 import type { Decision, PendingRequest } from "../approval/protocol.ts";
 import type { ResolvedTown } from "../town/types.ts";

@@ -22,7 +22,7 @@ import {
 import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { DecideResult, HumanAnswer } from "../../src/approval/daemon.ts";
+import type { DecideResult, HumanAnswer } from "../../src/approval/channel.ts";
 import {
   DesktopChannel,
   dialogArguments,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { DecideResult, HumanAnswer } from "../../src/approval/daemon.ts";
+import type { DecideResult, HumanAnswer } from "../../src/approval/channel.ts";
 import type { PendingRequest } from "../../src/approval/protocol.ts";
 import { ChatApprovalChannel, requestText } from "../../src/chat/approval-channel.ts";
 import type {
