@@ -10,13 +10,17 @@ export const EXIT = {
   internal: 1,
   /** Invalid configuration or command-line usage; nothing was changed. */
   invalid: 2,
-  /**
-   * An operation refused for safety (a foreign account, a failed check) or by
-   * the host (the package manager refused to install a declared package).
-   */
+  /** An operation refused for safety (a foreign account, a failed check, a lock held). */
   refused: 3,
   /** A required tool or runtime is missing on this host. */
   missing: 4,
+  /**
+   * An operation failed: a program the host runs did not do what was asked
+   * (the package manager, useradd, btrfs, a round); the message says what was done.
+   */
+  failed: 5,
+  /** A daemon's town changed (the manifest was rewritten): it stopped to be started again. */
+  townChanged: 75,
 } as const;
 
 export class NuketownError extends Error {
@@ -44,6 +48,12 @@ export class ConfigError extends NuketownError {
 export class RefusedError extends NuketownError {
   constructor(message: string) {
     super(message, EXIT.refused);
+  }
+}
+
+export class FailedError extends NuketownError {
+  constructor(message: string) {
+    super(message, EXIT.failed);
   }
 }
 

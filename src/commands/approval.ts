@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { ControlClient } from "../approval/client.ts";
 import { ApprovalDaemon } from "../approval/daemon.ts";
 import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";
 import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
 import type { PendingRequest } from "../approval/protocol.ts";
+import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { ChatApprovalChannel } from "../chat/approval-channel.ts";
 import { openTransport } from "../chat/connect.ts";
 import { EXIT, RefusedError } from "../errors.ts";
@@ -78,7 +78,7 @@ export async function approvald(opts: TownOptions): Promise<number> {
       opts.err.write(
         `nuketown approvald: ${source} changed: restarting with the new town (exit 75)\n`,
       );
-      return 75;
+      return EXIT.townChanged;
     }
   } finally {
     changed.stop();

@@ -1,4 +1,4 @@
-import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import { ConfigError, EXIT, FailedError, RefusedError } from "../errors.ts";
 import { emptyTrash, mountHomes } from "../host/homes.ts";
 import { withHostLock } from "../host/lock.ts";
 import { systemdIsInit } from "../host/observe.ts";
@@ -100,7 +100,7 @@ export async function reset(opts: ResetOptions): Promise<number> {
     if (town.homes.backend !== "directory") await emptyTrash(town, systemRunner);
     if (opts.json) opts.out.write(`${JSON.stringify({ reset: results }, null, 2)}\n`);
     if (failed.length > 0)
-      throw new RefusedError(`the round failed for ${failed.join(", ")}; the others were reset`);
+      throw new FailedError(`the round failed for ${failed.join(", ")}; the others were reset`);
     return EXIT.ok;
   });
 }

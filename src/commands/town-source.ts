@@ -5,7 +5,7 @@
  */
 import { readFile as readFileCallback, type Stats, unwatchFile, watchFile } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { ConfigError, RefusedError } from "../errors.ts";
+import { ConfigError, EXIT, RefusedError } from "../errors.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 
@@ -101,7 +101,7 @@ export function townChange(file: string, original: string | undefined, intervalM
 }
 
 /** The exit code that asks to be started again: the town changed under a running daemon. */
-export const EXIT_TOWN_CHANGED = 75;
+export const EXIT_TOWN_CHANGED = EXIT.townChanged;
 
 /** Resolves on the first SIGTERM or SIGINT. */
 export function stopSignal(): Promise<NodeJS.Signals> {

@@ -5,7 +5,7 @@
  * (/etc/NIXOS) packages come from Nix and nothing here runs a program.
  */
 import { access } from "node:fs/promises";
-import { MissingToolError, RefusedError } from "../errors.ts";
+import { FailedError, MissingToolError } from "../errors.ts";
 import type { ObservedPackages, PackageManager } from "./plan.ts";
 import type { CommandResult, Runner } from "./system.ts";
 
@@ -155,7 +155,7 @@ export async function installPackages(
   const command = installCommand(manager, names);
   const result = await runner.run(manager, command.args, { env: command.env, allowFailure: true });
   if (result.code !== 0) {
-    throw new RefusedError(
+    throw new FailedError(
       `${manager} could not install the declared packages (exit ${result.code}):\n` +
         `${summary(result)}\nNothing else was applied. Fix the declaration, or run it yourself to see why:\n  ${command.shown}`,
     );
@@ -175,8 +175,8 @@ function summary(result: CommandResult): string {
   return shown.map((line) => `  ${line.trim()}`).join("\n");
 }
 
-function failure(command: string, result: CommandResult): RefusedError {
-  return new RefusedError(
+function failure(command: string, result: CommandResult): FailedError {
+  return new FailedError(
     `${command} exited ${result.code}, so the declared packages could not be checked:\n${summary(result)}`,
   );
 }

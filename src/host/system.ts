@@ -70,7 +70,7 @@ export class CommandError extends NuketownError {
     const detail = (result.stderr || result.stdout).trim().split("\n").slice(-5).join("\n");
     super(
       `${[program, ...args].join(" ")} exited ${result.code}${detail ? `: ${detail}` : ""}`,
-      EXIT.refused,
+      EXIT.failed,
     );
     this.result = result;
   }

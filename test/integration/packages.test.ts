@@ -128,7 +128,7 @@ describe("packages layer with the real apt-get", {
     assert.match(planned.stdout, new RegExp(`~ reset ${AGENT} `));
 
     const applied = nuketown(["apply", config]);
-    assert.equal(applied.code, 3, `${applied.stdout}\n${applied.stderr}`);
+    assert.equal(applied.code, 5, `${applied.stdout}\n${applied.stderr}`);
     assert.match(applied.stderr, new RegExp(`E: Unable to locate package ${UNKNOWN}`));
     assert.match(applied.stderr, new RegExp(`\\n {2}apt-get install -y ${UNKNOWN}\\n`));
     // The round the plan wanted did not happen: same instructions, same state.

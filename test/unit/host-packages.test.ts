@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { MissingToolError, RefusedError } from "../../src/errors.ts";
+import { FailedError, MissingToolError } from "../../src/errors.ts";
 import { installCommand, installPackages, observePackages } from "../../src/host/packages.ts";
 import type { CommandResult, Runner, RunOptions } from "../../src/host/system.ts";
 
@@ -112,7 +112,7 @@ describe("observing declared packages", () => {
       args[0] === "--show" ? { code: 2, stderr: "dpkg-query: error: parsing file status\n" } : {},
     );
     await assert.rejects(observePackages(["git"], runner, noNixos), (error: Error) => {
-      assert.ok(error instanceof RefusedError);
+      assert.ok(error instanceof FailedError);
       assert.match(
         error.message,
         /could not be checked:\n {2}dpkg-query: error: parsing file status/,
@@ -149,7 +149,7 @@ describe("installing the missing packages", () => {
       stderr: "E: Unable to locate package nt-bogus\n",
     }));
     await assert.rejects(installPackages("apt-get", ["sl", "nt-bogus"], runner), (error: Error) => {
-      assert.ok(error instanceof RefusedError);
+      assert.ok(error instanceof FailedError);
       assert.equal(
         error.message,
         "apt-get could not install the declared packages (exit 100):\n" +
