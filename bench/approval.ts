@@ -10,9 +10,9 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { AuditLog } from "../src/audit/log.ts";
 import { ApprovalDaemon } from "../src/approval/daemon.ts";
 import { type ApprovalRequest, encodeFrame } from "../src/approval/protocol.ts";
+import { AuditLog } from "../src/audit/log.ts";
 import { resolveTown } from "../src/town/resolve.ts";
 
 const ROUNDS = 300;

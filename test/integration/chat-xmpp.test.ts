@@ -14,9 +14,9 @@ import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import { type Client, client, type XmlElement, xml } from "@xmpp/client";
 import { saidBefore, TIME_PRECISION_MS } from "../../src/chat/transport.ts";
-import { XmppTransport } from "../../src/chat/xmpp/transport.ts";
 import { NS, stanzaIdBy } from "../../src/chat/xmpp/stanza.ts";
 import { XMPP_STATE_FILE } from "../../src/chat/xmpp/state.ts";
+import { XmppTransport } from "../../src/chat/xmpp/transport.ts";
 import { Inbox, until } from "../support/chat-inbox.ts";
 import { type ProsodyServer, startProsody } from "../support/prosody.ts";
 import { freePort } from "../support/server-process.ts";
@@ -738,7 +738,9 @@ describe("XMPP transport", () => {
     await agent?.transport.stop();
     const dir = await tempDir();
     const stateDir = path.join(dir, "state");
-    const module = pathToFileURL(path.join(import.meta.dirname, "../../src/chat/xmpp/transport.ts")).href;
+    const module = pathToFileURL(
+      path.join(import.meta.dirname, "../../src/chat/xmpp/transport.ts"),
+    ).href;
     await writeFile(
       path.join(dir, "agent.mjs"),
       `import { XmppTransport } from ${JSON.stringify(module)};

@@ -10,7 +10,6 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { xml } from "@xmpp/client";
-import { isLoopbackService } from "../../src/chat/xmpp/transport.ts";
 import { ScramSha1 } from "../../src/chat/xmpp/scram.ts";
 import {
   archivedMessage,
@@ -33,6 +32,7 @@ import {
   FIRST_JOIN_HISTORY,
   XMPP_STATE_FILE,
 } from "../../src/chat/xmpp/state.ts";
+import { isLoopbackService } from "../../src/chat/xmpp/transport.ts";
 
 describe("XMPP stanzas", () => {
   it("parses addresses, lowercasing localpart and domain but not the resource", () => {

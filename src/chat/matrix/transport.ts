@@ -53,7 +53,6 @@ import { type Logger, logger as sdkGlobalLogger } from "matrix-js-sdk/lib/logger
 import { StubStore } from "matrix-js-sdk/lib/store/stub.js";
 import { type ISyncStateData, SetPresence, SyncState } from "matrix-js-sdk/lib/sync.js";
 import type { ISyncResponse } from "matrix-js-sdk/lib/sync-accumulator.js";
-import { type HttpFetch, httpFetch } from "./http-fetch.ts";
 import {
   backoffDelay,
   type ChatMessage,
@@ -67,6 +66,7 @@ import {
   type TransportHandlers,
   type TransportOptions,
 } from "../transport.ts";
+import { type HttpFetch, httpFetch } from "./http-fetch.ts";
 
 export interface MatrixOptions extends TransportOptions {
   /** The client-server API's base URL, e.g. https://matrix.example.org */
