@@ -13,6 +13,7 @@
  * request: the agent gains nothing by calling the gate either way.
  */
 import { readFileSync } from "node:fs";
+import { parseManifest } from "../town/manifest.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { GATE_EXIT, runGate } from "./gate.ts";
 import { gateArguments, parseSudoArgs, SudoUsageError } from "./sudo-args.ts";
@@ -76,7 +77,12 @@ if (argv[0] === "--sudo-argv") {
 
 let town: ResolvedTown;
 try {
-  town = (JSON.parse(readFileSync(manifest, "utf8")) as { town: ResolvedTown }).town;
+  const parsed = parseManifest(readFileSync(manifest, "utf8"));
+  if (!parsed.ok)
+    throw new Error(
+      parsed.problems.map((p) => `${p.path ? `${p.path}: ` : ""}${p.message}`).join("; "),
+    );
+  town = parsed.town;
 } catch (error) {
   process.stderr.write(
     `nuketown: cannot read the town manifest ${manifest}: ${(error as Error).message}; sudo denied\n`,

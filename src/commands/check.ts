@@ -1,13 +1,13 @@
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ConfigError, EXIT } from "../errors.ts";
-import { renderArtifacts, renderManifest } from "../host/render/index.ts";
+import { renderArtifacts } from "../host/render/index.ts";
 import { plural, type Streams, table } from "../output.ts";
 import { loadTown } from "../town/load.ts";
+import { parseManifest, renderManifest } from "../town/manifest.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { formatProblem, type Problem } from "../town/problems.ts";
 import {
-  type ManagedLayer,
   NIXOS_LAYERS,
   type ResolvedAgent,
   type ResolvedDevice,
@@ -121,8 +121,6 @@ function describeSudo(agent: ResolvedAgent): string {
     : `${agent.sudo.policy.default} +${plural(rules, "rule")}`;
 }
 
-const MANAGED_LAYERS = new Set<string>(NIXOS_LAYERS);
-
 /**
  * `nuketown check --manifest FILE`: is this a manifest every daemon can read,
  * and does every artifact render from it? The NixOS module runs it on the
@@ -137,28 +135,23 @@ async function checkManifest(opts: CheckOptions, file: string): Promise<number> 
       ]);
     },
   );
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError(source, [{ path: "", message: `not JSON: ${(error as Error).message}` }]);
-  }
-  const problems = manifestProblems(parsed);
-  const town = (parsed as { town?: ResolvedTown }).town;
-  if (problems.length === 0 && town !== undefined) {
+  const parsed = parseManifest(text);
+  const problems: Problem[] = parsed.ok ? [] : [...parsed.problems];
+  if (parsed.ok) {
     try {
-      renderArtifacts(town, true);
+      renderArtifacts(parsed.town, true);
     } catch (error) {
       problems.push({ path: "town", message: (error as Error).message });
     }
   }
-  if (problems.length > 0 || town === undefined) {
+  if (!parsed.ok || problems.length > 0) {
     if (opts.json) {
       opts.out.write(`${JSON.stringify({ valid: false, source, errors: problems }, null, 2)}\n`);
       return EXIT.invalid;
     }
     throw new ConfigError(source, problems);
   }
+  const town = parsed.town;
   if (opts.json) {
     opts.out.write(`${JSON.stringify({ valid: true, warnings: [], town }, null, 2)}\n`);
     return EXIT.ok;
@@ -167,61 +160,3 @@ async function checkManifest(opts: CheckOptions, file: string): Promise<number> 
   opts.out.write(`manifest ${file}: ${summary(town)}${managed}\n\n${agentTable(town)}\n`);
   return EXIT.ok;
 }
-
-/** What a daemon relies on in a manifest, each problem with its path. */
-function manifestProblems(parsed: unknown): Problem[] {
-  if (!isRecord(parsed)) return [{ path: "", message: "expected a JSON object" }];
-  if (parsed.version !== 1)
-    return [{ path: "version", message: "not a nuketown manifest of version 1" }];
-  const town = parsed.town;
-  if (!isRecord(town)) return [{ path: "town", message: "expected the resolved town" }];
-  const problems: Problem[] = [];
-  const need = (at: string, value: unknown, kind: "string" | "number" | "object" | "array") => {
-    const ok =
-      kind === "array"
-        ? Array.isArray(value)
-        : kind === "object"
-          ? isRecord(value)
-          : typeof value === kind;
-    if (!ok)
-      problems.push({
-        path: at,
-        message: `expected ${{ array: "a list", object: "a table", string: "a string", number: "a number" }[kind]}`,
-      });
-    return ok;
-  };
-  for (const key of ["name", "domain", "agentsDir", "persistDir", "stateDir", "runtimeDir"])
-    need(`town.${key}`, town[key], "string");
-  for (const key of ["homes", "approval", "chat", "secrets", "install", "paths", "uidRange"])
-    need(`town.${key}`, town[key], "object");
-  for (const key of ["humans", "agents", "disabledAgents"]) need(`town.${key}`, town[key], "array");
-  if (Array.isArray(town.agents)) {
-    town.agents.forEach((agent: unknown, i) => {
-      const at = `town.agents[${i}]`;
-      if (!need(at, agent, "object") || !isRecord(agent)) return;
-      for (const key of ["name", "home", "group"]) need(`${at}.${key}`, agent[key], "string");
-      need(`${at}.uid`, agent.uid, "number");
-      for (const key of ["git", "secrets", "sudo", "runtime", "chat", "portal", "cloud"])
-        need(`${at}.${key}`, agent[key], "object");
-      for (const key of ["persist", "devices", "repos", "packages", "files"])
-        need(`${at}.${key}`, agent[key], "array");
-    });
-  }
-  if (town.managed !== undefined) {
-    const managed = town.managed;
-    if (!isRecord(managed) || managed.by !== "nixos")
-      problems.push({ path: "town.managed.by", message: 'expected "nixos"' });
-    else if (
-      !Array.isArray(managed.layers) ||
-      managed.layers.some((l) => typeof l !== "string" || !MANAGED_LAYERS.has(l as ManagedLayer))
-    )
-      problems.push({
-        path: "town.managed.layers",
-        message: `expected some of ${NIXOS_LAYERS.join(", ")}`,
-      });
-  }
-  return problems;
-}
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === "object" && !Array.isArray(value);

@@ -6,10 +6,11 @@
 import { readFile as readFileCallback, type Stats, unwatchFile, watchFile } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import { DEFAULT_MANIFEST, parseManifest } from "../town/manifest.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 
-export const DEFAULT_MANIFEST = "/etc/nuketown/town.json";
+export { DEFAULT_MANIFEST };
 
 export interface TownSourceOptions {
   readonly config?: string;
@@ -44,19 +45,8 @@ export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
       },
     ]);
   }
-  let parsed: { version?: number; town?: ResolvedTown };
-  try {
-    parsed = JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError(manifest, [
-      { path: "", message: `not JSON (${(error as Error).message}): run nuketown apply again` },
-    ]);
-  }
-  if (parsed.version !== 1 || !parsed.town) {
-    throw new ConfigError(manifest, [
-      { path: "version", message: "not a nuketown manifest of version 1" },
-    ]);
-  }
+  const parsed = parseManifest(text);
+  if (!parsed.ok) throw new ConfigError(manifest, parsed.problems);
   return parsed.town;
 }
 

@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { DEFAULT_PREFIX, installLayout } from "../install/layout.ts";
+import { manifestPath } from "./manifest.ts";
 import { formatPath, type Problem, problemsFromIssues } from "./problems.ts";
 import { checkRules, isWithin, uidProblems } from "./rules.ts";
 import { type AgentParsed, type SecretRefInput, type TownParsed, TownSchema } from "./schema.ts";
@@ -175,7 +176,7 @@ function normalize(
     cloud: { ...decl.cloud },
     install: resolveInstall(decl.install, context.installPrefix),
     paths: {
-      manifest: `${decl.etcDir}/nuketown/town.json`,
+      manifest: manifestPath(decl.etcDir),
       udevRules: `${decl.etcDir}/udev/rules.d/70-nuketown.rules`,
       sudoers: `${decl.etcDir}/sudoers.d/nuketown`,
       profile: `${decl.etcDir}/profile.d/nuketown.sh`,

@@ -4,6 +4,7 @@
  * reconciler installs them (validated first) onto the live system.
  */
 import { renderProgramArtifacts } from "../../approval/wrappers.ts";
+import { renderManifest } from "../../town/manifest.ts";
 import type { ResolvedAgent, ResolvedTown } from "../../town/types.ts";
 import type { Artifact } from "./artifact.ts";
 import { renderAllowedSigners, renderGitConfig, renderSshConfig } from "./git.ts";
@@ -86,12 +87,4 @@ export function renderHomeArtifacts(
     out.push(file(".codex/config.toml", renderCodexConfig(agent), "0600"));
   }
   return out;
-}
-
-/**
- * The resolved town as JSON: what every daemon reads (SPEC §5), identical on
- * every target.
- */
-export function renderManifest(town: ResolvedTown): string {
-  return `${JSON.stringify({ version: 1, town }, null, 2)}\n`;
 }
