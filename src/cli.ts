@@ -397,7 +397,7 @@ ${EXIT_CODES}`,
           hostname?: string;
         },
       ) => {
-        const { portal } = await import("./portal/command.ts");
+        const { portal } = await import("./commands/portal.ts");
         const { tmuxSocket, ...rest } = opts;
         process.exitCode = await portal({
           ...rest,
@@ -455,7 +455,7 @@ ${EXIT_CODES}`,
           json?: boolean;
         },
       ) => {
-        const { review } = await import("./review/command.ts");
+        const { review } = await import("./commands/review.ts");
         process.exitCode = await review({
           ...opts,
           ...(agent !== undefined && { agent }),

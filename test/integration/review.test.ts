@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { ReviewedBranch } from "../../src/review/command.ts";
+import type { ReviewedBranch } from "../../src/commands/review.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");

@@ -13,6 +13,7 @@ import {
   listProjects,
   projectFor,
 } from "../../src/portal/projects.ts";
+import { portalCommand } from "../../src/portal/runtime.ts";
 import {
   agentLoginArgv,
   agentScript,
@@ -331,5 +332,53 @@ describe("the portal's pure parts", () => {
       const text = readFileSync(path.join(REPO_ROOT, "src", "portal", file), "utf8");
       assert.doesNotMatch(text, /from\s+["'](node:)?(fs|fs\/promises|child_process|net)["']/, file);
     }
+  });
+});
+
+describe("the agent pane's runtime line", () => {
+  const trust = { node: "/opt/nt/node", sources: "/opt/nt/src" };
+  const agent = (kind: string, extra: Record<string, unknown> = {}) =>
+    ({
+      portal: { command: kind === "codex" ? "codex" : "claude" },
+      runtime: {
+        kind,
+        command: kind === "codex" ? "codex" : "claude",
+        args: ["--model", "m"],
+        env: { FOO: "a b" },
+        sandbox: "danger-full-access",
+        ...extra,
+      },
+    }) as never;
+
+  it("claude: trusts the chosen directory as the agent, then runs with its tasks' permission mode", () => {
+    assert.equal(
+      portalCommand(agent("claude-code"), trust),
+      `'/opt/nt/node' '/opt/nt/src/agent/runtimes/trust-main.ts' "$PWD"; 'claude' '--permission-mode' 'bypassPermissions' '--model' 'm'`,
+    );
+  });
+
+  it("codex: no shared daemon, its sandbox, the directory trusted, its environment", () => {
+    const line = portalCommand(agent("codex"), trust);
+    assert.equal(
+      line,
+      `env FOO='a b' 'codex' '--no-daemon' '--sandbox' 'danger-full-access' -c "projects.\\"$PWD\\".trust_level=\\"trusted\\"" '--model' 'm'`,
+    );
+    // What sh makes of it in /srv/site: the -c value codex reads.
+    const words = execFileSync(
+      "sh",
+      [
+        "-c",
+        `cd / && PWD=/srv/site; for w in ${line.replace(/^env FOO='a b' /, "")}; do printf '%s\\n' "$w"; done`,
+      ],
+      {
+        encoding: "utf8",
+      },
+    ).split("\n");
+    assert.ok(words.includes('projects."/srv/site".trust_level="trusted"'), words.join(" | "));
+  });
+
+  it("takes a declared command as it is", () => {
+    const declared = { ...agent("claude-code"), portal: { command: "my-agent --flag" } } as never;
+    assert.equal(portalCommand(declared, trust), "my-agent --flag");
   });
 });

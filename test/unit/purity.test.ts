@@ -20,6 +20,9 @@ const PURE_FILES = [
   "src/agent/cgroup.ts",
   "src/portal/fuzzy.ts",
   "src/portal/tmux.ts",
+  "src/portal/runtime.ts",
+  "src/agent/runtimes/claude.ts",
+  "src/agent/runtimes/codex.ts",
 ];
 const FORBIDDEN = /from\s+["'](node:)?(fs|fs\/promises|child_process|net|http|https|dgram)["']/;
 

@@ -8,12 +8,9 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { townFrom } from "../commands/town-source.ts";
 import { ConfigError, EXIT } from "../errors.ts";
 import { type CommandResult, type Runner, systemRunner } from "../host/system.ts";
 import { plural, printable, type Streams, table } from "../output.ts";
-import type { DeclarationFormat } from "../town/parse.ts";
-import type { ResolvedAgent } from "../town/types.ts";
 import {
   agentRefPrefix,
   agentRefspec,
@@ -28,13 +25,16 @@ import {
   parseNumstat,
   remoteFor,
   SIGNATURE_MEANING,
-} from "./git.ts";
+} from "../review/git.ts";
 import {
   type AgentSigners,
   parsePublicKeys,
   renderAllowedSigners,
   type SshKey,
-} from "./signers.ts";
+} from "../review/signers.ts";
+import type { DeclarationFormat } from "../town/parse.ts";
+import type { ResolvedAgent } from "../town/types.ts";
+import { townFrom } from "./town-source.ts";
 
 export interface ReviewOptions extends Streams {
   readonly agent?: string;

@@ -10,28 +10,23 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { claudePermissionArgs } from "../agent/runtimes/claude.ts";
-import { codexSandboxArgs } from "../agent/runtimes/codex.ts";
 import { tmuxSessionName, tmuxSocket } from "../agent/runtimes/tmux.ts";
 import { shellQuote } from "../approval/wrappers.ts";
-import { townFrom } from "../commands/town-source.ts";
 import { ConfigError, EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import { parsePasswd } from "../host/tables.ts";
 import type { Streams } from "../output.ts";
-import { SOURCES } from "../sources.ts";
-import type { DeclarationFormat } from "../town/parse.ts";
-import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
-import { fuzzyFilter } from "./fuzzy.ts";
-import { findProgram, type Picker, terminalPicker } from "./pick.ts";
+import { fuzzyFilter } from "../portal/fuzzy.ts";
+import { findProgram, type Picker, terminalPicker } from "../portal/pick.ts";
 import {
   expandProjectDir,
   listProjects,
   type Project,
   projectFor,
   type ReadDir,
-} from "./projects.ts";
+} from "../portal/projects.ts";
+import { portalCommand } from "../portal/runtime.ts";
 import {
   agentLoginArgv,
   agentScript,
@@ -52,7 +47,11 @@ import {
   tagArgvs,
   WINDOW_FORMAT,
   windowName,
-} from "./tmux.ts";
+} from "../portal/tmux.ts";
+import { SOURCES } from "../sources.ts";
+import type { DeclarationFormat } from "../town/parse.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { townFrom } from "./town-source.ts";
 
 export interface PortalOptions extends Streams {
   readonly agent?: string;
@@ -290,46 +289,4 @@ function attachWithTerminal(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     child.on("error", reject);
     child.on("close", (code) => resolve(code ?? 1));
   });
-}
-
-/** Where the program that marks a directory trusted for claude is (run as the agent). */
-export interface TrustProgram {
-  readonly node: string;
-  readonly sources: string;
-}
-
-/**
- * The agent pane's command line. The runtime's own command (the default)
- * runs with the args and environment its tasks get, so the portal's claude
- * or codex works like the daemon's, and the directory the mayor chose is
- * trusted first (the line runs there, as the agent: "$PWD"), so neither
- * stops at a dialog. A declared command is taken as it is.
- */
-export function portalCommand(
-  agent: Pick<ResolvedAgent, "portal" | "runtime">,
-  trust: TrustProgram,
-): string {
-  const { runtime } = agent;
-  if (agent.portal.command !== runtime.command || runtime.kind === "command")
-    return agent.portal.command;
-  if (runtime.kind === "claude-code") {
-    const trustDir = [
-      shellQuote(trust.node),
-      shellQuote(path.join(trust.sources, "agent", "runtimes", "trust-main.ts")),
-      '"$PWD"',
-    ].join(" ");
-    const claude = [runtime.command, ...claudePermissionArgs(agent), ...runtime.args].map(
-      shellQuote,
-    );
-    // claude reads its environment from the rendered settings.json.
-    return `${trustDir}; ${claude.join(" ")}`;
-  }
-  const env = Object.entries(runtime.env).map(([k, v]) => `${k}=${shellQuote(v)}`);
-  return [
-    ...(env.length > 0 ? ["env", ...env] : []),
-    ...[runtime.command, "--no-daemon", ...codexSandboxArgs(agent)].map(shellQuote),
-    // Double quotes: the agent's shell expands $PWD, the directory the line runs in.
-    '-c "projects.\\"$PWD\\".trust_level=\\"trusted\\""',
-    ...runtime.args.map(shellQuote),
-  ].join(" ");
 }
