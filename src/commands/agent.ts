@@ -5,24 +5,11 @@
  * stops the same way and exits 75 (EX_TEMPFAIL), and systemd
  * (Restart=on-failure) or `nuketown up` starts it again with the new town.
  */
-import path from "node:path";
 import { AgentDaemon } from "../agent/daemon.ts";
-import { EXIT } from "../errors.ts";
+import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import {
-  agentOf,
-  CHANGED,
-  DEFAULT_MANIFEST,
-  EXIT_TOWN_CHANGED,
-  readText,
-  requireAgentUid,
-  stopSignal,
-  townChange,
-  townFrom,
-} from "./town-source.ts";
-
-export { EXIT_TOWN_CHANGED };
+import { agentOf, requireAgentUid } from "./town-source.ts";
 
 export interface AgentOptions extends Streams {
   readonly name: string;
@@ -40,31 +27,19 @@ export interface AgentOptions extends Streams {
 }
 
 export async function agent(opts: AgentOptions): Promise<number> {
-  const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
-  // Read before the town is loaded: a change that lands in between is still seen.
-  const original = await readText(source);
-  const town = await townFrom(opts);
-  const agent = agentOf(town, opts.name, opts);
+  const watched = await loadWatchedTown(opts);
+  const agent = agentOf(watched.town, opts.name, opts);
   requireAgentUid(agent, "agent", "its clones, commits and runtime are the agent's");
 
   const log = (line: string) => opts.err.write(`nuketown agent ${agent.name}: ${line}\n`);
-  const daemon = new AgentDaemon({ town, agent, log });
+  const daemon = new AgentDaemon({ town: watched.town, agent, log });
   await daemon.start();
   opts.onReady?.(daemon);
   opts.out.write(`nuketown agent ${agent.name}: listening on ${agent.socket}\n`);
-  const changed = townChange(source, original, opts.watchIntervalMs ?? 2000);
-  try {
-    const why = await Promise.race([opts.until ?? stopSignal(), changed.promise]);
-    if (why === CHANGED) {
-      log(
-        `${source} changed: stopping to start again with the new town (exit ${EXIT_TOWN_CHANGED})`,
-      );
-      await daemon.stop();
-      return EXIT_TOWN_CHANGED;
-    }
-  } finally {
-    changed.stop();
-  }
-  await daemon.stop();
-  return EXIT.ok;
+  return serveUntilDone(daemon, watched, {
+    name: `nuketown agent ${agent.name}`,
+    log,
+    ...(opts.until !== undefined && { until: opts.until }),
+    ...(opts.watchIntervalMs !== undefined && { watchIntervalMs: opts.watchIntervalMs }),
+  });
 }

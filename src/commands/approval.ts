@@ -9,20 +9,14 @@ import type { PendingRequest } from "../approval/protocol.ts";
 import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { ChatApprovalChannel } from "../chat/approval-channel.ts";
 import { openTransport } from "../chat/connect.ts";
+import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
 import { EXIT, RefusedError } from "../errors.ts";
 import { ensureDir } from "../host/files.ts";
 import { createDecryptor, type SecretDecryptor } from "../host/secrets.ts";
 import { parseGroup } from "../host/tables.ts";
 import { printable, type Streams, table } from "../output.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import {
-  CHANGED,
-  DEFAULT_MANIFEST,
-  readText,
-  requireRoot,
-  townChange,
-  townFrom,
-} from "./town-source.ts";
+import { requireRoot, townFrom } from "./town-source.ts";
 
 interface TownOptions extends Streams {
   readonly config?: string;
@@ -34,9 +28,8 @@ interface TownOptions extends Streams {
 /** `nuketown approvald`: serve until SIGTERM/SIGINT. */
 export async function approvald(opts: TownOptions): Promise<number> {
   requireRoot("approvald");
-  const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
-  const original = await readText(source);
-  const town = await townFrom(opts);
+  const watched = await loadWatchedTown(opts);
+  const { town } = watched;
   const gid = await approversGid(town.approval.approversGroup);
   const decryptor = createDecryptor({ ageKeyFile: town.secrets.ageKeyFile });
   const daemon = new ApprovalDaemon({
@@ -62,28 +55,8 @@ export async function approvald(opts: TownOptions): Promise<number> {
   opts.err.write(
     `nuketown approvald: requests on ${town.paths.requestSocket}, humans on ${town.paths.controlSocket} (group ${town.approval.approversGroup})\n`,
   );
-  // A changed town (a revoked rule, a new approver) must not wait for a reboot:
-  // stop, and let systemd or nuketown up start us again with it.
-  const changed = townChange(source, original, 2000);
-  try {
-    const why = await Promise.race([
-      changed.promise,
-      new Promise<"signal">((resolve) => {
-        process.once("SIGTERM", () => resolve("signal"));
-        process.once("SIGINT", () => resolve("signal"));
-      }),
-    ]);
-    await daemon.stop();
-    if (why === CHANGED) {
-      opts.err.write(
-        `nuketown approvald: ${source} changed: restarting with the new town (exit 75)\n`,
-      );
-      return EXIT.townChanged;
-    }
-  } finally {
-    changed.stop();
-  }
-  return EXIT.ok;
+  // A changed town (a revoked rule, a new approver) must not wait for a reboot.
+  return serveUntilDone(daemon, watched, { name: "nuketown approvald", log });
 }
 
 /**

@@ -8,20 +8,11 @@ import path from "node:path";
 import { openTransport, readCredential } from "../chat/connect.ts";
 import { agentChatId, allowedFor } from "../chat/people.ts";
 import { ChatResident } from "../chat/resident.ts";
-import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
+import { ConfigError, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import { CHAT_SECRET_FILE } from "../town/rules.ts";
-import {
-  agentOf,
-  CHANGED,
-  DEFAULT_MANIFEST,
-  EXIT_TOWN_CHANGED,
-  readText,
-  requireAgentUid,
-  stopSignal,
-  townChange,
-  townFrom,
-} from "./town-source.ts";
+import { agentOf, requireAgentUid } from "./town-source.ts";
 
 export interface ChatOptions extends Streams {
   readonly name: string;
@@ -36,9 +27,8 @@ export interface ChatOptions extends Streams {
 }
 
 export async function chat(opts: ChatOptions): Promise<number> {
-  const source = path.resolve(opts.cwd, opts.config ?? opts.manifest ?? DEFAULT_MANIFEST);
-  const original = await readText(source);
-  const town = await townFrom(opts);
+  const watched = await loadWatchedTown(opts);
+  const { town } = watched;
   const agent = agentOf(town, opts.name, opts);
   const problem = (where: string, message: string) =>
     new ConfigError(opts.config ?? opts.manifest ?? "the manifest", [{ path: where, message }]);
@@ -73,18 +63,10 @@ export async function chat(opts: ChatOptions): Promise<number> {
   const resident = new ChatResident({ town, agent, transport, stateDir, log });
   await resident.start();
   opts.onReady?.(resident);
-  const changed = townChange(source, original, opts.watchIntervalMs ?? 2000);
-  try {
-    const why = await Promise.race([opts.until ?? stopSignal(), changed.promise]);
-    await resident.stop();
-    if (why === CHANGED) {
-      log(
-        `${source} changed: stopping to start again with the new town (exit ${EXIT_TOWN_CHANGED})`,
-      );
-      return EXIT_TOWN_CHANGED;
-    }
-  } finally {
-    changed.stop();
-  }
-  return EXIT.ok;
+  return serveUntilDone(resident, watched, {
+    name: `nuketown chat ${agent.name}`,
+    log,
+    ...(opts.until !== undefined && { until: opts.until }),
+    ...(opts.watchIntervalMs !== undefined && { watchIntervalMs: opts.watchIntervalMs }),
+  });
 }

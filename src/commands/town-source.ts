@@ -3,9 +3,8 @@
  * positional argument), or the manifest that apply installed, which is what
  * the boot-time reset and the daemons read.
  */
-import { readFile as readFileCallback, type Stats, unwatchFile, watchFile } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { ConfigError, EXIT, RefusedError } from "../errors.ts";
+import { ConfigError, RefusedError } from "../errors.ts";
 import { DEFAULT_MANIFEST, parseManifest } from "../town/manifest.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -53,57 +52,6 @@ export async function townFrom(opts: TownSourceOptions): Promise<ResolvedTown> {
 export function requireRoot(what: string): void {
   if (process.geteuid?.() !== 0)
     throw new RefusedError(`${what} changes the host and must run as root`);
-}
-
-export const CHANGED = Symbol("town changed");
-
-export function readText(file: string): Promise<string | undefined> {
-  return new Promise((resolve) =>
-    readFileCallback(file, "utf8", (error, text) => resolve(error ? undefined : text)),
-  );
-}
-
-/**
- * Resolves when the file at `file` holds something else than `original`.
- * apply replaces the manifest by a rename, so the path is polled, not the inode.
- * A file that vanished (mid-replace, or removed) is not a change.
- */
-export function townChange(file: string, original: string | undefined, intervalMs: number) {
-  let listener: ((current: Stats, previous: Stats) => void) | undefined;
-  const promise = new Promise<typeof CHANGED>((resolve) => {
-    let checking = false;
-    listener = () => {
-      if (checking) return;
-      checking = true;
-      void readText(file).then((text) => {
-        checking = false;
-        if (text !== undefined && text !== original) resolve(CHANGED);
-      });
-    };
-    watchFile(file, { interval: intervalMs, persistent: false }, listener);
-  });
-  return {
-    promise,
-    stop: () => {
-      if (listener) unwatchFile(file, listener);
-    },
-  };
-}
-
-/** The exit code that asks to be started again: the town changed under a running daemon. */
-export const EXIT_TOWN_CHANGED = EXIT.townChanged;
-
-/** Resolves on the first SIGTERM or SIGINT. */
-export function stopSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      resolve(signal);
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-  });
 }
 
 /** The enabled agent `name` of the town, or a configuration error that names the ones there are. */

@@ -378,7 +378,10 @@ describe("the agent pane's runtime line", () => {
   });
 
   it("takes a declared command as it is", () => {
-    const declared = { ...agent("claude-code"), portal: { command: "my-agent --flag" } } as never;
+    const declared = {
+      ...(agent("claude-code") as object),
+      portal: { command: "my-agent --flag" },
+    } as never;
     assert.equal(portalCommand(declared, trust), "my-agent --flag");
   });
 });
