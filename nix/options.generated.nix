@@ -345,10 +345,26 @@ in
           default = "nuketown";
           description = "Namespace of rendered Kubernetes objects.";
         };
+        namespaces = mkOption {
+          type = types.enum [ "per-agent" "shared" ];
+          default = "per-agent";
+          description = "per-agent: each agent in its own namespace \"<namespace>-<agent>\" with its own quota; shared: all in `namespace`.";
+        };
         image = mkOption {
           type = types.nullOr types.str;
           default = null;
           description = "Default container image for cloud agents.";
+        };
+        storageClass = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          defaultText = literalMD "the cluster's default";
+          description = "StorageClass of persisted paths' volumes.";
+        };
+        secretName = mkOption {
+          type = types.str;
+          default = "secrets";
+          description = "Each agent's Secret (`<agent>-<secretName>`), created out of band: keys ssh-key, gpg-key, runtime-key, chat-secret and the names of extraSecrets.";
         };
       };
     };
@@ -993,9 +1009,20 @@ in
                       default = null;
                       description = "AKS workload identity: client id.";
                     };
+                    awsPodIdentity = mkOption {
+                      type = types.bool;
+                      default = false;
+                      description = "EKS Pod Identity instead of IRSA: the role is bound by a pod identity association, not an annotation.";
+                    };
                   };
                 };
                 default = { };
+              };
+              egress = mkOption {
+                type = types.nullOr (types.listOf types.str);
+                default = null;
+                defaultText = literalMD "anywhere";
+                description = "Where the agent may connect (CIDRs); DNS and the cloud metadata endpoints stay allowed.";
               };
               storage = mkOption {
                 type = types.attrsOf types.str;

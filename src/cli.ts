@@ -478,6 +478,83 @@ ${EXIT_CODES}`,
     process.exitCode = await talk({ ...opts, agent, ...streams() });
   });
 
+  const cloud = program
+    .command("cloud")
+    .description("the town's cloud agents on Kubernetes: manifests, Argo CD plugin, scaling");
+  cloud
+    .command("render")
+    .description("print every cloud agent's Kubernetes objects (validated offline), sorted")
+    .argument("<config>", "the town declaration, or - for stdin")
+    .option("--out <dir>", "write one file per object under DIR (replaced) instead")
+    .addOption(formatOption())
+    .addOption(hostnameOption().default("cloud"))
+    .addHelpText("after", EXIT_CODES)
+    .action(
+      async (
+        config: string,
+        opts: { out?: string; format?: (typeof FORMATS)[number]; hostname?: string },
+      ) => {
+        const { cloudRender } = await import("./commands/cloud.ts");
+        const { out: outDir, ...rest } = opts;
+        process.exitCode = await cloudRender({
+          config,
+          ...rest,
+          ...(outDir !== undefined && { outDir }),
+          ...streams(),
+        });
+      },
+    );
+  cloud
+    .command("generate")
+    .description("Argo CD plugin: manifests of the town in the current directory on stdout")
+    .addHelpText("after", EXIT_CODES)
+    .action(async () => {
+      const { cloudGenerate } = await import("./commands/cloud.ts");
+      process.exitCode = await cloudGenerate({ env: process.env, ...streams() });
+    });
+  cloud
+    .command("controller")
+    .description("turn agents' scale requests into approvals; scale idle agents down")
+    .option("--kubeconfig <file>", "default: in-cluster, else $KUBECONFIG or ~/.kube/config")
+    .option("--namespace <ns>", "where approval requests live", "nuketown-system")
+    .option("--interval <seconds>", "between passes", (v) => Number.parseInt(v, 10), 15)
+    .option("--once", "one pass, then exit")
+    .option("--audit-file <file>", "also append audit records (JSON lines) here")
+    .addHelpText("after", EXIT_CODES)
+    .action(
+      async (opts: {
+        kubeconfig?: string;
+        namespace?: string;
+        interval?: number;
+        once?: boolean;
+        auditFile?: string;
+      }) => {
+        const { cloudController } = await import("./commands/cloud.ts");
+        process.exitCode = await cloudController({ ...opts, ...streams() });
+      },
+    );
+  for (const approve of [true, false]) {
+    cloud
+      .command(approve ? "approve" : "deny")
+      .description(`${approve ? "approve" : "deny"} an agent's scale request (scale-<agent>-<id>)`)
+      .argument("<request>")
+      .option("--by <name>", "who answers (default: $SUDO_USER, else $USER)")
+      .option("--reason <text>")
+      .option("--kubeconfig <file>")
+      .option("--namespace <ns>", "the controller's namespace", "nuketown-system")
+      .addHelpText("after", EXIT_CODES)
+      .action(
+        async (
+          id: string,
+          opts: { by?: string; reason?: string; kubeconfig?: string; namespace?: string },
+        ) => {
+          const { cloudDecide } = await import("./commands/cloud.ts");
+          process.exitCode = await cloudDecide({ ...opts, id, approve, ...streams() });
+        },
+      );
+  }
+  for (const command of cloud.commands) command.exitOverride();
+
   for (const command of program.commands) command.exitOverride();
   return program;
 }

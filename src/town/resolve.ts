@@ -357,6 +357,7 @@ function normalizeAgent(
         idleTimeout: a.cloud.scaling.idleTimeout,
       },
       identity: { ...a.cloud.identity },
+      ...(a.cloud.egress !== undefined && { egress: [...a.cloud.egress] }),
       storage: persist.map((p) => ({ path: p.path, size: a.cloud.storage[p.path] ?? "1Gi" })),
       ...((a.cloud.image ?? decl.cloud.image) !== undefined && {
         image: a.cloud.image ?? decl.cloud.image,

@@ -290,6 +290,7 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
       if (!persisted.has(key.replace(/\/+$/, "")))
         at(here("cloud", "storage", key), "is not a persisted path");
     }
+    if (cloud.enable) checkCloudAgent(decl, town, agent, here, at);
 
     agent.hosts.forEach((host, i) => {
       if (!hostNames.has(host)) at(here("hosts", i), `"${host}" is not declared in hosts`);
@@ -323,6 +324,56 @@ export function uidProblems(
 }
 
 type At = (parts: PathPart[], message: string) => void;
+
+/** What a pod cannot do that a host agent can, and cloud settings that contradict each other. */
+function checkCloudAgent(
+  decl: TownParsed,
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  here: (...parts: PathPart[]) => PathPart[],
+  at: At,
+): void {
+  const { cloud } = agent;
+  if (cloud.image === undefined)
+    at(
+      here("cloud", "image"),
+      "a cloud agent needs an image: set it here or in the town's cloud.image",
+    );
+  if (agent.devices.length > 0)
+    at(
+      here("devices"),
+      "a cloud agent cannot reach this host's devices; remove them or cloud.enable",
+    );
+  if (agent.sudo.enable)
+    at(
+      here("sudo", "enable"),
+      "a cloud agent runs without privilege escalation; sudo is for host agents",
+    );
+  (decl.agents[agent.name]?.persist ?? []).forEach((entry, i) => {
+    if (typeof entry !== "string" && entry.type === "file")
+      at(here("persist", i), "a cloud agent persists directories only (one volume per path)");
+  });
+  const { identity } = cloud;
+  const providers = [identity.gcpServiceAccount, identity.awsRoleArn, identity.azureClientId];
+  if (providers.filter((p) => p !== undefined).length > 1)
+    at(
+      here("cloud", "identity"),
+      "a ServiceAccount maps to one cloud's workload identity: keep one of gcpServiceAccount, awsRoleArn, azureClientId",
+    );
+  if (identity.awsPodIdentity && identity.awsRoleArn === undefined)
+    at(
+      here("cloud", "identity", "awsPodIdentity"),
+      "needs awsRoleArn (the role the association binds)",
+    );
+  if (
+    town.cloud.namespaces === "per-agent" &&
+    town.cloud.namespace.length + agent.name.length + 1 > 63
+  )
+    at(
+      here(),
+      `its namespace "${town.cloud.namespace}-${agent.name}" is longer than 63 characters`,
+    );
+}
 
 /** A secret named only by key needs the town's default sops file. */
 function checkSecretFiles(decl: TownParsed, town: ResolvedTown, at: At): void {

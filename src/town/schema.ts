@@ -242,6 +242,13 @@ const RuntimeSchema = z.strictObject({
 
 const CloudTier = z.enum(["small", "standard", "large", "gpu"]);
 
+/** nix-snapshotter's `nix:0/nix/store/...` reference, or an OCI reference (registry/repo[:tag][@digest]). */
+const cloudImage = () =>
+  matching(
+    /^(nix:0\/nix\/store\/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+|[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?)$/,
+    "a nix-snapshotter reference (nix:0/nix/store/...) or an OCI image reference",
+  );
+
 const AgentCloudSchema = z.strictObject({
   enable: z
     .boolean()
@@ -276,13 +283,26 @@ const AgentCloudSchema = z.strictObject({
       azureClientId: matching(/^[0-9a-fA-F-]{36}$/, "an Azure client id (UUID)")
         .optional()
         .meta({ description: "AKS workload identity: client id." }),
+      awsPodIdentity: z.boolean().default(false).meta({
+        description:
+          "EKS Pod Identity instead of IRSA: the role is bound by a pod identity association, not an annotation.",
+      }),
     })
     .prefault({}),
+  egress: z
+    .array(matching(/^[0-9a-fA-F.:]+\/[0-9]{1,3}$/, "a CIDR such as 10.0.0.0/8"))
+    .optional()
+    .meta(
+      derived(
+        "Where the agent may connect (CIDRs); DNS and the cloud metadata endpoints stay allowed.",
+        "anywhere",
+      ),
+    ),
   storage: z
     .record(homeRelativePath(), matching(/^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)$/, "a size such as 10Gi"))
     .default({})
     .meta({ description: "Volume size per persisted path.", "x-default": "1Gi each" }),
-  image: line().optional().meta(derived("Container image.", "the town's cloud.image")),
+  image: cloudImage().optional().meta(derived("Container image.", "the town's cloud.image")),
 });
 
 const MatrixAccountSchema = z.strictObject({
@@ -693,7 +713,22 @@ export const TownSchema = z.strictObject({
       namespace: matching(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "a Kubernetes namespace name")
         .default("nuketown")
         .meta({ description: "Namespace of rendered Kubernetes objects." }),
-      image: line().optional().meta({ description: "Default container image for cloud agents." }),
+      namespaces: z.enum(["per-agent", "shared"]).default("per-agent").meta({
+        description:
+          'per-agent: each agent in its own namespace "<namespace>-<agent>" with its own quota; shared: all in `namespace`.',
+      }),
+      image: cloudImage()
+        .optional()
+        .meta({ description: "Default container image for cloud agents." }),
+      storageClass: matching(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, "a StorageClass name")
+        .optional()
+        .meta(derived("StorageClass of persisted paths' volumes.", "the cluster's default")),
+      secretName: matching(/^[a-z0-9]([-a-z0-9]{0,52}[a-z0-9])?$/, "a Secret name")
+        .default("secrets")
+        .meta({
+          description:
+            "Each agent's Secret (`<agent>-<secretName>`), created out of band: keys ssh-key, gpg-key, runtime-key, chat-secret and the names of extraSecrets.",
+        }),
     })
     .prefault({}),
   install: z

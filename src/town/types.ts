@@ -158,7 +158,10 @@ export interface ResolvedAgent {
       readonly gcpServiceAccount?: string;
       readonly awsRoleArn?: string;
       readonly azureClientId?: string;
+      readonly awsPodIdentity: boolean;
     };
+    /** Allowed egress CIDRs; undefined: anywhere. */
+    readonly egress?: readonly string[];
     /** One entry per persisted path. */
     readonly storage: readonly { readonly path: string; readonly size: string }[];
     readonly image?: string;
@@ -235,7 +238,13 @@ export interface ResolvedTown {
     readonly address?: string;
     readonly description?: string;
   }[];
-  readonly cloud: { readonly namespace: string; readonly image?: string };
+  readonly cloud: {
+    readonly namespace: string;
+    readonly namespaces: "per-agent" | "shared";
+    readonly image?: string;
+    readonly storageClass?: string;
+    readonly secretName: string;
+  };
   readonly install: {
     /** Everything below is derived from it unless declared (see src/install/layout.ts). */
     readonly prefix: string;
