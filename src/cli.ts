@@ -188,6 +188,7 @@ export function buildProgram(): Command {
     .option("--no-restart", "leave running daemons on the version they run")
     .addOption(new Option("--source <dir>", "install this checkout or copy").hideHelp())
     .addOption(new Option("--as-version <name>", "name of the version directory").hideHelp())
+    .addOption(new Option("--any-build", "install the build even if sources are newer").hideHelp())
     .addHelpText("after", EXIT_CODES)
     .action(
       async (opts: {
@@ -197,6 +198,7 @@ export function buildProgram(): Command {
         restart: boolean;
         source?: string;
         asVersion?: string;
+        anyBuild?: boolean;
       }) => {
         const { install } = await import("./commands/install.ts");
         process.exitCode = await install({

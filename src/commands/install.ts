@@ -37,6 +37,8 @@ export interface InstallCommandOptions extends Streams {
   readonly source?: string;
   /** The version directory's name (tests, packaging). */
   readonly version?: string;
+  /** Install the build as it is, even if sources changed since (tests). */
+  readonly anyBuild?: boolean;
   /** Do not restart daemons (packaging stages; `up` starts them itself). */
   readonly noRestart?: boolean;
 }
@@ -56,6 +58,7 @@ export async function install(opts: InstallCommandOptions): Promise<number> {
       source: opts.source ?? PROGRAM_ROOT,
       prefix,
       ...(opts.version !== undefined && { version: opts.version }),
+      anyBuild: opts.anyBuild === true,
     });
     opts.out.write(
       result.changed

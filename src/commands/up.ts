@@ -6,7 +6,7 @@ import { ensureDir, writeFileAtomic } from "../host/files.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { APPROVALD_UNIT, agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { systemRunner } from "../host/system.ts";
-import { installProgram } from "../install/install.ts";
+import { buildVersion, installedVersion, installProgram } from "../install/install.ts";
 import type { Streams } from "../output.ts";
 import { PROGRAM_ROOT, runningInstall } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
@@ -37,7 +37,11 @@ export const upStatePath = (town: ResolvedTown) => path.join(town.runtimeDir, "u
 export async function up(opts: UpOptions): Promise<number> {
   requireRoot("up");
   const declared = await townFrom(opts);
-  if (runningInstall()?.prefix !== declared.install.prefix) {
+  // Installed already (this very build): nothing to copy.
+  if (
+    runningInstall()?.prefix !== declared.install.prefix &&
+    (await installedVersion(declared.install.prefix)) !== (await buildVersion(PROGRAM_ROOT))
+  ) {
     const installed = await installProgram({
       source: PROGRAM_ROOT,
       prefix: declared.install.prefix,

@@ -44,6 +44,8 @@ export interface InstallOptions {
   readonly destdir?: string;
   /** The version directory's name; default: package.json's version and a build id. */
   readonly version?: string;
+  /** Install the build even when sources changed since (tests: the suite built it). */
+  readonly anyBuild?: boolean;
   /** Leave ownership as it is (packaging as a user; dpkg-deb --root-owner-group owns it). */
   readonly keepOwner?: boolean;
   readonly log?: (line: string) => void;
@@ -67,7 +69,7 @@ export async function installProgram(opts: InstallOptions): Promise<InstallResul
   const layout = installLayout(opts.prefix);
   const under = (p: string) => (opts.destdir ? path.join(opts.destdir, p) : p);
   const source = path.resolve(opts.source);
-  await checkSource(source);
+  await checkSource(source, opts.anyBuild === true);
   const version = opts.version ?? (await buildVersion(source));
   if (!VERSION_NAME.test(version)) {
     throw new NuketownError(
@@ -160,7 +162,7 @@ export async function refuseWritableByOthers(file: string, what: string): Promis
 
 // ---- the copy -----------------------------------------------------------
 
-async function checkSource(source: string): Promise<void> {
+async function checkSource(source: string, anyBuild: boolean): Promise<void> {
   const missing = [PROGRAM_FILES.cli, PROGRAM_FILES.gate, "package.json"].filter(
     (f) => !existsSync(path.join(source, f)),
   );
@@ -169,7 +171,7 @@ async function checkSource(source: string): Promise<void> {
       `${source} has no build to install (missing ${missing.join(", ")}): run \`npm ci\` (or \`npm run build\`) there first`,
     );
   }
-  if (existsSync(path.join(source, "src")) && (await sourcesNewerThanBuild(source))) {
+  if (!anyBuild && existsSync(path.join(source, "src")) && (await sourcesNewerThanBuild(source))) {
     throw new RefusedError(
       `the build in ${source}/dist is older than its sources: run \`npm run build\` first, so what is installed is what you have`,
     );

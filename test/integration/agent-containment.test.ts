@@ -19,7 +19,7 @@ import { AgentClient, type TaskEvent, type TaskOutcome } from "../../src/agent/c
 import { townCgroup } from "../../src/commands/up.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
-import { testPrefix } from "../support/install.ts";
+import { installForTest } from "../support/install.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const TOWN = "nt-test-contain";
@@ -164,7 +164,7 @@ describe("everything a task starts dies with it", { skip: !isRoot() && "needs ro
         stateDir: path.join(root, "state"),
         runtimeDir: path.join(root, "run"),
         etcDir: path.join(root, "etc"),
-        install: { prefix: testPrefix(root) },
+        install: { prefix: installForTest(root) },
         uidRange: { min: 60100, max: 60999 },
         homes: { backend: "directory" },
         approval: { group: APPROVERS },

@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { testPrefix } from "../support/install.ts";
+import { installForTest } from "../support/install.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-talker";
@@ -92,7 +92,7 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
         stateDir: path.join(root, "state"),
         runtimeDir: path.join(root, "run"),
         etcDir: path.join(root, "etc"),
-        install: { prefix: testPrefix(root) },
+        install: { prefix: installForTest(root) },
         uidRange: { min: 60100, max: 60999 },
         homes: { backend: "directory" },
         approval: { group: APPROVERS },

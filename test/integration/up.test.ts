@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
-import { testPrefix } from "../support/install.ts";
+import { installForTest, testPrefix } from "../support/install.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const MAYOR = "nt-test-upmayor";
@@ -67,7 +67,7 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
         stateDir: path.join(root, "state"),
         runtimeDir: path.join(root, "run"),
         etcDir: path.join(root, "etc"),
-        install: { prefix: testPrefix(root) },
+        install: { prefix: installForTest(root) },
         uidRange: { min: 60100, max: 60999 },
         homes: { backend: "directory" },
         approval: { group: APPROVERS },
@@ -150,7 +150,16 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
 
     const installed = spawnSync(
       BIN,
-      ["install", "--prefix", prefix, "--as-version", "0.0.0-b", "--manifest", manifest],
+      [
+        "install",
+        "--prefix",
+        prefix,
+        "--as-version",
+        "0.0.0-b",
+        "--any-build",
+        "--manifest",
+        manifest,
+      ],
       {
         encoding: "utf8",
       },

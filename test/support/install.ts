@@ -20,6 +20,8 @@ export function installForTest(root: string): string {
     "--prefix",
     prefix,
     "--no-restart",
+    // What `npm test` built: other work may change sources while the suite runs.
+    "--any-build",
     "--manifest",
     path.join(root, "no-manifest"),
   ]);
