@@ -47,7 +47,9 @@ mkdir -p "$work/kube" "$work/etcd" "$dir.tmp/bin"
 echo "building kube-apiserver $k8s and etcd $etcd with $("$go" version) (minutes the first time)"
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 (cd "$work/etcd" && "$go" mod tidy && "$go" build -trimpath -o "$dir.tmp/bin/etcd" go.etcd.io/etcd/server/v3)
-(cd "$work/kube" && "$go" mod tidy && "$go" build -trimpath -o "$dir.tmp/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+(cd "$work/kube" && "$go" mod tidy && "$go" build -trimpath -o "$dir.tmp/bin/kube-apiserver" \
+  -ldflags "-X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$k8s" | cut -d. -f2)" \
+  k8s.io/kubernetes/cmd/kube-apiserver)
 rm -rf "$dir" && mv "$dir.tmp" "$dir"
 "$dir/bin/kube-apiserver" --version
 "$dir/bin/etcd" --version | head -1
