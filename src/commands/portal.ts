@@ -16,6 +16,7 @@ import { ConfigError, EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { type Runner, systemRunner } from "../host/system.ts";
 import { parsePasswd } from "../host/tables.ts";
+import { PROGRAM_FILES } from "../install/layout.ts";
 import type { Streams } from "../output.ts";
 import { fuzzyFilter } from "../portal/fuzzy.ts";
 import { findProgram, type Picker, terminalPicker } from "../portal/pick.ts";
@@ -48,7 +49,6 @@ import {
   WINDOW_FORMAT,
   windowName,
 } from "../portal/tmux.ts";
-import { SOURCES } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { townFrom } from "./town-source.ts";
@@ -138,7 +138,10 @@ export async function portal(opts: PortalOptions): Promise<number> {
         agent.name,
         agentScript(
           project.dir,
-          portalCommand(agent, { node: process.execPath, sources: SOURCES }),
+          portalCommand(agent, {
+            node: path.join(town.install.programDir, PROGRAM_FILES.node),
+            script: path.join(town.install.programDir, PROGRAM_FILES.trust),
+          }),
           // Before the agent's first round there is no runtime dir: run the command in the pane.
           existsSync(agent.runtimeDir)
             ? {

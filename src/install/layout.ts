@@ -27,6 +27,8 @@ export const PROGRAM_FILES = {
   cli: "dist/cli.js",
   gate: "dist/libexec/gate.cjs",
   writer: "dist/host/agent-files-writer.js",
+  /** Marks a directory trusted for claude, run as the agent by the portal. */
+  trust: "dist/agent/runtimes/trust-main.js",
   info: "install.json",
 } as const;
 

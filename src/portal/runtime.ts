@@ -2,16 +2,15 @@
  * The agent pane's command line when the portal runs the agent's runtime.
  * Pure: no I/O here.
  */
-import path from "node:path";
 import { claudePermissionArgs } from "../agent/runtimes/claude.ts";
 import { codexSandboxArgs } from "../agent/runtimes/codex.ts";
 import { shellQuote } from "../approval/wrappers.ts";
 import type { ResolvedAgent } from "../town/types.ts";
 
-/** Where the program that marks a directory trusted for claude is (run as the agent). */
+/** The program that marks a directory trusted for claude, run as the agent: the installed copy's. */
 export interface TrustProgram {
   readonly node: string;
-  readonly sources: string;
+  readonly script: string;
 }
 
 /**
@@ -29,11 +28,7 @@ export function portalCommand(
   if (agent.portal.command !== runtime.command || runtime.kind === "command")
     return agent.portal.command;
   if (runtime.kind === "claude-code") {
-    const trustDir = [
-      shellQuote(trust.node),
-      shellQuote(path.join(trust.sources, "agent", "runtimes", "trust-main.ts")),
-      '"$PWD"',
-    ].join(" ");
+    const trustDir = [shellQuote(trust.node), shellQuote(trust.script), '"$PWD"'].join(" ");
     const claude = [runtime.command, ...claudePermissionArgs(agent), ...runtime.args].map(
       shellQuote,
     );

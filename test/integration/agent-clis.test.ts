@@ -21,6 +21,7 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { runTask } from "../../src/agent/client.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
+import { installForTest } from "../support/install.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
 import {
   CLAUDE,
@@ -205,6 +206,7 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
         uidRange: { min: 60100, max: 60999 },
         homes: { backend: "directory" },
         basePackages: ["git"],
+        install: { prefix: installForTest(root) },
         approval: { group: APPROVERS },
         secrets: { ageKeyFile: "age/keys.txt" },
         humans: { [MAYOR]: { approver: true } },

@@ -336,7 +336,7 @@ describe("the portal's pure parts", () => {
 });
 
 describe("the agent pane's runtime line", () => {
-  const trust = { node: "/opt/nt/node", sources: "/opt/nt/src" };
+  const trust = { node: "/opt/nt/bin/node", script: "/opt/nt/dist/agent/runtimes/trust-main.js" };
   const agent = (kind: string, extra: Record<string, unknown> = {}) =>
     ({
       portal: { command: kind === "codex" ? "codex" : "claude" },
@@ -353,7 +353,7 @@ describe("the agent pane's runtime line", () => {
   it("claude: trusts the chosen directory as the agent, then runs with its tasks' permission mode", () => {
     assert.equal(
       portalCommand(agent("claude-code"), trust),
-      `'/opt/nt/node' '/opt/nt/src/agent/runtimes/trust-main.ts' "$PWD"; 'claude' '--permission-mode' 'bypassPermissions' '--model' 'm'`,
+      `'/opt/nt/bin/node' '/opt/nt/dist/agent/runtimes/trust-main.js' "$PWD"; 'claude' '--permission-mode' 'bypassPermissions' '--model' 'm'`,
     );
   });
 
