@@ -5,7 +5,8 @@
  *
  *   node bench/run.ts [agents]        (default 1000)
  *
- * Then, as root only: the host (bench/host.ts: resets, no-op apply), the
+ * Then the cloud renderer (bench/cloud.ts: 1,000 cloud agents to validated
+ * YAML, against a JSON round trip of the same objects) and, as root only: the host (bench/host.ts: resets, no-op apply), the
  * approval round trip (bench/approval.ts), sudo end to end through the
  * installed gate (bench/sudo.ts) and chat latency and memory
  * (bench/chat.ts).
@@ -15,6 +16,7 @@ import { formatProblem } from "../src/town/problems.ts";
 import { resolveTown } from "../src/town/resolve.ts";
 import { benchApproval } from "./approval.ts";
 import { benchChat } from "./chat.ts";
+import { benchCloud } from "./cloud.ts";
 import { benchHost } from "./host.ts";
 import { benchSudo } from "./sudo.ts";
 import { generateTown } from "./towns.ts";
@@ -96,7 +98,8 @@ function main(argv: readonly string[]): number {
 
 process.exitCode = main(process.argv.slice(2));
 // The host, approval and chat benches need root (accounts, sockets handed to groups, servers' users).
-for (const next of [benchHost, benchApproval, benchSudo, benchChat]) {
+// Rendering 1,000 cloud agents needs nothing of the host; the others need root.
+for (const next of [() => benchCloud(1000), benchHost, benchApproval, benchSudo, benchChat]) {
   if (process.exitCode !== 0) break;
   console.log("");
   process.exitCode = await next();

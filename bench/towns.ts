@@ -141,7 +141,8 @@ function generateAgent(i: number, n: number): Record<string, unknown> {
       allow: ["josh", "mara", agentName((i + 1) % n)],
     };
   }
-  if (i % 4 !== 3) {
+  // A pod has no host devices, no sudo and persists directories only (cloud rules).
+  if (!agent.devices && !agent.sudo && i % 3 !== 0) {
     const tier = i % TIERS.length;
     agent.cloud = {
       enable: true,

@@ -130,6 +130,31 @@ describe("nuketown cloud render", () => {
   });
 });
 
+describe("the YAML printer", () => {
+  it("reads back as the same objects, tricky strings included", () => {
+    const objects = JSON.parse(JSON.stringify(renderCloud(cloudTown())));
+    assert.deepEqual(
+      parseAllDocuments(toYaml(objects)).map((d) => d.toJSON()),
+      objects,
+    );
+    const tricky = [
+      {
+        s: ["yes", "No", "1.0", "0x10", "a: b", "#x", "- x", "", " lead", "trail ", "null", "~"],
+        t: ["@at", "a #b", "x\ny", "é", "*", "&a", "!t", "%p", "{", "[", "'", '"', "a:", ":a"],
+        u: ["8080", "1e3", "..", ".5", "-", "2026-01-01", "nix:0/nix/store/x", "a:b", "\u0007"],
+        n: {},
+        a: [],
+        z: [[1, []], {}, [{ b: 1, a: [2] }]],
+        k: { "weird key: x": 1, "1": 2, "": 3 },
+      },
+    ];
+    assert.deepEqual(
+      parseAllDocuments(toYaml(tricky)).map((d) => d.toJSON()),
+      tricky,
+    );
+  });
+});
+
 describe("the offline validation", () => {
   it("refuses a wrong type and an unknown field, with the object and the path", () => {
     const d = structuredClone(renderCloud(cloudTown()).find((o) => o.kind === "Deployment")) as any;
