@@ -6,7 +6,7 @@
  * file system side is src/agent/containment.ts.
  */
 import path from "node:path";
-import { parseMountinfo } from "../host/tables.ts";
+import { parseMountinfo } from "../os/tables.ts";
 
 /** Each task's cgroup, under the agent daemon's own: `task-<id>`. */
 export const TASK_CGROUP_PREFIX = "task-";

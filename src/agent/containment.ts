@@ -14,11 +14,11 @@
  * The only code that touches /sys/fs/cgroup and /proc for this; the parsing
  * is src/agent/cgroup.ts.
  */
-import { spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { access, chown, mkdir, readdir, readFile, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { startProcess } from "../os/process.ts";
 import {
   environHas,
   locateCgroup,
@@ -424,7 +424,7 @@ export class TaskContainment {
 /** Start `sh` that writes its pid into `procsFile`; resolves when it did, rejects with its complaint. */
 function joinFromChild(procsFile: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn("/bin/sh", ["-c", 'echo $$ > "$1"', "nuketown-probe", procsFile], {
+    const child = startProcess("/bin/sh", ["-c", 'echo $$ > "$1"', "nuketown-probe", procsFile], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";

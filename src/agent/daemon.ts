@@ -12,7 +12,7 @@ import { chmod, mkdir, rm } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
-import { type Runner, systemRunner } from "../host/system.ts";
+import { type Runner, systemRunner } from "../os/process.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { TaskContainment } from "./containment.ts";
 import { ClientFrameSchema, parseFrame } from "./frames.ts";

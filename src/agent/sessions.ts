@@ -5,7 +5,7 @@
  */
 import { appendFile, mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { writeFileAtomic } from "../host/files.ts";
+import { writeFileAtomic } from "../os/files.ts";
 import type { SessionStore } from "./runtimes/types.ts";
 
 interface SessionFile {

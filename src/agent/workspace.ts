@@ -8,7 +8,7 @@
  */
 import { mkdir, readdir, stat } from "node:fs/promises";
 import path from "node:path";
-import type { Runner } from "../host/system.ts";
+import type { Runner } from "../os/process.ts";
 import type { ResolvedAgent } from "../town/types.ts";
 import type { FailureReason, WorkspaceReport } from "./protocol.ts";
 

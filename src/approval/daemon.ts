@@ -10,10 +10,10 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from "node:fs/promi
 import net from "node:net";
 import path from "node:path";
 import type { AuditLog } from "../audit/log.ts";
-import { ensureDir, writeFileAtomic } from "../host/files.ts";
 import type { SecretDecryptor } from "../host/secrets.ts";
-import { type Runner, systemRunner } from "../host/system.ts";
-import { parseGroup, parseMountinfo, parsePasswd } from "../host/tables.ts";
+import { ensureDir, writeFileAtomic } from "../os/files.ts";
+import { type Runner, systemRunner } from "../os/process.ts";
+import { parseGroup, parseMountinfo, parsePasswd } from "../os/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
 import { readApprovalMode } from "./mode.ts";

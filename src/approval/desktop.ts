@@ -5,12 +5,17 @@
  * zenity, the channel says so once and stays silent while the other channels
  * carry on.
  */
-import { spawn } from "node:child_process";
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { MissingToolError } from "../errors.ts";
-import { type CommandResult, type Runner, type RunOptions, systemRunner } from "../host/system.ts";
-import { type PasswdEntry, parsePasswd } from "../host/tables.ts";
+import {
+  type CommandResult,
+  type Runner,
+  type RunOptions,
+  startProcess,
+  systemRunner,
+} from "../os/process.ts";
+import { type PasswdEntry, parsePasswd } from "../os/tables.ts";
 import type { ResolvedHuman, ResolvedTown } from "../town/types.ts";
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
 import type { Decision, PendingRequest } from "./protocol.ts";
@@ -303,7 +308,7 @@ export const systemDialogRunner: DialogRunner = {
         const nothing = Buffer.alloc(0);
         return resolve({ code: 143, stdout: "", stderr: "", stdoutBytes: nothing });
       }
-      const child = spawn(program, args, {
+      const child = startProcess(program, args, {
         env: options.env ?? process.env,
         cwd: options.cwd ?? "/",
         uid: options.uid,

@@ -6,11 +6,11 @@
  * working directory, never through a shell, with a clean environment. On
  * no, a timeout, or an unreachable daemon it fails closed.
  */
-import { spawn } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { parseGroup, parsePasswd } from "../host/tables.ts";
+import { startProcess } from "../os/process.ts";
+import { parseGroup, parsePasswd } from "../os/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
 // Types only from protocol.ts: its zod schemas would weigh down the bundled gate (wire/framing.ts is plain).
 import { encodeFrame, LineSplitter } from "../wire/framing.ts";
@@ -404,7 +404,7 @@ function execute(request: ApprovalRequest, target: Target, gate: GateEnvironment
         ...args,
       ];
   return new Promise((resolve) => {
-    const child = spawn(program, programArgs, {
+    const child = startProcess(program, programArgs, {
       argv0: asRoot ? argv0 : undefined,
       // No cwd: the child inherits the directory the gate entered before asking.
       env,

@@ -21,7 +21,7 @@ import { constants, createReadStream } from "node:fs";
 import { type FileHandle, mkdir, open, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
-import { writeFileAtomic } from "../host/files.ts";
+import { writeFileAtomic } from "../os/files.ts";
 
 /** `prev` of the first record. */
 export const ZERO_HASH = "0".repeat(64);

@@ -6,7 +6,7 @@
  * left unanswered rather than answered twice.
  */
 import { readFile } from "node:fs/promises";
-import { writeFileAtomic } from "../host/files.ts";
+import { writeFileAtomic } from "../os/files.ts";
 
 /** Handled message ids kept; older ones are covered by `since` and the transports' own sync state. */
 const KEEP_IDS = 5000;

@@ -7,13 +7,13 @@
  * It acts on the host only through the agent daemon's socket and the agent's
  * own sudo (which a human approves): a channel, never an actor.
  */
-import { spawn } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { AgentClient, type TaskOutcome } from "../agent/client.ts";
 import { clip, type TaskEvent } from "../agent/protocol.ts";
 import { AuditLog } from "../audit/log.ts";
 import { EXIT, type NuketownError } from "../errors.ts";
+import { startProcess } from "../os/process.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { CHAT_HELP, parseCommand, stripMention } from "./commands.ts";
 import { Ledger } from "./ledger.ts";
@@ -279,7 +279,7 @@ export class ChatResident {
     const { town, agent } = this.#o;
     return new Promise((resolve) => {
       const argv = [town.install.bin, "reset", agent.name, "--manifest", town.paths.manifest];
-      const child = spawn("sudo", argv, {
+      const child = startProcess("sudo", argv, {
         env: {
           ...process.env,
           PATH: `${town.install.shimDir}:${process.env.PATH ?? "/usr/bin:/bin"}`,

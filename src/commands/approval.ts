@@ -1,5 +1,3 @@
-import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ControlClient } from "../approval/client.ts";
 import { ApprovalDaemon } from "../approval/daemon.ts";
@@ -11,9 +9,10 @@ import { ChatApprovalChannel } from "../chat/approval-channel.ts";
 import { openTransport } from "../chat/connect.ts";
 import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
 import { EXIT, RefusedError } from "../errors.ts";
-import { ensureDir } from "../host/files.ts";
 import { createDecryptor, type SecretDecryptor } from "../host/secrets.ts";
-import { parseGroup } from "../host/tables.ts";
+import { readGroup } from "../os/etc.ts";
+import { ensureDir } from "../os/files.ts";
+import { runInherit } from "../os/process.ts";
 import { printable, type Streams, table } from "../output.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { requireRoot, townFrom } from "./town-source.ts";
@@ -115,7 +114,7 @@ async function chatChannel(
 }
 
 async function approversGid(name: string): Promise<number | undefined> {
-  const groups = parseGroup(await readFile("/etc/group", "utf8").catch(() => ""));
+  const groups = await readGroup();
   return groups.find((g) => g.name === name)?.gid;
 }
 
@@ -235,9 +234,5 @@ export async function unlock(
   const town = await townFrom(opts);
   const args = opts.lock ? ["--lock", opts.secret ?? "--all"] : ["--unlock", opts.secret ?? ""];
   // The real sudo: the shim (first on a sudo agent's PATH) would treat the gate as a command to approve.
-  const child = spawn("/usr/bin/sudo", ["-n", town.install.gate, ...args], { stdio: "inherit" });
-  return new Promise((resolve) => {
-    child.on("error", () => resolve(EXIT.missing));
-    child.on("close", (code) => resolve(code ?? EXIT.internal));
-  });
+  return runInherit("/usr/bin/sudo", ["-n", town.install.gate, ...args]).catch(() => EXIT.missing);
 }

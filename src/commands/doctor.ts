@@ -1,6 +1,6 @@
-import { access, constants, readFile } from "node:fs/promises";
-import path from "node:path";
+import { access, readFile } from "node:fs/promises";
 import { EXIT } from "../errors.ts";
+import { which } from "../os/which.ts";
 import { type Streams, table } from "../output.ts";
 
 interface Check {
@@ -55,19 +55,7 @@ export const PROGRAMS: readonly {
   { program: "pkill", purpose: "stop agents before a reset", fix: "apt-get install procps" },
 ];
 
-async function onPath(program: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? "").split(":").concat(["/usr/sbin", "/sbin"])) {
-    const candidate = path.join(dir, program);
-    if (
-      await access(candidate, constants.X_OK).then(
-        () => true,
-        () => false,
-      )
-    )
-      return candidate;
-  }
-  return undefined;
-}
+const onPath = (program: string) => which(program);
 
 const read = (file: string) => readFile(file, "utf8").catch(() => "");
 

@@ -8,13 +8,10 @@ import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { EXIT } from "../errors.ts";
 import { applyPlan } from "../host/apply.ts";
-import { withHostLock } from "../host/lock.ts";
 import { observeHost, systemdIsInit } from "../host/observe.ts";
 import { planHost } from "../host/plan.ts";
 import { renderUnits } from "../host/render/units.ts";
 import { createDecryptor } from "../host/secrets.ts";
-import { systemRunner } from "../host/system.ts";
-import { parseMountinfo } from "../host/tables.ts";
 import {
   installedVersion,
   installProgram,
@@ -22,6 +19,9 @@ import {
   rollbackProgram,
 } from "../install/install.ts";
 import { DEFAULT_PREFIX } from "../install/layout.ts";
+import { withHostLock } from "../os/lock.ts";
+import { systemRunner } from "../os/process.ts";
+import { parseMountinfo } from "../os/tables.ts";
 import type { Streams } from "../output.ts";
 import { PROGRAM_ROOT, runningInstall } from "../sources.ts";
 import type { ResolvedTown } from "../town/types.ts";

@@ -3,7 +3,6 @@ import path from "node:path";
 import { createTwoFilesPatch } from "diff";
 import { EXIT, RefusedError } from "../errors.ts";
 import { applyPlan } from "../host/apply.ts";
-import { withHostLock } from "../host/lock.ts";
 import { observeHost, systemdIsInit } from "../host/observe.ts";
 import {
   type Action,
@@ -14,9 +13,10 @@ import {
   planHost,
 } from "../host/plan.ts";
 import { createDecryptor } from "../host/secrets.ts";
-import { systemRunner } from "../host/system.ts";
 import { refuseWritableByOthers } from "../install/install.ts";
 import { PROGRAM_FILES } from "../install/layout.ts";
+import { withHostLock } from "../os/lock.ts";
+import { systemRunner } from "../os/process.ts";
 import { plural, type Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { formatProblem } from "../town/problems.ts";

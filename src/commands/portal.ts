@@ -6,7 +6,6 @@
  * the same place shows the running one and never starts the command twice.
  */
 
-import { spawn } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -14,9 +13,9 @@ import { tmuxSessionName, tmuxSocket } from "../agent/runtimes/tmux.ts";
 import { shellQuote } from "../approval/wrappers.ts";
 import { ConfigError, EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
-import { type Runner, systemRunner } from "../host/system.ts";
-import { parsePasswd } from "../host/tables.ts";
 import { PROGRAM_FILES } from "../install/layout.ts";
+import { type Runner, runInherit, systemRunner } from "../os/process.ts";
+import { parsePasswd } from "../os/tables.ts";
 import type { Streams } from "../output.ts";
 import { fuzzyFilter } from "../portal/fuzzy.ts";
 import { findProgram, type Picker, terminalPicker } from "../portal/pick.ts";
@@ -287,9 +286,5 @@ const shellWords = (argv: readonly string[]) =>
   argv.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : shellQuote(w))).join(" ");
 
 function attachWithTerminal(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("tmux", argv, { stdio: "inherit", env });
-    child.on("error", reject);
-    child.on("close", (code) => resolve(code ?? 1));
-  });
+  return runInherit("tmux", argv, { env });
 }

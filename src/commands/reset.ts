@@ -1,12 +1,12 @@
 import { ConfigError, EXIT, FailedError, RefusedError } from "../errors.ts";
 import { emptyTrash, mountHomes } from "../host/homes.ts";
-import { withHostLock } from "../host/lock.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
 import { resetAgent } from "../host/round.ts";
 import { createDecryptor } from "../host/secrets.ts";
 import { readState, writeState } from "../host/state.ts";
-import { systemRunner } from "../host/system.ts";
+import { withHostLock } from "../os/lock.ts";
+import { systemRunner } from "../os/process.ts";
 import type { Streams } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { requireRoot, townFrom } from "./town-source.ts";

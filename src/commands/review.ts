@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError, EXIT } from "../errors.ts";
-import { type CommandResult, type Runner, systemRunner } from "../host/system.ts";
+import { type CommandResult, type Runner, systemRunner } from "../os/process.ts";
 import { plural, printable, type Streams, table } from "../output.ts";
 import {
   agentRefPrefix,

@@ -6,7 +6,7 @@ import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
 import { agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { readState } from "../host/state.ts";
-import { systemRunner } from "../host/system.ts";
+import { systemRunner } from "../os/process.ts";
 import { type Streams, table } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedTown } from "../town/types.ts";

@@ -6,10 +6,10 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { PROGRAM_FILES } from "../install/layout.ts";
+import type { Runner } from "../os/process.ts";
 import { programModule } from "../sources.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { HomeLink } from "./render/runtime-config.ts";
-import type { Runner } from "./system.ts";
 
 export interface HomeFile {
   /** Absolute path inside the agent's home. */

@@ -8,9 +8,9 @@
 import { rm } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
+import { writeFileAtomic } from "../os/files.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { applyDeviceAcls, reloadUdev } from "./devices.ts";
-import { writeFileAtomic } from "./files.ts";
 import { createHome, createImage, emptyTrash, mountHomes, removeHome } from "./homes.ts";
 import { installPackages } from "./packages.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";

@@ -22,8 +22,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { MissingToolError } from "../errors.ts";
 import { fnmatch } from "../glob.ts";
+import { CommandError, type Runner } from "../os/process.ts";
 import type { ResolvedDevice, ResolvedTown } from "../town/types.ts";
-import { CommandError, type Runner } from "./system.ts";
 
 // ---------------------------------------------------------------------------
 // sysfs devices

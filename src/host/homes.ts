@@ -6,11 +6,11 @@
  */
 import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { ensureDir } from "../os/files.ts";
+import type { Runner } from "../os/process.ts";
+import type { MountEntry } from "../os/tables.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
-import { ensureDir } from "./files.ts";
 import { isDeviceSpec } from "./plan.ts";
-import type { Runner } from "./system.ts";
-import type { MountEntry } from "./tables.ts";
 
 /** Blank snapshots live beside the homes, out of agents' reach (root, 0700). */
 export const blankDir = (town: ResolvedTown) => path.join(town.agentsDir, ".nuketown-blank");

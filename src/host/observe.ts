@@ -6,6 +6,8 @@
  */
 import { lstat, readFile } from "node:fs/promises";
 import path from "node:path";
+import { readGroup, readMountinfo, readPasswd } from "../os/etc.ts";
+import { type Runner, systemRunner } from "../os/process.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { blankOf, exists, isSubvolume } from "./homes.ts";
 import { observePackages } from "./packages.ts";
@@ -13,8 +15,6 @@ import { type ObservedHost, presentPackages } from "./plan.ts";
 import { renderArtifacts } from "./render/index.ts";
 import { roundDigest } from "./round.ts";
 import { readState } from "./state.ts";
-import { type Runner, systemRunner } from "./system.ts";
-import { parseGroup, parseMountinfo, parsePasswd } from "./tables.ts";
 
 export interface ObserveOptions {
   /** Observe a rendered tree instead of the live host. */
@@ -92,9 +92,9 @@ export async function observeHost(
   );
 
   return {
-    users: parsePasswd(await readText("/etc/passwd")),
-    groups: parseGroup(await readText("/etc/group")),
-    mounts: parseMountinfo(await readText("/proc/self/mountinfo")),
+    users: await readPasswd(),
+    groups: await readGroup(),
+    mounts: await readMountinfo(),
     state,
     files,
     homes: homes.sort(),

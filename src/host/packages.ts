@@ -6,8 +6,8 @@
  */
 import { access } from "node:fs/promises";
 import { FailedError, MissingToolError } from "../errors.ts";
+import type { CommandResult, Runner } from "../os/process.ts";
 import type { ObservedPackages, PackageManager } from "./plan.ts";
-import type { CommandResult, Runner } from "./system.ts";
 
 export interface PackageObserveOptions {
   /** The file whose presence means NixOS. @default "/etc/NIXOS" */

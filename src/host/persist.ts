@@ -3,17 +3,17 @@
  * bind-mounted onto the home each round. Nothing here ever deletes persisted
  * data; only `purgePersisted` does, for `apply --purge` of a removed agent.
  */
-import { lchown, lstat, mkdir, open, readFile, realpath, rm } from "node:fs/promises";
+import { lchown, lstat, mkdir, open, realpath, rm } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
+import { readMountinfo } from "../os/etc.ts";
+import { ensureDir } from "../os/files.ts";
+import type { Runner } from "../os/process.ts";
+import { mountsBelow } from "../os/tables.ts";
 import type { PersistedPath, ResolvedAgent, ResolvedTown } from "../town/types.ts";
-import { ensureDir } from "./files.ts";
-import type { Runner } from "./system.ts";
-import { mountsBelow, parseMountinfo } from "./tables.ts";
 
-export async function readMounts(): Promise<ReturnType<typeof parseMountinfo>> {
-  return parseMountinfo(await readFile("/proc/self/mountinfo", "utf8"));
-}
+/** The host's mounts now. */
+export const readMounts = () => readMountinfo();
 
 /**
  * Create each missing directory from `base` down to `dir`, owned by the

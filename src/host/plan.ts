@@ -3,13 +3,14 @@
  * layer. Pure: it takes what was observed and returns actions, which can be
  * printed, diffed and tested without root. apply.ts carries them out.
  */
+
+import type { GroupEntry, MountEntry, PasswdEntry } from "../os/tables.ts";
 import { formatPath, type Problem } from "../town/problems.ts";
 import type { ManagedLayer, ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { Artifact } from "./render/artifact.ts";
 import { renderArtifacts } from "./render/index.ts";
 import { renderUdevRules } from "./render/udev.ts";
 import type { HostState } from "./state.ts";
-import type { GroupEntry, MountEntry, PasswdEntry } from "./tables.ts";
 
 export type Layer =
   | "packages"

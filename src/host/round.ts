@@ -6,9 +6,10 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { ensureDir } from "../os/files.ts";
+import type { Runner } from "../os/process.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
-import { ensureDir } from "./files.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
 import { observePackages } from "./packages.ts";
 import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
@@ -23,7 +24,6 @@ import {
   SSH_KEY_TARGET,
   secretTargets,
 } from "./secrets.ts";
-import type { Runner } from "./system.ts";
 
 export interface RoundContext {
   readonly town: ResolvedTown;

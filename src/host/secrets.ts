@@ -9,9 +9,9 @@ import { constants } from "node:fs";
 import { access, open } from "node:fs/promises";
 import path from "node:path";
 import { EXIT, MissingToolError, NuketownError } from "../errors.ts";
+import { type CommandResult, type Runner, systemRunner } from "../os/process.ts";
 import { CHAT_SECRET_FILE, RUNTIME_KEY_FILE } from "../town/rules.ts";
 import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.ts";
-import { type CommandResult, type Runner, systemRunner } from "./system.ts";
 
 /** A secret that cannot be decrypted; the message names file, key and reason. */
 export class SecretError extends NuketownError {

@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { writeFileAtomic } from "./files.ts";
+import { writeFileAtomic } from "../os/files.ts";
 
 export interface AgentRecord {
   readonly uid: number;

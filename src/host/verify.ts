@@ -1,14 +1,8 @@
-/**
- * Check rendered artifacts with the real tools before anything is installed:
- * `visudo` for sudoers (a broken fragment locks everyone out of sudo) and
- * `systemd-analyze verify` for units. Each check works on a private temp copy
- * that is removed whatever happens, and says so when the tool cannot run here.
- */
-import { execFile } from "node:child_process";
-import { constants } from "node:fs";
-import { access, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { systemRunner } from "../os/process.ts";
+import { isExecutable, searchPath, which } from "../os/which.ts";
 import type { UnitFile } from "./render/units.ts";
 
 export type VerifyResult = { ok: true } | { ok: false; output: string } | { skipped: string };
@@ -119,28 +113,8 @@ async function withResolvableBinaries(content: string): Promise<string> {
   return lines.join("\n");
 }
 
-async function findTool(name: string, options: VerifyOptions): Promise<string | undefined> {
-  const dirs = options.searchPath ?? [
-    ...(process.env.PATH ?? "").split(path.delimiter).filter((d) => d !== ""),
-    "/usr/sbin",
-    "/sbin",
-    "/usr/bin",
-    "/bin",
-  ];
-  for (const dir of dirs) {
-    const candidate = path.join(dir, name);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-async function isExecutable(file: string): Promise<boolean> {
-  try {
-    await access(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
+function findTool(name: string, options: VerifyOptions): Promise<string | undefined> {
+  return which(name, options.searchPath ?? [...searchPath(), "/usr/bin", "/bin"]);
 }
 
 interface ToolRun {
@@ -149,30 +123,23 @@ interface ToolRun {
   readonly output: string;
 }
 
-function runTool(
+async function runTool(
   file: string,
   args: readonly string[],
   env: Record<string, string> = {},
 ): Promise<ToolRun> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      file,
-      args,
-      { env: { ...process.env, ...env }, timeout: TOOL_TIMEOUT_MS, maxBuffer: 4 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        const output = `${stdout}${stderr}`;
-        if (error && typeof error.code !== "number") {
-          reject(
-            new Error(`${file} ${args.join(" ")} could not run: ${error.message}`, {
-              cause: error,
-            }),
-          );
-          return;
-        }
-        resolve({ code: typeof error?.code === "number" ? error.code : 0, output });
-      },
-    );
-  });
+  const result = await systemRunner
+    .run(file, args, {
+      env: { ...process.env, ...env },
+      timeoutMs: TOOL_TIMEOUT_MS,
+      allowFailure: true,
+    })
+    .catch((error: Error) => {
+      throw new Error(`${file} ${args.join(" ")} could not run: ${error.message}`, {
+        cause: error,
+      });
+    });
+  return { code: result.code, output: `${result.stdout}${result.stderr}` };
 }
 
 async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {

@@ -4,6 +4,10 @@
  * naming the Debian package that provides it.
  */
 import { spawn } from "node:child_process";
+import { constants as osConstants } from "node:os";
+
+export type { ChildProcess, ChildProcessByStdio, SpawnOptions } from "node:child_process";
+
 import { EXIT, MissingToolError, NuketownError } from "../errors.ts";
 
 export interface RunOptions {
@@ -18,6 +22,8 @@ export interface RunOptions {
   readonly allowFailure?: boolean;
   /** Kill the program after this many milliseconds. */
   readonly timeoutMs?: number;
+  /** Kill the program when this aborts. */
+  readonly signal?: AbortSignal;
 }
 
 export interface CommandResult {
@@ -92,6 +98,9 @@ export const systemRunner: Runner = {
         options.timeoutMs === undefined
           ? undefined
           : setTimeout(() => child.kill("SIGTERM"), options.timeoutMs);
+      const onAbort = () => child.kill("SIGTERM");
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      child.once("close", () => options.signal?.removeEventListener("abort", onAbort));
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
@@ -121,3 +130,44 @@ export const systemRunner: Runner = {
     });
   },
 };
+
+/**
+ * A child process the caller watches itself: a runtime streaming its output,
+ * a supervised daemon, a dialog. The one place a program is started, besides
+ * `systemRunner` and `runInherit`.
+ */
+export const startProcess: typeof spawn = spawn;
+
+/**
+ * Runs a program on this process's terminal (stdio inherited) and resolves
+ * with its exit code (128 + n for a signal); `signal` stops it.
+ */
+export function runInherit(
+  program: string,
+  args: readonly string[],
+  options: {
+    readonly env?: NodeJS.ProcessEnv;
+    readonly cwd?: string;
+    readonly signal?: AbortSignal;
+  } = {},
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, [...args], {
+      stdio: "inherit",
+      env: options.env ?? process.env,
+      ...(options.cwd !== undefined && { cwd: options.cwd }),
+    });
+    const onAbort = () => child.kill("SIGTERM");
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    child.once("error", (error: NodeJS.ErrnoException) => {
+      options.signal?.removeEventListener("abort", onAbort);
+      if (error.code === "ENOENT")
+        reject(new MissingToolError(program, DEBIAN_PACKAGE[program] ?? program));
+      else reject(error);
+    });
+    child.once("close", (code, signal) => {
+      options.signal?.removeEventListener("abort", onAbort);
+      resolve(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 1) : 1));
+    });
+  });
+}

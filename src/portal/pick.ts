@@ -1,12 +1,6 @@
-/**
- * Choosing one of several things on the terminal: fzf when it is installed
- * and there is a terminal for it, else a numbered list that filters with the
- * same fuzzy matching as you type a query instead of a number.
- */
-import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import path from "node:path";
 import { createInterface } from "node:readline";
+import { startProcess } from "../os/process.ts";
+import { searchPath, whichSync } from "../os/which.ts";
 import { fuzzyFilter } from "./fuzzy.ts";
 
 export interface PickRequest<T> {
@@ -23,16 +17,7 @@ export type Picker = <T>(request: PickRequest<T>) => Promise<T | undefined>;
 
 /** Where a program is on PATH (plus the sbin dirs a non-root PATH may lack), if anywhere. */
 export function findProgram(program: string, env: NodeJS.ProcessEnv): string | undefined {
-  const dirs = [...(env.PATH ?? "").split(":"), "/usr/local/sbin", "/usr/sbin", "/sbin"];
-  for (const dir of dirs) {
-    if (dir === "") continue;
-    const candidate = path.join(dir, program);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {}
-  }
-  return undefined;
+  return whichSync(program, searchPath(env.PATH));
 }
 
 /** Lines shown at most by the numbered picker; a query narrows the rest. */
@@ -96,7 +81,7 @@ export async function numberedPick<T>(
  */
 export function fzfPick<T>(request: PickRequest<T>, fzf: string): Promise<T | undefined> {
   return new Promise((resolve, reject) => {
-    const child = spawn(
+    const child = startProcess(
       fzf,
       [
         "--delimiter",

@@ -135,6 +135,7 @@ export function checkRules(decl: TownParsed, town: ResolvedTown): Problem[] {
     at(["chat", "xmpp"], 'transport "xmpp" needs chat.xmpp.service and domain');
   }
   checkSecretFiles(decl, town, at);
+  checkChange(decl, town, at);
 
   const approvers = town.humans.filter((h) => h.approver);
   const hostNames = new Set(town.hosts.map((h) => h.name));
@@ -407,4 +408,39 @@ function checkSecretFiles(decl: TownParsed, town: ResolvedTown, at: At): void {
     at(["chat", "matrix", "bot", "tokenSecret"], message);
   if (needsDefault(decl.chat.xmpp?.bot?.passwordSecret))
     at(["chat", "xmpp", "bot", "passwordSecret"], message);
+}
+
+function checkChange(
+  decl: TownParsed,
+  town: ResolvedTown,
+  at: (path: PathPart[], message: string) => void,
+): void {
+  const { change } = town;
+  if (change.hosts.length > 0 && change.repo === undefined)
+    at(["change", "repo"], "change.hosts needs the config repo (change.repo)");
+  for (const host of change.hosts) {
+    const declared = decl.change.hosts[host.name];
+    if (host.kind !== "command") continue;
+    for (const step of ["build", "switch"] as const) {
+      if (declared?.[step] === undefined)
+        at(["change", "hosts", host.name, step], `kind "command" has no default ${step}: declare it`);
+    }
+  }
+  change.rules.forEach((rule, i) => {
+    if (rule.paths.length === 0 && rule.match === undefined)
+      at(["change", "rules", i], "a rule needs paths, match or both");
+    if (rule.match !== undefined) {
+      try {
+        new RegExp(rule.match);
+      } catch (error) {
+        at(["change", "rules", i, "match"], `not a regular expression: ${(error as Error).message}`);
+      }
+    }
+  });
+  change.autoApprove.forEach((name, i) => {
+    if (!town.agents.some((a) => a.name === name))
+      at(["change", "autoApprove", i], `"${name}" is not an enabled agent`);
+  });
+  if (change.autoApprove.length > 0 && !town.humans.some((h) => h.approver))
+    at(["change", "autoApprove"], "change control needs at least one human with approver = true");
 }

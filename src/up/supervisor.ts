@@ -6,10 +6,10 @@
  * delegated to its user as systemd's Delegate=yes would: it runs in it from
  * its first instruction, and what it leaves there is killed when it ends.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { GATED_EXEC_SCRIPT } from "../agent/cgroup.ts";
 import { delegateCgroup, destroyCgroup, moveToCgroup } from "../agent/containment.ts";
+import { type ChildProcess, startProcess } from "../os/process.ts";
 
 export interface ServiceSpec {
   readonly name: string;
@@ -190,7 +190,7 @@ export class Supervisor {
         // In a cgroup: sh waits for a line on stdin, sent once this process (root) has moved
         // it into the cgroup; then it execs the service. It starts as the service's user,
         // which may not move itself out of root's cgroup.
-        child = spawn(
+        child = startProcess(
           inCgroup ? "/bin/sh" : spec.command,
           inCgroup
             ? [
@@ -285,7 +285,7 @@ export class Supervisor {
 function killUser(uid: number): Promise<void> {
   return new Promise((resolve) => {
     try {
-      const pkill = spawn("pkill", ["-KILL", "-u", String(uid)], { stdio: "ignore" });
+      const pkill = startProcess("pkill", ["-KILL", "-u", String(uid)], { stdio: "ignore" });
       pkill.on("error", () => resolve());
       pkill.on("close", () => resolve());
     } catch {

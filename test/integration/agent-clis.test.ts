@@ -21,8 +21,8 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { runTask } from "../../src/agent/client.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
-import { installForTest } from "../support/install.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
+import { installForTest } from "../support/install.ts";
 import {
   CLAUDE,
   CODEX,

@@ -27,7 +27,7 @@ import {
 import type { RuntimeTask } from "../../src/agent/runtimes/types.ts";
 import { FileSessionStore } from "../../src/agent/sessions.ts";
 import { prepareWorkspace, type WorkspaceError } from "../../src/agent/workspace.ts";
-import { systemRunner } from "../../src/host/system.ts";
+import { systemRunner } from "../../src/os/process.ts";
 import type { ResolvedAgent } from "../../src/town/types.ts";
 import { resolveOrThrow } from "../support/fixtures.ts";
 

@@ -18,7 +18,7 @@ import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
-import { parseMountinfo } from "../../src/host/tables.ts";
+import { parseMountinfo } from "../../src/os/tables.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
 import { installForTest, testPrefix } from "../support/install.ts";

@@ -30,7 +30,7 @@ import {
   showArgument,
 } from "../../src/approval/desktop.ts";
 import { commandHash, type PendingRequest } from "../../src/approval/protocol.ts";
-import { type Runner, systemRunner } from "../../src/host/system.ts";
+import { type Runner, systemRunner } from "../../src/os/process.ts";
 import type { ResolvedHuman } from "../../src/town/types.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
 

@@ -21,7 +21,7 @@ import {
   udevTest,
 } from "../../src/host/devices.ts";
 import { renderUdevRules } from "../../src/host/render/udev.ts";
-import { systemRunner } from "../../src/host/system.ts";
+import { systemRunner } from "../../src/os/process.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
 import { resolveOrThrow } from "../support/fixtures.ts";
 

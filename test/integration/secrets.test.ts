@@ -16,7 +16,7 @@ import {
   importGpgKey,
   SecretError,
 } from "../../src/host/secrets.ts";
-import { systemRunner } from "../../src/host/system.ts";
+import { systemRunner } from "../../src/os/process.ts";
 import type { ResolvedAgent } from "../../src/town/types.ts";
 import { exampleTown } from "../support/fixtures.ts";
 

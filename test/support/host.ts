@@ -18,7 +18,7 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { locateCgroup, parseCgroupEvents } from "../../src/agent/cgroup.ts";
-import { parseGroup, parseMountinfo, parsePasswd } from "../../src/host/tables.ts";
+import { parseGroup, parseMountinfo, parsePasswd } from "../../src/os/tables.ts";
 
 export const TEST_PREFIX = "nt-test-";
 export const TEST_UID_MIN = 60100;

@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { FailedError, MissingToolError } from "../../src/errors.ts";
 import { installCommand, installPackages, observePackages } from "../../src/host/packages.ts";
-import type { CommandResult, Runner, RunOptions } from "../../src/host/system.ts";
+import type { CommandResult, Runner, RunOptions } from "../../src/os/process.ts";
 
 type Call = { program: string; args: readonly string[]; options?: RunOptions };
 

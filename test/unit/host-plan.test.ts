@@ -8,7 +8,7 @@ import {
 } from "../../src/host/plan.ts";
 import { renderArtifacts } from "../../src/host/render/index.ts";
 import { EMPTY_STATE, type HostState } from "../../src/host/state.ts";
-import { mountsBelow, parseGroup, parseMountinfo, parsePasswd } from "../../src/host/tables.ts";
+import { mountsBelow, parseGroup, parseMountinfo, parsePasswd } from "../../src/os/tables.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
 import { minimalDeclaration, resolveOrThrow } from "../support/fixtures.ts";
 

@@ -11,7 +11,7 @@ const EFFECTFUL_EXCEPTIONS = new Set(["src/town/load.ts"]);
 const PURE_FILES = [
   "src/glob.ts",
   "src/host/plan.ts",
-  "src/host/tables.ts",
+  "src/os/tables.ts",
   "src/approval/protocol.ts",
   "src/approval/policy.ts",
   "src/approval/sudo-args.ts",
@@ -50,4 +50,47 @@ describe("the pure core", () => {
       }
     });
   }
+
+  it("nor does anything a pure module imports, however deep (type-only imports run nothing)", () => {
+    const roots = [
+      ...PURE_FILES,
+      ...PURE_DIRS.flatMap((dir) => sources(dir).filter((f) => !EFFECTFUL_EXCEPTIONS.has(f))),
+    ];
+    for (const root of roots) {
+      for (const file of importedBy(root)) {
+        const text = readFileSync(path.join(REPO_ROOT, file), "utf8");
+        assert.doesNotMatch(text, FORBIDDEN, `${root} imports ${file}, which is effectful`);
+      }
+    }
+  });
 });
+
+describe("the one seam that runs programs", () => {
+  it("is src/os/: no other source imports node:child_process", () => {
+    const importers = sources("src").filter(
+      (file) =>
+        !file.startsWith("src/os/") &&
+        /from\s+["'](node:)?child_process["']/.test(
+          readFileSync(path.join(REPO_ROOT, file), "utf8"),
+        ),
+    );
+    assert.deepEqual(importers, [], "run programs through src/os/process.ts");
+  });
+});
+
+/** Every source `file` reaches through value imports (not `import type`), itself excluded. */
+function importedBy(file: string, seen = new Set<string>()): Set<string> {
+  const text = readFileSync(path.join(REPO_ROOT, file), "utf8");
+  const specs = [
+    ...text.matchAll(/^import\s+(?!type\s)[^;]*?from\s+"(\.[^"]+\.ts)"/gms),
+    ...text.matchAll(/^export\s+(?!type\s)[^;]*?from\s+"(\.[^"]+\.ts)"/gms),
+    ...text.matchAll(/import\("(\.[^"]+\.ts)"\)/g),
+  ].map((m) => m[1] as string);
+  for (const spec of specs) {
+    const target = path.normalize(path.join(path.dirname(file), spec));
+    if (seen.has(target)) continue;
+    seen.add(target);
+    importedBy(target, seen);
+  }
+  return seen;
+}

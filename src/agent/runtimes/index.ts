@@ -7,7 +7,7 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { NuketownError } from "../../errors.ts";
-import type { Runner } from "../../host/system.ts";
+import type { Runner } from "../../os/process.ts";
 import type { ResolvedAgent } from "../../town/types.ts";
 import { clip, MAX_PROGRESS_CHARS, type WorkspaceReport } from "../protocol.ts";
 import { conversationKey } from "../sessions.ts";

@@ -5,12 +5,12 @@
  * stderr kept for failure reports, a missing executable told apart from a
  * crash.
  */
-import { type ChildProcessByStdio, spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
+import { type ChildProcessByStdio, startProcess } from "../../os/process.ts";
 import { joinCgroupScript } from "../cgroup.ts";
 import type { TaskProcesses } from "./types.ts";
 
@@ -65,7 +65,7 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
         ];
   return new Promise((resolve) => {
     if (spec.signal.aborted) return resolve({ kind: "aborted", stderr: "" });
-    const child = spawn(command, args, {
+    const child = startProcess(command, args, {
       cwd: spec.cwd,
       env: spec.env,
       // A new session and process group: killing -pid reaches every process the runtime started.

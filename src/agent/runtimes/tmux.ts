@@ -9,7 +9,7 @@
  */
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Runner } from "../../host/system.ts";
+import type { Runner } from "../../os/process.ts";
 import type { ResolvedAgent } from "../../town/types.ts";
 import { joinCgroupScript } from "../cgroup.ts";
 import { KILL_GRACE_MS } from "./process.ts";

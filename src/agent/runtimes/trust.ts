@@ -6,7 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { writeFileAtomic } from "../../host/files.ts";
+import { writeFileAtomic } from "../../os/files.ts";
 import { isObject, type Json } from "./json.ts";
 
 export async function trustClaudeProject(home: string, dir: string): Promise<void> {
