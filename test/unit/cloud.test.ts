@@ -422,10 +422,11 @@ describe("the scaling controller (against a recording fake of the cluster)", () 
     await decide(f.api, "nuketown-system", "scale-ada-r1", { approve: true, by: "josh" });
     await f.controller.pass();
     f.advance(600);
-    f.api.configMaps.get("nuketown-ada/ada-status")!.data = {
-      ...request,
-      lastTaskAt: new Date("2026-01-01T10:09:00Z").toISOString(),
-    };
+    // The agent finished a task at 10:09: not idle yet at 10:10.
+    f.api.configMaps.set("nuketown-ada/ada-status", {
+      metadata: { name: "ada-status", namespace: "nuketown-ada" },
+      data: { ...request, lastTaskAt: new Date("2026-01-01T10:09:00Z").toISOString() },
+    });
     await f.controller.pass();
     assert.equal(f.api.applied.filter((a) => a.object.kind === "Deployment").length, 1);
     f.advance(3600);
