@@ -202,10 +202,19 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
     writeFileSync(path.join(a, ".bash_history"), "ls\n");
     writeFileSync(path.join(a, "scratch.txt"), "gone");
     writeFileSync(path.join(b, "scratch.txt"), "untouched");
+    // A rollback is a new subvolume snapshotted from the blank one (constant time, whatever
+    // the home holds); a file-by-file wipe would keep the same subvolume and fail this.
+    const subvolumeId = (dir: string) =>
+      /Subvolume ID:\s+(\d+)/.exec(mustRun("btrfs", ["subvolume", "show", dir]))?.[1];
+    const before = subvolumeId(a);
+    assert.ok(before, "the home is a btrfs subvolume");
+    const bBefore = subvolumeId(b);
 
     const result = nuketown(["reset", "nt-test-a", "--config", config]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /reset nt-test-a/);
+    assert.notEqual(subvolumeId(a), before, "the home was rolled back to a new snapshot");
+    assert.equal(subvolumeId(b), bBefore, "the other agent's home is the same subvolume");
 
     assert.equal(readFileSync(path.join(a, "projects", "keep.txt"), "utf8"), "kept");
     assert.equal(readFileSync(path.join(a, ".bash_history"), "utf8"), "ls\n");
