@@ -4,6 +4,7 @@
  * packages are installed. With a root
  * directory (`--root DIR`), everything is read below it instead.
  */
+
 import { lstat, readFile } from "node:fs/promises";
 import path from "node:path";
 import { readGroup, readMountinfo, readPasswd } from "../os/etc.ts";
@@ -14,6 +15,7 @@ import { observePackages } from "./packages.ts";
 import { type ObservedHost, presentPackages } from "./plan.ts";
 import { renderArtifacts } from "./render/index.ts";
 import { roundDigest } from "./round.ts";
+import { inspectKeyFile } from "./secrets.ts";
 import { readState } from "./state.ts";
 
 export interface ObserveOptions {
@@ -102,6 +104,7 @@ export async function observeHost(
     roundDigests,
     systemd: await systemdIsInit(),
     packages,
+    ageKey: await inspectKeyFile(town.secrets.ageKeyFile),
   };
 }
 

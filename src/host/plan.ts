@@ -7,6 +7,7 @@
 import type { GroupEntry, MountEntry, PasswdEntry } from "../os/tables.ts";
 import { formatPath, type Problem } from "../town/problems.ts";
 import type { ManagedLayer, ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { type FileAccess, keyFileProblem } from "./key-file.ts";
 import type { Artifact } from "./render/artifact.ts";
 import { renderArtifacts } from "./render/index.ts";
 import { renderUdevRules } from "./render/udev.ts";
@@ -170,6 +171,11 @@ export interface ObservedHost {
   readonly systemd: boolean;
   /** The declared packages, as the host's package manager sees them. */
   readonly packages: ObservedPackages;
+  /** The town's age key and its directory, when the town decrypts secrets (null: no such file). */
+  readonly ageKey?: {
+    readonly key: FileAccess;
+    readonly dir: { readonly path: string } & FileAccess;
+  } | null;
 }
 
 export interface PlanOptions {
@@ -222,6 +228,16 @@ export function planHost(
   actions.push(...packages.actions);
   errors.push(...packages.errors);
   notes.push(...packages.notes);
+
+  // secrets: a key others can read gives every agent every other agent's secrets.
+  if (observed.ageKey) {
+    const problem = keyFileProblem(
+      town.secrets.ageKeyFile,
+      observed.ageKey.key,
+      observed.ageKey.dir,
+    );
+    if (problem) errors.push({ path: "secrets.ageKeyFile", message: problem });
+  }
 
   // accounts: refuse anything that would touch an account nuketown did not create.
   if (owned.has("accounts")) {

@@ -5,13 +5,15 @@
  * taken from a fixed list or from the tool's stderr with quoted text removed
  * (age and sops quote fragments of a malformed input file in their errors).
  */
+
 import { constants } from "node:fs";
-import { access, open } from "node:fs/promises";
+import { access, lstat, open } from "node:fs/promises";
 import path from "node:path";
-import { EXIT, MissingToolError, NuketownError } from "../errors.ts";
+import { EXIT, MissingToolError, NuketownError, RefusedError } from "../errors.ts";
 import { type CommandResult, type Runner, systemRunner } from "../os/process.ts";
 import { CHAT_SECRET_FILE, RUNTIME_KEY_FILE } from "../town/rules.ts";
 import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.ts";
+import { type FileAccess, keyFileProblem } from "./key-file.ts";
 
 /** A secret that cannot be decrypted; the message names file, key and reason. */
 export class SecretError extends NuketownError {
@@ -55,6 +57,10 @@ export function createDecryptor(options: DecryptorOptions): SecretDecryptor {
       // An age file holds one secret: a key (extra secrets default it to their name) is moot.
       const named = secret.format === "sops" ? secret : { file: secret.file };
       await mustBeReadable(ageKeyFile, named, `age key file ${ageKeyFile}`);
+      // Said by plan before anything is applied; checked here again for every other caller.
+      const access = await inspectKeyFile(ageKeyFile);
+      const problem = access && keyFileProblem(ageKeyFile, access.key, access.dir);
+      if (problem) throw new RefusedError(problem);
       await mustBeReadable(secret.file, named, "the file");
       return secret.format === "age"
         ? decryptAge(secret.file, ageKeyFile, runner)
@@ -304,4 +310,18 @@ export async function derivePublicKey(privateKey: Buffer, runner: Runner): Promi
     );
   }
   return publicKey;
+}
+
+/** Who owns the key file and its directory, and their modes; null when there is no key file. */
+export async function inspectKeyFile(
+  file: string,
+): Promise<{ key: FileAccess; dir: { path: string } & FileAccess } | null> {
+  const key = await lstat(file).catch(() => undefined);
+  if (!key) return null;
+  const dir = path.dirname(file);
+  const parent = await lstat(dir);
+  return {
+    key: { uid: key.uid, mode: key.mode },
+    dir: { path: dir, uid: parent.uid, mode: parent.mode },
+  };
 }

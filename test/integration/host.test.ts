@@ -4,7 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
@@ -268,6 +276,28 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
     const result = nuketown(["apply", file]);
     assert.equal(result.code, 2);
     assert.match(result.stderr, /agents\.nt-test-a\.persist\[0\]: must not climb out/);
+  });
+
+  it("refuses an age key others can read, naming the fix, before touching anything", () => {
+    const keyFile = path.join(root, "state", "age", "keys.txt");
+    const asAgent = () => run("runuser", ["-u", "nt-test-a", "--", "cat", keyFile]);
+    assert.notEqual(asAgent().code, 0, "the key is the town's alone");
+    chmodSync(keyFile, 0o644);
+    try {
+      // The attack: with the key readable, an agent holds every agent's secrets.
+      assert.equal(asAgent().code, 0);
+      const result = nuketown(["apply", config]);
+      assert.equal(result.code, 3, result.stdout + result.stderr);
+      assert.match(
+        result.stderr,
+        /secrets\.ageKeyFile: the age key \S+keys\.txt is readable or writable by others \(mode 0644\): any agent could decrypt every agent's secrets; fix: chmod 600 /,
+      );
+      const reset = nuketown(["reset", "nt-test-a", "--config", config]);
+      assert.notEqual(reset.code, 0, "a round refuses to decrypt with it too");
+      assert.match(reset.stderr, /is readable or writable by others/);
+    } finally {
+      chmodSync(keyFile, 0o600);
+    }
   });
 
   it("removes a dropped agent's account and home but keeps its persisted data", () => {

@@ -18,6 +18,7 @@ const PURE_FILES = [
   "src/approval/wrappers.ts",
   "src/agent/queue.ts",
   "src/agent/cgroup.ts",
+  "src/host/key-file.ts",
   "src/portal/fuzzy.ts",
   "src/portal/tmux.ts",
   "src/portal/runtime.ts",
