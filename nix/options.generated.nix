@@ -403,6 +403,130 @@ in
     default = { };
     description = "Where nuketown's programs are installed (set by packaging).";
   };
+  change = mkOption {
+    type = types.submodule {
+      options = {
+        repo = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "The git work tree of the system configuration (`/etc/nixos`).";
+        };
+        dir = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          defaultText = literalMD "\"<stateDir>/change\"";
+          description = "Proposals, their logs and the change audit log.";
+        };
+        branch = mkOption {
+          type = types.str;
+          default = "main";
+          description = "The branch that is the applied configuration; apply moves it to the change.";
+        };
+        onApply = mkOption {
+          type = types.enum [ "merge" "tag" "none" ];
+          default = "merge";
+          description = "What apply does in the repo: fast-forward `branch` to the change (merge), tag it nuketown/change/<id> (tag), or nothing.";
+        };
+        hosts = mkOption {
+          type = types.attrsOf (types.submodule {
+            options = {
+              kind = mkOption {
+                type = types.enum [ "nixos" "darwin" "command" ];
+                default = "nixos";
+                description = "Which defaults the steps take: nixos (nixos-rebuild, switch-to-configuration, the system profile), darwin (darwin-rebuild), command (no defaults: declare build and switch).";
+              };
+              attr = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                defaultText = literalMD "the entry's name";
+                description = "The flake attribute of the machine (`.#<attr>`).";
+              };
+              build = mkOption {
+                type = types.nullOr (types.listOf (types.listOf types.str));
+                default = null;
+                defaultText = literalMD "nixos: `nixos-rebuild build --flake .#{attr}`; darwin: `darwin-rebuild build --flake .#{attr}`";
+                description = "Builds without switching, in a checkout of the proposal; leaves `result`.";
+              };
+              test = mkOption {
+                type = types.nullOr (types.listOf (types.listOf types.str));
+                default = null;
+                defaultText = literalMD "nixos: `{result}/bin/switch-to-configuration test`; darwin: none";
+                description = "Activates the build without making it the boot default.";
+              };
+              switch = mkOption {
+                type = types.nullOr (types.listOf (types.listOf types.str));
+                default = null;
+                defaultText = literalMD "nixos: `nix-env -p /nix/var/nix/profiles/system --set {result}` then `{result}/bin/switch-to-configuration switch`; darwin: `darwin-rebuild switch --flake .#{attr}`";
+                description = "Makes the build the system.";
+              };
+              generation = mkOption {
+                type = types.nullOr (types.listOf (types.listOf types.str));
+                default = null;
+                defaultText = literalMD "`readlink -f /nix/var/nix/profiles/system` (darwin: `/run/current-system`)";
+                description = "Prints the current generation (what rollback returns to), recorded before apply.";
+              };
+              rollback = mkOption {
+                type = types.nullOr (types.listOf (types.listOf types.str));
+                default = null;
+                defaultText = literalMD "nixos: `nix-env -p /nix/var/nix/profiles/system --set {generation}` then `{generation}/bin/switch-to-configuration switch`; darwin: `{generation}/activate`";
+                description = "Returns to {generation}.";
+              };
+              health = mkOption {
+                type = types.listOf (types.listOf types.str);
+                default = [ ];
+                description = "Run after the test activation, retried until they succeed within healthTimeout; a failure rolls back.";
+              };
+              healthTimeout = mkOption {
+                type = types.ints.between 1 3600;
+                default = 60;
+                description = "Seconds the health check has to succeed.";
+              };
+              current = mkOption {
+                type = types.str;
+                default = "/run/current-system";
+                description = "The running system, compared with the build for the closure diff.";
+              };
+            };
+          });
+          default = { };
+          description = "Machines whose configuration lives in the repo.";
+        };
+        rules = mkOption {
+          type = types.listOf (types.submodule {
+            options = {
+              risk = mkOption {
+                type = types.enum [ "high" "low" ];
+                description = "The risk of what the rule matches.";
+              };
+              paths = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+                description = "Globs on the changed file's path in the repo (`machines/*/secrets/**`).";
+              };
+              match = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                description = "A regular expression on a changed line or on the Nix option it sets (`services.openssh.enable`).";
+              };
+              reason = mkOption {
+                type = types.str;
+                description = "Shown with the change: why this risk.";
+              };
+            };
+          });
+          default = [ ];
+          description = "Risk rules checked before the built-in ones (users, sudo, ssh, firewall, boot, secrets, exposed services: high; packages, editor and tooling: low; anything else: high).";
+        };
+        autoApprove = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          description = "Agents whose low-risk changes pass by policy without a human; a high-risk change always asks.";
+        };
+      };
+    };
+    default = { };
+    description = "Change control of a system configuration repo (docs/change.md).";
+  };
   agents = mkOption {
     type = types.attrsOf (types.submodule {
       options = {

@@ -10,6 +10,7 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from "node:fs/promi
 import net from "node:net";
 import path from "node:path";
 import type { AuditLog } from "../audit/log.ts";
+import { changePolicy } from "../change/proposal.ts";
 import type { SecretDecryptor } from "../host/secrets.ts";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
@@ -223,6 +224,7 @@ export class ApprovalDaemon {
       });
       socket.end(encodeFrame({ type: "decision", id: pending.id, ...decision }));
     };
+    if (request.change) return this.#onChange(socket, pending, agent, immediate);
     const unlockable =
       request.unlock && agent?.secrets.unlockable.find((u) => u.name === request.unlock?.secret);
     if (request.unlock && !unlockable) {
@@ -287,6 +289,35 @@ export class ApprovalDaemon {
       });
     }
 
+    return this.#askHumans(socket, pending, timeout);
+  }
+
+  /**
+   * A change to the system configuration (only root's change control can
+   * send one: the request socket is root's). The change policy may let a
+   * low-risk change of a listed agent pass; test mode never decides a change.
+   */
+  async #onChange(
+    socket: net.Socket,
+    pending: PendingRequest,
+    agent: ResolvedTown["agents"][number] | undefined,
+    immediate: (answer: Decision) => Promise<void>,
+  ): Promise<void> {
+    const change = pending.change;
+    if (!change) return;
+    if (!agent)
+      return immediate({
+        decision: "denied",
+        by: { kind: "daemon" },
+        reason: `${pending.agent.name} is not an agent of this town`,
+      });
+    const policy = changePolicy(this.#town.change?.autoApprove ?? [], agent.name, change.risk);
+    if (policy.action === "allow")
+      return immediate({ decision: "approved", by: { kind: "policy" }, reason: policy.reason });
+    return this.#askHumans(socket, pending, this.#town.approval.timeout);
+  }
+
+  async #askHumans(socket: net.Socket, pending: PendingRequest, timeout: number): Promise<void> {
     const timer = setTimeout(() => {
       this.#decide(pending.id, {
         decision: "timeout",
@@ -613,5 +644,14 @@ function auditView(request: PendingRequest) {
     runAs: request.runAs,
     hash: request.hash,
     ...(request.tty !== undefined && { tty: request.tty }),
+    ...(request.change && {
+      change: {
+        id: request.change.id,
+        host: request.change.host,
+        base: request.change.base,
+        commit: request.change.commit,
+        risk: request.change.risk,
+      },
+    }),
   };
 }

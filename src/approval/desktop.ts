@@ -7,6 +7,7 @@
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import { changeLines } from "../change/present.ts";
 import { MissingToolError } from "../errors.ts";
 import {
   type CommandResult,
@@ -390,23 +391,29 @@ export function dialogArguments(
   const target = request.runAs.group
     ? `${request.runAs.user}:${request.runAs.group}`
     : request.runAs.user;
-  const what = unlock
-    ? [
-        `<b>${m(request.agent.name)}</b> asks to unlock the secret <b>${m(showArgument(unlock.secret))}</b>`,
-      ]
-    : [
-        `<b>${m(request.agent.name)}</b> asks to run, as <b>${m(target)}</b>:`,
-        "",
-        complete
-          ? `<tt>${m(argv)}</tt>`
-          : `<tt>${m(argv.slice(0, MAX_SHOWN_ARGV))}</tt> …\n<b>${argv.length - MAX_SHOWN_ARGV} more characters are not shown.</b> Review the whole request with <tt>nuketown approvals --json</tt>; this dialog can only deny it.`,
-        "",
-        `in <tt>${m(request.cwd)}</tt>`,
-        `program <tt>${m(request.command)}</tt>`,
-        ...(request.shell
-          ? [`through ${m(request.runAs.user)}'s ${request.shell === "login" ? "login " : ""}shell`]
-          : []),
-      ];
+  const what = request.change
+    ? changeLines(request.agent.name, request.change).map((l, i) =>
+        i === 0 ? `<b>${m(l)}</b>` : m(l),
+      )
+    : unlock
+      ? [
+          `<b>${m(request.agent.name)}</b> asks to unlock the secret <b>${m(showArgument(unlock.secret))}</b>`,
+        ]
+      : [
+          `<b>${m(request.agent.name)}</b> asks to run, as <b>${m(target)}</b>:`,
+          "",
+          complete
+            ? `<tt>${m(argv)}</tt>`
+            : `<tt>${m(argv.slice(0, MAX_SHOWN_ARGV))}</tt> …\n<b>${argv.length - MAX_SHOWN_ARGV} more characters are not shown.</b> Review the whole request with <tt>nuketown approvals --json</tt>; this dialog can only deny it.`,
+          "",
+          `in <tt>${m(request.cwd)}</tt>`,
+          `program <tt>${m(request.command)}</tt>`,
+          ...(request.shell
+            ? [
+                `through ${m(request.runAs.user)}'s ${request.shell === "login" ? "login " : ""}shell`,
+              ]
+            : []),
+        ];
   const lines = [
     ...what,
     `request ${m(request.id)} · hash <tt>${m(request.hash.slice(0, 12))}</tt>`,

@@ -32,6 +32,20 @@ export const RequestSchema = z.strictObject({
   shell: z.enum(["login", "non-login"]).optional(),
   /** `nuketown unlock NAME`: not a command, a declared secret to decrypt for the agent. */
   unlock: z.strictObject({ secret: text }).optional(),
+  /** `nuketown change approve ID` (root): a change to the system configuration, bound to its commit. */
+  change: z
+    .strictObject({
+      id: text,
+      host: text,
+      commit: z.string().regex(/^[0-9a-f]{40}$/),
+      base: z.string().regex(/^[0-9a-f]{40}$/),
+      risk: z.enum(["high", "low"]),
+      reasons: z.array(text).max(20),
+      explanation: z.string().max(16384),
+      diffstat: z.string().max(16384),
+      closure: z.string().max(16384),
+    })
+    .optional(),
 });
 export type ApprovalRequest = z.infer<typeof RequestSchema>;
 
@@ -111,6 +125,10 @@ export function commandHash(request: ApprovalRequest): string {
     request.runAs.group ?? null,
     request.shell ?? null,
     request.unlock?.secret ?? null,
+    // Only for changes, so the hashes of commands stay what they were.
+    ...(request.change
+      ? [[request.change.id, request.change.host, request.change.base, request.change.commit]]
+      : []),
   ]);
   return createHash("sha256").update(canonical).digest("hex");
 }

@@ -12,6 +12,7 @@
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "../approval/channel.ts";
 import { MAX_SHOWN_ARGV, showArgument } from "../approval/desktop.ts";
 import type { Decision, PendingRequest } from "../approval/protocol.ts";
+import { changeLines } from "../change/present.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { type ChatDecision, reactionDecision, replyDecision } from "./decisions.ts";
 import { chatIdKey, type Resident, residents } from "./people.ts";
@@ -274,19 +275,23 @@ export function requestText(
     ? `${request.runAs.user}:${request.runAs.group}`
     : request.runAs.user;
   const seconds = Math.max(0, Math.ceil((Date.parse(request.expires) - now.getTime()) / 1000));
-  const what = request.unlock
-    ? [`🔐 ${request.agent.name} asks to unlock the secret ${showArgument(request.unlock.secret)}`]
-    : [
-        `🔐 ${request.agent.name} asks to run, as ${target}:`,
-        complete
-          ? argv
-          : `${argv.slice(0, MAX_SHOWN_ARGV)} … (${argv.length - MAX_SHOWN_ARGV} more characters)`,
-        `in ${showArgument(request.cwd)} · program ${showArgument(request.command)}${
-          request.shell
-            ? ` · through ${request.runAs.user}'s ${request.shell === "login" ? "login " : ""}shell`
-            : ""
-        }`,
-      ];
+  const what = request.change
+    ? [`🛠 ${changeLines(request.agent.name, request.change).join("\n")}`]
+    : request.unlock
+      ? [
+          `🔐 ${request.agent.name} asks to unlock the secret ${showArgument(request.unlock.secret)}`,
+        ]
+      : [
+          `🔐 ${request.agent.name} asks to run, as ${target}:`,
+          complete
+            ? argv
+            : `${argv.slice(0, MAX_SHOWN_ARGV)} … (${argv.length - MAX_SHOWN_ARGV} more characters)`,
+          `in ${showArgument(request.cwd)} · program ${showArgument(request.command)}${
+            request.shell
+              ? ` · through ${request.runAs.user}'s ${request.shell === "login" ? "login " : ""}shell`
+              : ""
+          }`,
+        ];
   return [
     ...what,
     `request ${request.id} · hash ${request.hash.slice(0, 16)} · expires ${request.expires}${open ? ` (in ${seconds} s)` : ""}`,

@@ -5,6 +5,7 @@ import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";
 import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
 import type { PendingRequest } from "../approval/protocol.ts";
 import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
+import { changeLines, changeSummary } from "../change/present.ts";
 import { ChatApprovalChannel } from "../chat/approval-channel.ts";
 import { openTransport } from "../chat/connect.ts";
 import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
@@ -122,7 +123,11 @@ const requestRow = (r: PendingRequest) => [
   r.id,
   r.agent.name,
   r.runAs.group === undefined ? r.runAs.user : `${r.runAs.user}:${r.runAs.group}`,
-  printable(r.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" ")),
+  printable(
+    r.change
+      ? changeSummary(r.change)
+      : r.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(" "),
+  ),
   printable(r.cwd),
   r.hash.slice(0, 12),
   r.expires,
@@ -151,7 +156,13 @@ export async function approvals(opts: TownOptions & { readonly watch?: boolean }
       if (event.event === "request") {
         const r = event.request as PendingRequest;
         opts.out.write(
-          `request ${requestRow(r).join("  ")}\n  approve: nuketown approve ${r.id}   deny: nuketown deny ${r.id} --reason ...\n`,
+          `request ${requestRow(r).join("  ")}\n${
+            r.change
+              ? `${changeLines(r.agent.name, r.change)
+                  .map((l) => `  ${printable(l)}\n`)
+                  .join("")}`
+              : ""
+          }  approve: nuketown approve ${r.id}   deny: nuketown deny ${r.id} --reason ...\n`,
         );
       } else {
         opts.out.write(`${event.id}: ${event.decision} — ${event.reason}\n`);

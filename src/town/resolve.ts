@@ -4,6 +4,7 @@
  * span several fields. Every problem is collected; nothing stops at the first.
  */
 import path from "node:path";
+import { DEFAULT_STEPS } from "../change/defaults.ts";
 import { DEFAULT_PREFIX, installLayout } from "../install/layout.ts";
 import { manifestPath } from "./manifest.ts";
 import { formatPath, type Problem, problemsFromIssues } from "./problems.ts";
@@ -174,6 +175,32 @@ function normalize(
       .map(([name, h]) => ({ name, ...h }))
       .sort(byName),
     cloud: { ...decl.cloud },
+    change: {
+      ...(decl.change.repo !== undefined && { repo: decl.change.repo }),
+      dir: decl.change.dir ?? `${stateDir}/change`,
+      branch: decl.change.branch,
+      onApply: decl.change.onApply,
+      hosts: Object.entries(decl.change.hosts)
+        .map(([name, h]) => {
+          const steps = DEFAULT_STEPS[h.kind];
+          return {
+            name,
+            kind: h.kind,
+            attr: h.attr ?? name,
+            build: h.build ?? steps.build,
+            test: h.test ?? steps.test,
+            switch: h.switch ?? steps.switch,
+            generation: h.generation ?? steps.generation,
+            rollback: h.rollback ?? steps.rollback,
+            health: h.health,
+            healthTimeout: h.healthTimeout,
+            current: h.current,
+          };
+        })
+        .sort(byName),
+      rules: decl.change.rules.map((r) => ({ ...r, paths: [...r.paths] })),
+      autoApprove: [...decl.change.autoApprove].sort(),
+    },
     install: resolveInstall(decl.install, context.installPrefix),
     paths: {
       manifest: manifestPath(decl.etcDir),

@@ -423,7 +423,10 @@ function checkChange(
     if (host.kind !== "command") continue;
     for (const step of ["build", "switch"] as const) {
       if (declared?.[step] === undefined)
-        at(["change", "hosts", host.name, step], `kind "command" has no default ${step}: declare it`);
+        at(
+          ["change", "hosts", host.name, step],
+          `kind "command" has no default ${step}: declare it`,
+        );
     }
   }
   change.rules.forEach((rule, i) => {
@@ -433,7 +436,10 @@ function checkChange(
       try {
         new RegExp(rule.match);
       } catch (error) {
-        at(["change", "rules", i, "match"], `not a regular expression: ${(error as Error).message}`);
+        at(
+          ["change", "rules", i, "match"],
+          `not a regular expression: ${(error as Error).message}`,
+        );
       }
     }
   });

@@ -536,6 +536,105 @@ const HumanSchema = z.strictObject({
     .meta({ description: "May approve agents' sudo requests and changes." }),
 });
 
+const ChangeCommandsSchema = z.array(z.array(line()).min(1)).meta({
+  description:
+    "Commands run in order, each an argv (never a shell). Placeholders: {host}, {attr}, {result} (the build's output link), {generation} (the recorded generation), {repo}, {commit}.",
+});
+
+const ChangeHostSchema = z.strictObject({
+  kind: z.enum(["nixos", "darwin", "command"]).default("nixos").meta({
+    description:
+      "Which defaults the steps take: nixos (nixos-rebuild, switch-to-configuration, the system profile), darwin (darwin-rebuild), command (no defaults: declare build and switch).",
+  }),
+  attr: line()
+    .min(1)
+    .optional()
+    .meta(derived("The flake attribute of the machine (`.#<attr>`).", "the entry's name")),
+  build: ChangeCommandsSchema.optional().meta(
+    derived(
+      "Builds without switching, in a checkout of the proposal; leaves `result`.",
+      "nixos: `nixos-rebuild build --flake .#{attr}`; darwin: `darwin-rebuild build --flake .#{attr}`",
+    ),
+  ),
+  test: ChangeCommandsSchema.optional().meta(
+    derived(
+      "Activates the build without making it the boot default.",
+      "nixos: `{result}/bin/switch-to-configuration test`; darwin: none",
+    ),
+  ),
+  switch: ChangeCommandsSchema.optional().meta(
+    derived(
+      "Makes the build the system.",
+      "nixos: `nix-env -p /nix/var/nix/profiles/system --set {result}` then `{result}/bin/switch-to-configuration switch`; darwin: `darwin-rebuild switch --flake .#{attr}`",
+    ),
+  ),
+  generation: ChangeCommandsSchema.optional().meta(
+    derived(
+      "Prints the current generation (what rollback returns to), recorded before apply.",
+      "`readlink -f /nix/var/nix/profiles/system` (darwin: `/run/current-system`)",
+    ),
+  ),
+  rollback: ChangeCommandsSchema.optional().meta(
+    derived(
+      "Returns to {generation}.",
+      "nixos: `nix-env -p /nix/var/nix/profiles/system --set {generation}` then `{generation}/bin/switch-to-configuration switch`; darwin: `{generation}/activate`",
+    ),
+  ),
+  health: ChangeCommandsSchema.default([]).meta({
+    description:
+      "Run after the test activation, retried until they succeed within healthTimeout; a failure rolls back.",
+  }),
+  healthTimeout: z
+    .int()
+    .positive()
+    .max(3600)
+    .default(60)
+    .meta({ description: "Seconds the health check has to succeed." }),
+  current: absolutePath()
+    .default("/run/current-system")
+    .meta({ description: "The running system, compared with the build for the closure diff." }),
+});
+
+const ChangeRuleSchema = z.strictObject({
+  risk: z.enum(["high", "low"]).meta({ description: "The risk of what the rule matches." }),
+  paths: z.array(line().min(1)).default([]).meta({
+    description: "Globs on the changed file's path in the repo (`machines/*/secrets/**`).",
+  }),
+  match: line().min(1).optional().meta({
+    description:
+      "A regular expression on a changed line or on the Nix option it sets (`services.openssh.enable`).",
+  }),
+  reason: line().min(1).meta({ description: "Shown with the change: why this risk." }),
+});
+
+const ChangeSchema = z.strictObject({
+  repo: absolutePath()
+    .optional()
+    .meta({ description: "The git work tree of the system configuration (`/etc/nixos`)." }),
+  dir: absolutePath()
+    .optional()
+    .meta(derived("Proposals, their logs and the change audit log.", '"<stateDir>/change"')),
+  branch: line().min(1).default("main").meta({
+    description: "The branch that is the applied configuration; apply moves it to the change.",
+  }),
+  onApply: z.enum(["merge", "tag", "none"]).default("merge").meta({
+    description:
+      "What apply does in the repo: fast-forward `branch` to the change (merge), tag it nuketown/change/<id> (tag), or nothing.",
+  }),
+  hosts: z
+    .record(unixName(), ChangeHostSchema)
+    .default({})
+    .meta({ description: "Machines whose configuration lives in the repo." }),
+  rules: z.array(ChangeRuleSchema).default([]).meta({
+    description:
+      "Risk rules checked before the built-in ones (users, sudo, ssh, firewall, boot, secrets, exposed services: high; packages, editor and tooling: low; anything else: high).",
+  }),
+  autoApprove: z.array(unixName()).default([]).meta({
+    description:
+      "Agents whose low-risk changes pass by policy without a human; a high-risk change always asks.",
+  }),
+});
+
 export const TownSchema = z.strictObject({
   enable: z.boolean().default(true).meta({ description: "Whether nuketown manages this host." }),
   name: unixName().optional().meta(derived("The town's name.", "the host name")),
@@ -754,6 +853,9 @@ export const TownSchema = z.strictObject({
     })
     .prefault({})
     .meta({ description: "Where nuketown's programs are installed (set by packaging)." }),
+  change: ChangeSchema.prefault({}).meta({
+    description: "Change control of a system configuration repo (docs/change.md).",
+  }),
   agents: z.record(unixName(), AgentSchema).default({}).meta({ description: "The residents." }),
 });
 

@@ -192,6 +192,37 @@ export const NIXOS_LAYERS: readonly ManagedLayer[] = [
   "units",
 ];
 
+export interface ResolvedChangeHost {
+  readonly name: string;
+  readonly kind: "nixos" | "darwin" | "command";
+  readonly attr: string;
+  /** Each step: commands in order, each an argv with {placeholders}. */
+  readonly build: readonly (readonly string[])[];
+  readonly test: readonly (readonly string[])[];
+  readonly switch: readonly (readonly string[])[];
+  readonly generation: readonly (readonly string[])[];
+  readonly rollback: readonly (readonly string[])[];
+  readonly health: readonly (readonly string[])[];
+  readonly healthTimeout: number;
+  readonly current: string;
+}
+
+export interface ResolvedChange {
+  readonly repo?: string;
+  readonly dir: string;
+  readonly branch: string;
+  readonly onApply: "merge" | "tag" | "none";
+  /** Sorted by name. */
+  readonly hosts: readonly ResolvedChangeHost[];
+  readonly rules: readonly {
+    readonly risk: "high" | "low";
+    readonly paths: readonly string[];
+    readonly match?: string;
+    readonly reason: string;
+  }[];
+  readonly autoApprove: readonly string[];
+}
+
 export interface ResolvedTown {
   /** Set in a manifest written for another system (`check --managed-by nixos`). */
   readonly managed?: { readonly by: "nixos"; readonly layers: readonly ManagedLayer[] };
@@ -270,6 +301,8 @@ export interface ResolvedTown {
     /** tmpfs where unlocked secrets land, one 0700 directory per agent. */
     readonly unlockedSecrets: string;
   };
+  /** Change control of the system configuration repo. */
+  readonly change: ResolvedChange;
   /** Enabled agents, sorted by name. */
   readonly agents: readonly ResolvedAgent[];
   /** Declared with enable = false: not on the host, but their uids stay reserved. */
