@@ -6,8 +6,10 @@
  * would have to switch branches over them fails and says which files; a task
  * for the branch already checked out runs in place and reports them.
  */
+
 import { mkdir, readdir, stat } from "node:fs/promises";
 import path from "node:path";
+import { GUARDED_GIT_CONFIG } from "../host/git-guard.ts";
 import type { Runner } from "../os/process.ts";
 import type { ResolvedAgent } from "../town/types.ts";
 import type { FailureReason, WorkspaceReport } from "./protocol.ts";
@@ -156,6 +158,7 @@ export async function prepareWorkspace(
       .run(
         "git",
         [
+          ...GUARDED_GIT_CONFIG,
           "clone",
           "--quiet",
           ...(repo.branch ? ["--branch", repo.branch] : []),
@@ -264,7 +267,11 @@ function gitIn(dir: string, agent: AgentPart, deps: WorkspaceDeps): Git {
   const env = gitEnv(agent, deps);
   return async (args, allowFailure = false) => {
     const result = await deps.runner
-      .run("git", ["-C", dir, ...args], { env, allowFailure: true, timeoutMs: 60_000 })
+      .run("git", [...GUARDED_GIT_CONFIG, "-C", dir, ...args], {
+        env,
+        allowFailure: true,
+        timeoutMs: 60_000,
+      })
       .catch(asWorkspaceError(dir));
     if (result.code !== 0 && !allowFailure)
       throw new WorkspaceError(

@@ -3,6 +3,7 @@
  * its binds, roll the home back to blank, remount what persists, place its
  * identity and secrets, clone its repos, start it again.
  */
+
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
@@ -10,6 +11,7 @@ import { ensureDir } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
+import { GUARDED_GIT_CONFIG, guardedFetchArgs } from "./git-guard.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
 import { observePackages } from "./packages.ts";
 import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
@@ -79,6 +81,14 @@ export async function stopAgent(
   if (ctx.systemd) {
     await ctx.runner.run("systemctl", ["stop", agentUnitName(agent.name)], { allowFailure: true });
   }
+  await killAgentProcesses(ctx, agent);
+}
+
+/** SIGKILL everything running as the agent, until nothing is left. */
+async function killAgentProcesses(
+  ctx: Pick<RoundContext, "runner">,
+  agent: Pick<ResolvedAgent, "name" | "uid">,
+): Promise<void> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const left = await ctx.runner.run("pgrep", ["-u", String(agent.uid)], { allowFailure: true });
     if (left.code !== 0) return;
@@ -166,14 +176,24 @@ async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<stri
   for (const repo of agent.repos) {
     const target = path.join(agent.home, repo.path);
     const result = (await exists(path.join(target, ".git")))
-      ? await ctx.runner.run("git", ["-C", target, "fetch", "--all", "--prune"], asAgent)
+      ? await ctx.runner.run("git", guardedFetchArgs(target, repo.url), asAgent)
       : await ctx.runner.run(
           "git",
-          ["clone", ...(repo.branch ? ["--branch", repo.branch] : []), "--", repo.url, target],
+          [
+            ...GUARDED_GIT_CONFIG,
+            "clone",
+            ...(repo.branch ? ["--branch", repo.branch] : []),
+            "--",
+            repo.url,
+            target,
+          ],
           asAgent,
         );
     if (result.code !== 0)
       warnings.push(`${repo.url}: ${result.stderr.trim().split("\n").pop() ?? "git failed"}`);
   }
+  // Whatever git started as the agent (it should be nothing) ends with this step of the
+  // round, before the fresh home is handed back.
+  await killAgentProcesses(ctx, agent);
   return warnings;
 }

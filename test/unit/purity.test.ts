@@ -19,6 +19,7 @@ const PURE_FILES = [
   "src/agent/queue.ts",
   "src/agent/cgroup.ts",
   "src/host/key-file.ts",
+  "src/host/git-guard.ts",
   "src/portal/fuzzy.ts",
   "src/portal/tmux.ts",
   "src/portal/runtime.ts",
