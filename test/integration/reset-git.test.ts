@@ -84,13 +84,14 @@ describe("a reset and the agent's persisted clone", { skip: !isRoot() && "needs 
       `#!/bin/sh\necho "$0 $*" >> ${marker}\n(setsid sleep 4242 >/dev/null 2>&1 &)\nexec git-upload-pack "$@"\n`,
       { mode: 0o755 },
     );
-    for (const [key, value] of [
+    const planted: [string, string][] = [
       ["core.fsmonitor", evil],
       ["core.hooksPath", path.join(clone, ".git", "myhooks")],
       ["remote.origin.uploadpack", evil],
       ["core.sshCommand", evil],
       ["credential.helper", `!${evil}`],
-    ])
+    ];
+    for (const [key, value] of planted)
       run("runuser", ["-u", AGENT, "--", "git", "-C", clone, "config", key, value]);
     mkdirSync(path.join(clone, ".git", "myhooks"), { recursive: true });
     for (const hook of [
