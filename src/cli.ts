@@ -466,6 +466,77 @@ ${EXIT_CODES}`,
       },
     );
 
+  const change = program
+    .command("change")
+    .description(
+      "propose → verify → approve → apply → rollback a change to the system configuration",
+    );
+  townOptions(
+    change
+      .command("propose")
+      .description("propose an agent's branch or a patch, with a written explanation")
+      .requiredOption("--host <name>", "the machine (change.hosts)")
+      .requiredOption("--explain <text>", "what the change does and why")
+      .option("--branch <name>", "the agent's branch (in the config repo, or in --from)")
+      .option("--from <repo>", "fetch --branch from this repository (the agent's clone)")
+      .option("--patch <file>", "a patch (git diff / format-patch) instead of a branch")
+      .option("--agent <name>", "who proposes (an agent proposes as itself)"),
+  ).action(
+    async (
+      opts: TownOpts & {
+        host: string;
+        explain: string;
+        branch?: string;
+        from?: string;
+        patch?: string;
+        agent?: string;
+      },
+    ) => {
+      const { changePropose } = await import("./commands/change.ts");
+      process.exitCode = await changePropose({ ...opts, ...streams() });
+    },
+  );
+  for (const [step, description] of [
+    ["verify", "build the change without switching; report the closure diff"],
+    ["approve", "ask a human (or the change policy) through approvald; waits (root)"],
+    ["apply", "test-activate, health-check, switch; roll back on failure (root)"],
+    ["rollback", "return to the generation recorded before the change (root)"],
+  ] as const) {
+    townOptions(change.command(step).description(description).argument("<id>")).action(
+      async (id: string, opts: TownOpts) => {
+        const { changeStep } = await import("./commands/change.ts");
+        process.exitCode = await changeStep({ ...opts, id, step, ...streams() });
+      },
+    );
+  }
+  townOptions(
+    change.command("status").description("list the changes, or show one").argument("[id]"),
+  ).action(async (id: string | undefined, opts: TownOpts) => {
+    const { changeStatus } = await import("./commands/change.ts");
+    process.exitCode = await changeStatus({
+      ...opts,
+      ...(id !== undefined && { id }),
+      ...streams(),
+    });
+  });
+  townOptions(
+    change
+      .command("log")
+      .description("the change audit log, its chain checked")
+      .option("-n, --count <n>", "records", "50"),
+  ).action(async (opts: TownOpts & { count: string }) => {
+    const { changeLog } = await import("./commands/change.ts");
+    process.exitCode = await changeLog({ ...opts, count: Number(opts.count), ...streams() });
+  });
+  townOptions(
+    program
+      .command("mcp")
+      .description("the town's MCP server on stdio, run by an agent's runtime as the agent"),
+  ).action(async (opts: TownOpts) => {
+    const { mcp } = await import("./commands/mcp.ts");
+    process.exitCode = await mcp({ ...opts, ...streams() });
+  });
+
   townOptions(
     program
       .command("talk")

@@ -65,8 +65,12 @@ export interface Assessment {
 
 const UNKNOWN_REASON = "not recognised as low risk";
 
-/** The built-in rules; declared rules come first. Order within a risk does not matter. */
-export const BUILTIN_RULES: readonly RiskRule[] = [
+/**
+ * The built-in rules; declared rules come first. Order within a risk does not
+ * matter. Here paths and match are alternatives (a declared rule with both
+ * needs both): each is split in two below.
+ */
+const BUILTIN: readonly RiskRule[] = [
   {
     risk: "high",
     paths: [],
@@ -134,6 +138,15 @@ export const BUILTIN_RULES: readonly RiskRule[] = [
     reason: "packages and editor/tooling configuration",
   },
 ];
+
+export const BUILTIN_RULES: readonly RiskRule[] = BUILTIN.flatMap((rule) =>
+  rule.paths.length > 0 && rule.match !== undefined
+    ? [
+        { risk: rule.risk, paths: rule.paths, reason: rule.reason },
+        { risk: rule.risk, paths: [], match: rule.match, reason: rule.reason },
+      ]
+    : [rule],
+);
 
 /** Judge a change: each changed line by declared rules first, then the built-in ones. */
 export function assessChange(

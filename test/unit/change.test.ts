@@ -1,0 +1,282 @@
+/**
+ * Change control's pure parts: the risk classifier over real diffs of a
+ * flake-shaped config repo, proposal transitions, the change policy, and
+ * the step defaults' placeholders.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { DEFAULT_STEPS, fillArgv } from "../../src/change/defaults.ts";
+import { canRun, changePolicy, type Proposal } from "../../src/change/proposal.ts";
+import { assessChange, optionsByLine } from "../../src/change/risk.ts";
+
+const CONFIG = `{ config, lib, ... }:
+{
+  imports = [ ./hardware.nix ];
+
+  environment.systemPackages = [
+    "git"
+    "ripgrep"
+  ];
+
+  services.openssh = {
+    enable = true;
+    settings.PasswordAuthentication = false;
+  };
+
+  networking.firewall.allowedTCPPorts = [ 22 ];
+}
+`;
+
+const edit = (from: string, to: string) => {
+  assert.ok(CONFIG.includes(from), `the fixture holds ${JSON.stringify(from)}`);
+  return CONFIG.replace(from, to);
+};
+
+const nix = (after: string, path = "machines/tom/configuration.nix") => [
+  { path, before: CONFIG, after },
+];
+
+describe("the risk of a change", () => {
+  const table: {
+    name: string;
+    files: Parameters<typeof assessChange>[0];
+    risk: "high" | "low";
+    reason?: RegExp;
+    option?: string;
+  }[] = [
+    {
+      name: "adding a package is low",
+      files: nix(edit('"ripgrep"\n', '"ripgrep"\n    "htop"\n')),
+      risk: "low",
+      reason: /packages/,
+      option: "environment.systemPackages",
+    },
+    {
+      name: "a nested ssh option is high, found through its attribute set",
+      files: nix(
+        edit("settings.PasswordAuthentication = false;", "settings.PasswordAuthentication = true;"),
+      ),
+      risk: "high",
+      reason: /ssh/,
+      option: "services.openssh.settings.PasswordAuthentication",
+    },
+    {
+      name: "a sudo rule is high",
+      files: nix(
+        edit(
+          "  networking.firewall",
+          '  security.sudo.extraRules = [ { users = [ "ada" ]; commands = [ "ALL" ]; } ];\n  networking.firewall',
+        ),
+      ),
+      risk: "high",
+      reason: /sudo and security/,
+      option: "security.sudo.extraRules",
+    },
+    {
+      name: "opening a port is high",
+      files: nix(edit("[ 22 ]", "[ 22 8080 ]")),
+      risk: "high",
+      reason: /firewall/,
+    },
+    {
+      name: "a new user is high",
+      files: nix(
+        edit(
+          "  networking.firewall",
+          "  users.users.bob.isNormalUser = true;\n  networking.firewall",
+        ),
+      ),
+      risk: "high",
+      reason: /users and groups/,
+    },
+    {
+      name: "a boot option is high",
+      files: nix(
+        edit(
+          "  networking.firewall",
+          "  boot.kernelPackages = pkgs.linuxPackages_latest;\n  networking.firewall",
+        ),
+      ),
+      risk: "high",
+      reason: /boot/,
+    },
+    {
+      name: "anything under secrets/ is high",
+      files: [{ path: "machines/tom/secrets/vault.yaml", before: "a: 1\n", after: "a: 2\n" }],
+      risk: "high",
+      reason: /secrets/,
+    },
+    {
+      name: "the cloud folder is high",
+      files: [{ path: "cloud/proxy.tf", before: "", after: 'resource "x" "y" {}\n' }],
+      risk: "high",
+      reason: /cloud/,
+    },
+    {
+      name: "an option nothing knows is high",
+      files: nix(
+        edit(
+          "  networking.firewall",
+          "  services.frobnicate.enable = true;\n  networking.firewall",
+        ),
+      ),
+      risk: "high",
+      reason: /not recognised/,
+    },
+    {
+      name: "editor configuration under programs/ is low",
+      files: [
+        {
+          path: "programs/neovim.nix",
+          before: "{ programs.neovim.enable = true; }\n",
+          after: "{ programs.neovim.enable = true;\n  programs.neovim.viAlias = true; }\n",
+        },
+      ],
+      risk: "low",
+      reason: /editor/,
+    },
+    {
+      name: "comments and blank lines alone say nothing, the file's path decides",
+      files: nix(edit("  imports", "  # tools\n\n  imports")),
+      risk: "high",
+      reason: /not recognised/,
+    },
+    {
+      name: "a package added next to a firewall change is still high",
+      files: nix(edit('"ripgrep"\n', '"ripgrep"\n    "nmap"\n').replace("[ 22 ]", "[ 22 443 ]")),
+      risk: "high",
+    },
+  ];
+  for (const row of table) {
+    it(row.name, () => {
+      const a = assessChange(row.files);
+      assert.equal(a.risk, row.risk, JSON.stringify(a.findings, null, 2));
+      if (row.reason)
+        assert.ok(
+          a.findings.some((f) => row.reason?.test(f.reason)),
+          JSON.stringify(a.findings),
+        );
+      if (row.option) assert.ok(a.options.includes(row.option), a.options.join(", "));
+    });
+  }
+
+  it("takes declared rules first: a rule may call a known-safe option low", () => {
+    const files = nix(
+      edit("  networking.firewall", "  services.frobnicate.enable = true;\n  networking.firewall"),
+    );
+    const a = assessChange(files, [
+      { risk: "low", paths: [], match: "^services\\.frobnicate\\.", reason: "our own toy" },
+    ]);
+    assert.equal(a.risk, "low");
+    assert.deepEqual(a.findings[0]?.rule, { kind: "declared", index: 0 });
+  });
+
+  it("counts lines per file in a diffstat", () => {
+    const a = assessChange(nix(edit('"ripgrep"\n', '"ripgrep"\n    "htop"\n')));
+    assert.equal(a.diffstat, "machines/tom/configuration.nix | +1 -0\n1 file changed, +1 -0");
+  });
+
+  it("tracks option paths through sets and lists", () => {
+    const options = optionsByLine(CONFIG);
+    assert.equal(options[5], "environment.systemPackages");
+    assert.equal(options[10], "services.openssh.enable");
+    assert.equal(options[14], "networking.firewall.allowedTCPPorts");
+  });
+});
+
+const proposal = (over: Partial<Proposal>): Proposal => ({
+  v: 1,
+  id: "20260101-abcdef",
+  agent: "ada",
+  host: "tom",
+  explanation: "add htop",
+  created: "2026-01-01T00:00:00.000Z",
+  base: "a".repeat(40),
+  commit: "b".repeat(40),
+  branch: "refs/heads/ada/htop",
+  source: "branch",
+  risk: "low",
+  riskReasons: [],
+  options: [],
+  diffstat: "",
+  state: "proposed",
+  ...over,
+});
+
+describe("a proposal's lifecycle", () => {
+  const verified = { ok: true, time: "", commit: "b".repeat(40), log: "", seconds: 1 };
+  const approval = {
+    id: "1",
+    decision: "approved" as const,
+    by: { kind: "human", id: "josh" },
+    reason: "",
+    commit: "b".repeat(40),
+    hash: "",
+    time: "",
+  };
+  it("is verified before it is approved, approved before it is applied", () => {
+    assert.equal(canRun(proposal({}), "approve").ok, false);
+    assert.equal(canRun(proposal({}), "apply").ok, false);
+    assert.equal(canRun(proposal({ state: "verified", verify: verified }), "approve").ok, true);
+    assert.equal(canRun(proposal({ state: "approved", approval }), "apply").ok, true);
+  });
+  it("refuses an approval or a verify that was for another commit", () => {
+    const other = "c".repeat(40);
+    assert.equal(
+      canRun(proposal({ state: "verified", verify: { ...verified, commit: other } }), "approve").ok,
+      false,
+    );
+    assert.equal(
+      canRun(proposal({ state: "approved", approval: { ...approval, commit: other } }), "apply").ok,
+      false,
+    );
+  });
+  it("rolls back only what was applied", () => {
+    assert.equal(canRun(proposal({ state: "approved", approval }), "rollback").ok, false);
+    const applied = {
+      time: "",
+      commit: "b".repeat(40),
+      previousGeneration: "/gen/1",
+      steps: [],
+      ok: true,
+    };
+    assert.equal(canRun(proposal({ state: "applied", apply: applied }), "rollback").ok, true);
+  });
+});
+
+describe("the change policy", () => {
+  it("lets a listed agent's low-risk change pass, asks for everything else", () => {
+    assert.equal(changePolicy(["ada"], "ada", "low").action, "allow");
+    assert.equal(changePolicy(["ada"], "ada", "high").action, "ask");
+    assert.equal(changePolicy(["ada"], "bob", "low").action, "ask");
+    assert.equal(changePolicy([], "ada", "low").action, "ask");
+  });
+});
+
+describe("the steps' placeholders", () => {
+  it("fills the NixOS defaults and refuses a placeholder with no value", () => {
+    const values = {
+      host: "tom",
+      attr: "tom",
+      repo: "/etc/nixos",
+      commit: "c",
+      result: "/r",
+      generation: "/g",
+    };
+    assert.deepEqual(fillArgv(DEFAULT_STEPS.nixos.build[0] as string[], values), [
+      "nixos-rebuild",
+      "build",
+      "--flake",
+      ".#tom",
+    ]);
+    assert.deepEqual(fillArgv(DEFAULT_STEPS.nixos.rollback[1] as string[], values), [
+      "/g/bin/switch-to-configuration",
+      "switch",
+    ]);
+    const { generation: _, ...noGeneration } = values;
+    assert.throws(
+      () => fillArgv(["{generation}/activate"], noGeneration),
+      /\{generation\} has no value/,
+    );
+  });
+});
