@@ -8,6 +8,10 @@
  * postinst restarts only daemons that are already running, onto the new
  * version; removal leaves the towns' data. Then lintian runs on the package
  * when it is installed: its findings are printed, an error fails.
+ *
+ * Options (the .deb test builds its own package in a temp dir, from what
+ * `npm test` built): `--out DIR` (default build/), `--any-build` (package
+ * the build even if sources changed since).
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -21,6 +25,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
+import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
 import { PROGRAMS } from "../src/commands/doctor.ts";
 import { installProgram } from "../src/install/install.ts";
@@ -28,13 +33,23 @@ import { installProgram } from "../src/install/install.ts";
 const root = path.join(import.meta.dirname, "..");
 const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
 const version: string = pkg.version;
-const out = path.join(root, "build");
+const { values: args } = parseArgs({
+  options: { out: { type: "string" }, "any-build": { type: "boolean" } },
+});
+const out = path.resolve(args.out ?? path.join(root, "build"));
 const stage = path.join(out, "deb");
 rmSync(stage, { recursive: true, force: true });
 mkdirSync(stage, { recursive: true });
 chmodSync(stage, 0o755);
 
-await installProgram({ source: root, prefix: "/usr", destdir: stage, version, keepOwner: true });
+await installProgram({
+  source: root,
+  prefix: "/usr",
+  destdir: stage,
+  version,
+  keepOwner: true,
+  anyBuild: args["any-build"] === true,
+});
 
 const debianPackage = (fix: string) => /^apt-get install (\S+)$/.exec(fix)?.[1];
 const unique = (names: (string | undefined)[]) =>
@@ -156,7 +171,7 @@ const built = spawnSync("dpkg-deb", ["--root-owner-group", "-Zxz", "--build", st
   stdio: "inherit",
 });
 if (built.status !== 0) process.exit(built.status ?? 1);
-console.log(`built ${path.relative(root, deb)} (Depends: ${depends.join(", ")})`);
+console.log(`built ${deb.startsWith(`${root}/`) ? path.relative(root, deb) : deb} (Depends: ${depends.join(", ")})`);
 
 const lintian = spawnSync("lintian", ["--no-tag-display-limit", deb], { encoding: "utf8" });
 if (lintian.error) {

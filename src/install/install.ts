@@ -27,6 +27,7 @@ import {
 } from "node:fs/promises";
 import path from "node:path";
 import { EXIT, NuketownError, RefusedError } from "../errors.ts";
+import { withHostLock } from "../os/lock.ts";
 import { type InstallLayout, installLayout, PROGRAM_FILES, VERSION_NAME } from "./layout.ts";
 
 export interface InstallSource {
@@ -79,7 +80,21 @@ export async function installProgram(opts: InstallOptions): Promise<InstallResul
   }
   const libDir = under(layout.libDir);
   await mkdir(libDir, { recursive: true, mode: 0o755 });
-  if (!opts.destdir && !opts.keepOwner) await refuseWritableByOthers(libDir, "install into");
+  // A staging tree (packaging) is nobody else's: no lock, no ownership to check.
+  if (opts.destdir || opts.keepOwner) return installLocked(opts, layout, version, under);
+  await refuseWritableByOthers(libDir, "install into");
+  return withHostLock(libDir, "install", () => installLocked(opts, layout, version, under));
+}
+
+/** The copy and the switch, while this process alone installs into the prefix. */
+async function installLocked(
+  opts: InstallOptions,
+  layout: InstallLayout,
+  version: string,
+  under: (p: string) => string,
+): Promise<InstallResult> {
+  const source = path.resolve(opts.source);
+  const libDir = under(layout.libDir);
   const dir = path.join(libDir, version);
   const info: Info = { version, prefix: layout.prefix };
 
@@ -110,6 +125,12 @@ export async function installProgram(opts: InstallOptions): Promise<InstallResul
 /** Make `previous` the current version again (and the current one previous). */
 export async function rollbackProgram(prefix: string): Promise<{ from: string; to: string }> {
   const layout = installLayout(prefix);
+  if (!existsSync(layout.libDir))
+    throw new RefusedError(`nothing is installed in ${layout.libDir}`);
+  return withHostLock(layout.libDir, "install --rollback", () => rollbackLocked(layout));
+}
+
+async function rollbackLocked(layout: InstallLayout): Promise<{ from: string; to: string }> {
   const current = await linkTarget(layout.current);
   const previous = await linkTarget(layout.previous);
   if (current === undefined) throw new RefusedError(`nothing is installed in ${layout.libDir}`);
@@ -128,14 +149,24 @@ export const installedVersion = (prefix: string) => linkTarget(installLayout(pre
 /** Remove every installed version, the links and the command; what apply rendered is not touched here. */
 export async function removeProgram(prefix: string): Promise<boolean> {
   const layout = installLayout(prefix);
-  const had = existsSync(layout.libDir);
+  if (!existsSync(layout.libDir)) {
+    await removeBinLink(layout);
+    return false;
+  }
+  // Not under an install that is copying right now; the lock goes with the directory.
+  return withHostLock(layout.libDir, "uninstall", async () => {
+    await removeBinLink(layout);
+    await rm(layout.libDir, { recursive: true, force: true });
+    return true;
+  });
+}
+
+async function removeBinLink(layout: InstallLayout): Promise<void> {
   const bin = await lstat(layout.bin).catch(() => undefined);
   // Only our link: a foreign /usr/local/bin/nuketown is not ours to remove.
   if (bin?.isSymbolicLink() && (await readlink(layout.bin)).includes("lib/nuketown/")) {
     await rm(layout.bin, { force: true });
   }
-  await rm(layout.libDir, { recursive: true, force: true });
-  return had;
 }
 
 /**
@@ -238,7 +269,7 @@ async function stageCopy(source: string, stage: string, info: Info, opts: Instal
     await cp(path.join(source, dep), path.join(stage, dep), {
       recursive: true,
       verbatimSymlinks: true,
-      filter: (file) => !PACKAGING_LEFTOVERS.test(path.basename(file)),
+      filter: (file) => !PACKAGING_LEFTOVERS.test(path.basename(file)) && !foreignBinary(file),
     });
   }
   const pkg = JSON.parse(await readFile(path.join(source, "package.json"), "utf8"));
@@ -304,6 +335,16 @@ export async function productionPackages(source: string): Promise<string[]> {
 /** What npm packages carry for their own development: not part of an installed program. */
 const PACKAGING_LEFTOVERS =
   /^(\.bin|\.npmignore|\.eslintrc.*|\.prettierrc.*|\.editorconfig|\.travis\.yml|\.github)$/;
+
+/**
+ * Native prebuilds the installed Node never loads: other platforms'
+ * (`prebuilds/<platform>-<arch>/`), and addons of the Bare runtime (`*.bare`,
+ * which tar-fs's optional bare-fs brings along).
+ */
+const foreignBinary = (file: string) =>
+  file.endsWith(".bare") ||
+  (path.basename(path.dirname(file)) === "prebuilds" &&
+    path.basename(file) !== `${process.platform}-${process.arch}`);
 
 /** Root-owned, nothing writable but by the owner, no set-id bits. */
 async function normalizeTree(dir: string, chownRoot: boolean): Promise<void> {
