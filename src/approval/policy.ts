@@ -17,6 +17,19 @@
  *   matches every command); anywhere else `**` is an ordinary glob, the same
  *   as `*`; the element `\**` is the literal argument `**`;
  * - without a final `**` the argument counts must be equal.
+ *
+ * A deny rule matches more, never less, than it says, because a deny that
+ * is easy to step around is no deny (an allow rule matches exactly as it is
+ * written: over-matching there would approve what nobody wrote):
+ * - its program matches by name wherever it resolved and however it was
+ *   typed (`rm` denies `/bin/rm`, `/usr/bin/rm` and `./rm` alike);
+ * - options are compared as a set: combined short flags are split (`-rf` is
+ *   `-r -f`), order does not count, extra options in the request do not
+ *   save it, and the long forms of the common destructive tools count as
+ *   their short ones (`rm --recursive --force` is `rm -r -f`);
+ * - path operands are compared normalized (`//`, `/.`, `/tmp/../` and a
+ *   trailing `/` are the path they name); operands keep their order and
+ *   count, and their globs.
  * Pure: no file system, no processes; `path.posix` only normalizes strings.
  */
 
@@ -66,7 +79,11 @@ export function evaluatePolicy(
     matchesCommand(element, argv0, request.resolvedCommand, securePath);
   for (const [index, rule] of policy.rules.entries()) {
     if (rule.runAs !== undefined && rule.runAs !== request.runAs) continue;
-    if (!matchElements(rule.argv, request.argv, command)) continue;
+    const matches =
+      rule.action === "deny"
+        ? matchesDeny(rule.argv, request.argv, request.resolvedCommand)
+        : matchElements(rule.argv, request.argv, command);
+    if (!matches) continue;
     return {
       action: rule.action,
       rule: index,
@@ -105,6 +122,76 @@ function matchElements(
   return fixed.every((element, i) =>
     i === 0 ? first(element, argv[0] as string) : globMatch(element, argv[i] as string),
   );
+}
+
+/**
+ * A deny rule against a request, by the looser reading above: the program
+ * by name, options as a set, path operands normalized.
+ */
+export function matchesDeny(
+  pattern: readonly string[],
+  argv: readonly string[],
+  resolved: string,
+): boolean {
+  const [element, ...patternArgs] = pattern;
+  if (element === undefined || argv.length === 0) return pattern.length === 0;
+  if (element !== "**") {
+    const name = path.posix.basename(resolved || (argv[0] as string));
+    const wanted = element.includes("/") ? path.posix.basename(element) : element;
+    if (!globMatch(wanted, name)) return false;
+  } else return true;
+  const program = path.posix.basename(element);
+  const rule = splitArgs(program, patternArgs);
+  const asked = splitArgs(program, argv.slice(1));
+  for (const flag of rule.flags) if (!asked.flags.has(flag)) return false;
+  const tail = rule.operands.at(-1) === "**";
+  const fixed = tail ? rule.operands.slice(0, -1) : rule.operands;
+  if (tail ? asked.operands.length < fixed.length : asked.operands.length !== fixed.length)
+    return false;
+  return fixed.every((operand, i) => globMatch(operand, asked.operands[i] as string));
+}
+
+/** Long options that mean a short one, for the tools deny rules are written about. */
+const LONG_AS_SHORT: Readonly<Record<string, Readonly<Record<string, string>>>> = {
+  rm: { recursive: "r", force: "f", dir: "d", verbose: "v" },
+  cp: { recursive: "r", force: "f", archive: "a" },
+  mv: { force: "f" },
+  chmod: { recursive: "R" },
+  chown: { recursive: "R" },
+  chgrp: { recursive: "R" },
+  ln: { force: "f", symbolic: "s" },
+  shred: { remove: "u", zero: "z" },
+};
+
+/** Options as a set of names (short ones split, long ones by name), operands in order. */
+function splitArgs(
+  program: string,
+  args: readonly string[],
+): { flags: Set<string>; operands: string[] } {
+  const flags = new Set<string>();
+  const operands: string[] = [];
+  const long = LONG_AS_SHORT[program] ?? {};
+  let ended = false;
+  for (const arg of args) {
+    if (ended || arg === "-" || !arg.startsWith("-")) {
+      operands.push(normalizeOperand(arg));
+    } else if (arg === "--") {
+      ended = true;
+    } else if (arg.startsWith("--")) {
+      const name = arg.slice(2).split("=")[0] as string;
+      flags.add(long[name] ?? `--${name}`);
+    } else {
+      for (const letter of arg.slice(1)) flags.add(letter);
+    }
+  }
+  return { flags, operands };
+}
+
+/** A path operand as the path it names; anything else as it is. */
+function normalizeOperand(arg: string): string {
+  if (!arg.startsWith("/")) return arg;
+  const normalized = path.posix.normalize(arg);
+  return normalized.length > 1 && normalized.endsWith("/") ? normalized.slice(0, -1) : normalized;
 }
 
 /**

@@ -206,6 +206,15 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
     const denied = await asUser(AGENT, ["sudo", "rm", "-rf", `${root}/nothing`]);
     assert.equal(denied.code, 11);
     assert.match(denied.stderr, /no deleting as root \(policy rule 3\)/);
+    // Spelled otherwise (a path instead of the name, long options): still the deny, at once.
+    for (const argv of [
+      ["/bin/rm", "-rf", `${root}/nothing`],
+      ["/usr/bin/rm", "--recursive", "--force", `${root}//nothing/.`],
+    ]) {
+      const again = await asUser(AGENT, ["sudo", ...argv]);
+      assert.equal(again.code, 11, `${argv.join(" ")}: ${again.stderr}`);
+      assert.match(again.stderr, /no deleting as root \(policy rule 3\)/);
+    }
     const asMayor = await asUser(AGENT, ["sudo", "-u", MAYOR, "id", "-un"]);
     assert.equal(asMayor.stdout, `${MAYOR}\n`, asMayor.stderr);
     const login = await asUser(AGENT, ["sudo", "-i", "pwd"]);

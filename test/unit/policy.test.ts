@@ -78,6 +78,53 @@ function request(argv: string[], resolvedCommand?: string, runAs = "root"): Poli
   return { argv, runAs, resolvedCommand: resolved };
 }
 
+describe("a deny rule is not stepped around", () => {
+  const deny: PolicyRule[] = [
+    { action: "deny", argv: ["rm", "-rf", "/"], reason: "the whole disk" },
+  ];
+  // [argv, where it resolved, denied?]
+  const CASES: readonly (readonly [argv: string[], resolved: string, denied: boolean])[] = [
+    [["rm", "-rf", "/"], "/usr/bin/rm", true],
+    [["/bin/rm", "-rf", "/"], "/bin/rm", true],
+    [["/usr/bin/rm", "-rf", "/"], "/usr/bin/rm", true],
+    [["./rm", "-rf", "/"], "/home/a/rm", true],
+    [["rm", "-r", "-f", "/"], "/usr/bin/rm", true],
+    [["rm", "-fr", "/"], "/usr/bin/rm", true],
+    [["rm", "-rfv", "/"], "/usr/bin/rm", true],
+    [["rm", "-rf", "//"], "/usr/bin/rm", true],
+    [["rm", "-rf", "/."], "/usr/bin/rm", true],
+    [["rm", "-rf", "/tmp/.."], "/usr/bin/rm", true],
+    [["rm", "--recursive", "--force", "/"], "/usr/bin/rm", true],
+    [["rm", "-r", "--force", "--", "/"], "/usr/bin/rm", true],
+    [["rm", "-rf", "--no-preserve-root", "/"], "/usr/bin/rm", true],
+    // what the rule does not say stays with the default
+    [["rm", "-rf", "/tmp/x"], "/usr/bin/rm", false],
+    [["rm", "-r", "/"], "/usr/bin/rm", false],
+    [["rm", "-rf", "/", "/x"], "/usr/bin/rm", false],
+    [["rmdir", "-rf", "/"], "/usr/bin/rmdir", false],
+  ];
+  for (const [argv, resolved, denied] of CASES) {
+    it(`${JSON.stringify(argv)} (${resolved}) is ${denied ? "denied" : "left to the default"}`, () => {
+      const decision = evaluatePolicy(policy(deny), request(argv, resolved));
+      assert.equal(decision.action, denied ? "deny" : "ask");
+    });
+  }
+
+  it("an allow rule still matches exactly what it says", () => {
+    const allow: PolicyRule[] = [{ action: "allow", argv: ["rm", "-rf", "/tmp/build"] }];
+    assert.equal(
+      evaluatePolicy(policy(allow), request(["rm", "-rf", "/tmp/build"])).action,
+      "allow",
+    );
+    for (const argv of [
+      ["rm", "-fr", "/tmp/build"],
+      ["rm", "-rf", "/tmp/build/"],
+      ["/bin/rm", "-rf", "/tmp/build"],
+    ])
+      assert.equal(evaluatePolicy(policy(allow), request(argv)).action, "ask", argv.join(" "));
+  });
+});
+
 describe("evaluatePolicy", () => {
   const rules: PolicyRule[] = [
     { action: "deny", argv: ["systemctl", "stop", "sshd*"], reason: "keeps the door open" },
