@@ -773,7 +773,9 @@ export class ChangeControl {
       const r = await this.#runner.run(program, [...args], { allowFailure: true });
       if (r.code === 0) return { tool, summary: r.stdout.trim() || "no difference" };
     }
-    return { tool: "changed paths", summary: await treeDiff(current, result) };
+    // The running system is usually a link (/run/current-system): compare what it points to.
+    const running = await realpath(current).catch(() => current);
+    return { tool: "changed paths", summary: await treeDiff(running, result) };
   }
 
   async #landInRepo(proposal: Proposal): Promise<void> {
