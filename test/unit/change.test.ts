@@ -280,3 +280,25 @@ describe("the steps' placeholders", () => {
     );
   });
 });
+
+describe("the runtimes' configuration", () => {
+  it("registers the town's MCP server for claude-code and codex", async () => {
+    const { renderClaudeState, renderCodexConfig } = await import(
+      "../../src/host/render/runtime-config.ts"
+    );
+    const { exampleTown } = await import("../support/fixtures.ts");
+    const agent = exampleTown().agents[0];
+    assert.ok(agent);
+    const mcp = {
+      command: "/usr/bin/nuketown",
+      args: ["mcp", "--manifest", "/etc/nuketown/town.json"],
+    };
+    const claude = JSON.parse(renderClaudeState(agent, mcp));
+    assert.deepEqual(claude.mcpServers.nuketown, { type: "stdio", ...mcp, env: {} });
+    const codex = renderCodexConfig(agent, mcp);
+    assert.match(
+      codex,
+      /\[mcp_servers\.nuketown\]\ncommand = "\/usr\/bin\/nuketown"\nargs = \[ "mcp", "--manifest", "\/etc\/nuketown\/town\.json" \]/,
+    );
+  });
+});

@@ -80,11 +80,16 @@ export function renderHomeArtifacts(
     );
     // claude rewrites both as it runs: private to the agent, placed afresh every round.
     out.push(file(".claude/settings.json", renderClaudeSettings(agent), "0600"));
-    out.push(file(".claude.json", renderClaudeState(agent), "0600"));
+    out.push(file(".claude.json", renderClaudeState(agent, mcpCommand(town)), "0600"));
   }
   if (agent.runtime.kind === "codex") {
     out.push(file(".codex/AGENTS.md", instructions));
-    out.push(file(".codex/config.toml", renderCodexConfig(agent), "0600"));
+    out.push(file(".codex/config.toml", renderCodexConfig(agent, mcpCommand(town)), "0600"));
   }
   return out;
+}
+
+/** The town's MCP server as the runtimes start it: the installed nuketown, reading the manifest. */
+function mcpCommand(town: ResolvedTown) {
+  return { command: town.install.bin, args: ["mcp", "--manifest", town.paths.manifest] };
 }

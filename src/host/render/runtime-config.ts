@@ -68,9 +68,23 @@ export function renderClaudeSettings(agent: Agent): string {
   return `${JSON.stringify(merge(settings, runtime.settings), null, 2)}\n`;
 }
 
-/** `~/.claude.json`: the state claude keeps of its first run, as if it had been done. */
-export function renderClaudeState(agent: Agent): string {
+/** How a runtime starts the town's MCP server (`nuketown mcp`), run as the agent. */
+export interface McpCommand {
+  readonly command: string;
+  readonly args: readonly string[];
+}
+
+/**
+ * `~/.claude.json`: the state claude keeps of its first run, as if it had
+ * been done, and the town's MCP server at user scope.
+ */
+export function renderClaudeState(agent: Agent, mcp?: McpCommand): string {
   const state = {
+    ...(mcp && {
+      mcpServers: {
+        nuketown: { type: "stdio", command: mcp.command, args: [...mcp.args], env: {} },
+      },
+    }),
     hasCompletedOnboarding: true,
     bypassPermissionsModeAccepted: true,
     projects: Object.fromEntries(
@@ -84,7 +98,7 @@ export function renderClaudeState(agent: Agent): string {
 }
 
 /** `~/.codex/config.toml`: nuketown's configuration, then `runtime.settings` merged over it. */
-export function renderCodexConfig(agent: Agent): string {
+export function renderCodexConfig(agent: Agent, mcp?: McpCommand): string {
   const { runtime } = agent;
   const ownProvider = runtime.apiKey !== undefined || runtime.baseUrl !== undefined;
   const config: Json = {
@@ -108,6 +122,7 @@ export function renderCodexConfig(agent: Agent): string {
     projects: Object.fromEntries(
       trustedDirs(agent).map((dir) => [dir, { trust_level: "trusted" }]),
     ),
+    ...(mcp && { mcp_servers: { nuketown: { command: mcp.command, args: [...mcp.args] } } }),
   };
   return `# Written by nuketown every round; change runtime.settings in the town instead.\n${stringify(merge(config, runtime.settings))}\n`;
 }
