@@ -270,6 +270,28 @@ export function buildProgram(): Command {
       process.exitCode = await approvald({ ...opts, ...streams() });
     },
   );
+  const dashboardCommand = program
+    .command("dashboard")
+    .description("the town hall: a web dashboard for the town's humans");
+  townOptions(
+    dashboardCommand
+      .command("serve", { isDefault: true })
+      .description("run the dashboard (as root), on 127.0.0.1 unless told otherwise")
+      .option("--address <ip>", "listen on this address", "127.0.0.1")
+      .option("--port <port>", "listen on this port (0: any free one)", "7377"),
+  ).action(async (opts: TownOpts & { address: string; port: string }) => {
+    const { dashboard } = await import("./commands/dashboard.ts");
+    process.exitCode = await dashboard({ ...opts, port: Number(opts.port), ...streams() });
+  });
+  townOptions(
+    dashboardCommand
+      .command("url")
+      .description("print a one-time sign-in link to the dashboard, for you")
+      .option("--human <name>", "(root) a link for this declared human"),
+  ).action(async (opts: TownOpts & { human?: string }) => {
+    const { dashboardUrl } = await import("./commands/dashboard.ts");
+    process.exitCode = await dashboardUrl({ ...opts, ...streams() });
+  });
   townOptions(
     program
       .command("approvals")

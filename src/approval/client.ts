@@ -17,10 +17,14 @@ export class ControlClient {
   #onEvent: ((frame: Frame) => void) | undefined;
   /** Who the daemon says we are. */
   as = "";
+  /** Resolves when the connection is gone (the daemon stopped, or `close`). */
+  readonly closed: Promise<void>;
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
     socket.setEncoding("utf8");
+    this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
+    socket.on("error", () => {});
     const splitter = new LineSplitter(
       (line) => {
         const frame = JSON.parse(line) as Frame;
@@ -32,7 +36,14 @@ export class ControlClient {
     socket.on("data", (chunk: string) => splitter.push(chunk));
   }
 
-  static async connect(socketPath: string): Promise<ControlClient> {
+  /**
+   * `proveAs` (root only): prove the identity of this uid instead of our own,
+   * as the dashboard does for the human signed in at the browser.
+   */
+  static async connect(
+    socketPath: string,
+    options: { proveAs?: number } = {},
+  ): Promise<ControlClient> {
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s = net.createConnection(socketPath, () => resolve(s));
       s.once("error", (error: NodeJS.ErrnoException) =>
@@ -56,7 +67,11 @@ export class ControlClient {
         EXIT.refused,
       );
     });
-    await handle.close();
+    try {
+      if (options.proveAs !== undefined) await handle.chown(options.proveAs, -1);
+    } finally {
+      await handle.close();
+    }
     try {
       const welcome = await client.#ask({ type: "auth", nonce });
       if (welcome.type !== "welcome") throw new NuketownError(String(welcome.error), EXIT.refused);

@@ -25,7 +25,8 @@ export function chatIdKey(kind: TransportKind, id: string): string {
 export function residents(town: ResolvedTown, kind: TransportKind): Map<string, Resident> {
   const byId = new Map<string, Resident>();
   for (const human of town.humans) {
-    const chatId = kind === "matrix" ? human.matrix : human.xmpp;
+    // On the dashboard's chat a human is who signed in: their declared name.
+    const chatId = kind === "matrix" ? human.matrix : kind === "xmpp" ? human.xmpp : human.name;
     if (chatId)
       byId.set(chatIdKey(kind, chatId), {
         kind: "human",
@@ -48,6 +49,7 @@ export function residents(town: ResolvedTown, kind: TransportKind): Map<string, 
 }
 
 export function agentChatId(agent: ResolvedAgent, kind: TransportKind): string | undefined {
+  if (kind === "web") return agent.name;
   return kind === "matrix" ? agent.chat.matrix?.userId : agent.chat.xmpp?.jid;
 }
 

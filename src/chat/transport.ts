@@ -1,11 +1,13 @@
 /**
  * The chat transport: what the agent's chat service (`nuketown chat`) and the
  * town bot of the approval daemon need from a chat network, and nothing more.
- * Matrix (matrix.ts) and XMPP (xmpp.ts) implement it; everything above this
- * interface is transport-neutral and tested against both real servers.
+ * Matrix (matrix.ts), XMPP (xmpp.ts) and the dashboard's web chat implement
+ * it; everything above this interface is transport-neutral and tested
+ * against the real servers.
  */
 
-export type TransportKind = "matrix" | "xmpp";
+/** `web`: the dashboard's own chat, for a town with no chat server (src/dashboard/chat.ts). */
+export type TransportKind = "matrix" | "xmpp" | "web";
 
 /** A message someone sent, as the server delivered it. */
 export interface ChatMessage {

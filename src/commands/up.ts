@@ -3,7 +3,14 @@ import path from "node:path";
 import { ownCgroup } from "../agent/containment.ts";
 import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
-import { APPROVALD_UNIT, agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
+import {
+  APPROVALD_UNIT,
+  agentUnitName,
+  chatRuns,
+  chatUnitName,
+  DASHBOARD_UNIT,
+  dashboardRuns,
+} from "../host/render/units.ts";
 import { buildVersion, installedVersion, installProgram } from "../install/install.ts";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { systemRunner } from "../os/process.ts";
@@ -59,11 +66,13 @@ export async function up(opts: UpOptions): Promise<number> {
   if (await systemdIsInit()) {
     const units = [
       APPROVALD_UNIT,
+      ...(dashboardRuns(town) ? [DASHBOARD_UNIT] : []),
       ...town.agents.map((a) => agentUnitName(a.name)),
       ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnitName(a.name)),
     ];
     await systemRunner.run("systemctl", ["start", ...units]);
     opts.out.write(`\n${guide(town, `systemd runs ${units.join(", ")}`)}`);
+    await printSignIn(town, opts.out);
     return EXIT.ok;
   }
 
@@ -95,6 +104,16 @@ export async function up(opts: UpOptions): Promise<number> {
       args: ["approvald", "--manifest", town.paths.manifest],
       log: path.join(logs, "approvald.log"),
     },
+    ...(dashboardRuns(town)
+      ? [
+          {
+            name: "dashboard",
+            command: town.install.bin,
+            args: ["dashboard", "serve", "--manifest", town.paths.manifest],
+            log: path.join(logs, "dashboard.log"),
+          },
+        ]
+      : []),
     ...town.agents.map((agent) => ({
       ...asAgent("agent", agent),
       ...(cgroups.ok && { cgroup: path.join(cgroups.dir, agent.name) }),
@@ -132,6 +151,7 @@ export async function up(opts: UpOptions): Promise<number> {
   opts.out.write(
     `\n${guide(town, `this process supervises the daemons (systemd is not PID 1); logs in ${logs}`)}`,
   );
+  await printSignIn(town, opts.out);
 
   // `nuketown install` asks for this: the daemons start again through install.bin, the new version.
   const restart = () => {
@@ -201,8 +221,26 @@ function guide(town: ResolvedTown, how: string): string {
     "  nuketown approvals --watch        sudo requests waiting for a human (approve ID / deny ID)",
     ...(agents.length > 0 ? [`${`  nuketown talk ${agents[0]}`.padEnd(36)}talk to an agent`] : []),
     `  nuketown audit tail               what was asked and decided`,
+    ...(dashboardRuns(town)
+      ? ["  nuketown dashboard url            (as yourself) a sign-in link to the dashboard"]
+      : []),
     "",
   ].join("\n");
+}
+
+/** The mayor's one-time link to the dashboard, once it listens (it makes the secrets at start). */
+async function printSignIn(town: ResolvedTown, out: NodeJS.WritableStream): Promise<void> {
+  const mayor = town.mayor;
+  if (!dashboardRuns(town) || !mayor) return;
+  const { signInLink } = await import("./dashboard.ts");
+  for (let i = 0; i < 100; i++) {
+    const link = await signInLink(town, mayor.name).catch(() => undefined);
+    if (link) {
+      out.write(`dashboard for ${mayor.name} (works once, for 5 minutes):\n  ${link}\n`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 const nullStream = { write: () => true } as unknown as NodeJS.WritableStream;

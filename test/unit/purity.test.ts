@@ -29,6 +29,10 @@ const PURE_FILES = [
   "src/portal/runtime.ts",
   "src/agent/runtimes/claude.ts",
   "src/agent/runtimes/codex.ts",
+  "src/dashboard/auth.ts",
+  "src/dashboard/html.ts",
+  "src/dashboard/pages.ts",
+  "src/dashboard/picture.ts",
 ];
 const FORBIDDEN = /from\s+["'](node:)?(fs|fs\/promises|child_process|net|http|https|dgram)["']/;
 

@@ -78,6 +78,7 @@ describe("golden files for the example town", () => {
         "nuketown-agent-ada.service",
         "nuketown-agent-vox.service",
         "nuketown-approvald.service",
+        "nuketown-dashboard.service",
         "nuketown-reset.service",
       ],
     );
@@ -386,6 +387,25 @@ describe("systemd units", () => {
       { chat: { matrix: { homeserver: "http://127.0.0.1:8008" } } },
     );
     assert.ok(!renderUnits(off).some((u) => u.name === chatUnitName("ada")));
+  });
+
+  it("runs the dashboard when it is an approval channel or the town's chat, else not", () => {
+    const has = (town: Parameters<typeof renderUnits>[0]) =>
+      renderUnits(town).some((u) => u.name === "nuketown-dashboard.service");
+    assert.ok(has(townWith({})));
+    assert.ok(has(townWith({}, {}, { approval: { channels: ["terminal"] } })), "local chat");
+    assert.ok(
+      !has(
+        townWith(
+          {},
+          {},
+          {
+            approval: { channels: ["terminal"] },
+            chat: { matrix: { homeserver: "http://127.0.0.1:8008" } },
+          },
+        ),
+      ),
+    );
   });
 
   it("returns units sorted by name, one per agent", () => {

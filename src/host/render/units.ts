@@ -14,6 +14,12 @@ export interface UnitFile {
 
 export const RESET_UNIT = "nuketown-reset.service";
 export const APPROVALD_UNIT = "nuketown-approvald.service";
+export const DASHBOARD_UNIT = "nuketown-dashboard.service";
+
+/** The dashboard runs when it is an approval channel or the town's chat (no chat server). */
+export function dashboardRuns(town: ResolvedTown): boolean {
+  return town.approval.channels.includes("web") || town.chat.transport === "local";
+}
 
 /** Name of the service running one agent. */
 export function agentUnitName(agent: string): string {
@@ -46,6 +52,7 @@ export function renderUnits(town: ResolvedTown): UnitFile[] {
   const units = [
     resetUnit(town),
     approvaldUnit(town),
+    ...(dashboardRuns(town) ? [dashboardUnit(town)] : []),
     ...town.agents.map((a) => agentUnit(town, a)),
     ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnit(town, a)),
   ];
@@ -143,6 +150,31 @@ function approvaldUnit(town: ResolvedTown): UnitFile {
       "SystemCallArchitectures=native",
       "SystemCallFilter=@system-service",
       "SystemCallErrorNumber=EPERM",
+      NODE_JIT,
+    ],
+    Install: ["WantedBy=multi-user.target"],
+  });
+}
+
+function dashboardUnit(town: ResolvedTown): UnitFile {
+  return unitFile(town, DASHBOARD_UNIT, {
+    Unit: [
+      "Description=nuketown dashboard: the town hall for its humans, on 127.0.0.1",
+      `After=${APPROVALD_UNIT}`,
+    ],
+    Service: [
+      `ExecStart=${word(town.install.bin)} dashboard serve --manifest ${word(town.paths.manifest)}`,
+      "Restart=on-failure",
+      "RestartSec=5",
+      "",
+      "# Runs as root: it proves a signed-in human's uid to approvald, hands each human a secret",
+      "# only they can read, and reads commits as the agents. A reset asked here goes through",
+      "# the agent's own sudo and the approval gate, and the approved reset runs in this unit:",
+      "# nothing that blocks setuid or confines root is set (NoNewPrivileges, CapabilityBoundingSet,",
+      "# ProtectSystem, ProtectHome, PrivateDevices, RestrictSUIDSGID).",
+      "LockPersonality=yes",
+      "RestrictRealtime=yes",
+      "SystemCallArchitectures=native",
       NODE_JIT,
     ],
     Install: ["WantedBy=multi-user.target"],
