@@ -599,7 +599,8 @@ describe("Matrix transport", () => {
       const { stripTypeScriptTypes } = require("node:module");
       const fs = require("node:fs");
       const [source, target] = process.argv.slice(1);
-      for (const name of ["matrix", "transport", "http-fetch"]) {
+      fs.mkdirSync(target + "/matrix");
+      for (const name of ["transport", "matrix/transport", "matrix/http-fetch"]) {
         const js = stripTypeScriptTypes(fs.readFileSync(source + "/" + name + ".ts", "utf8"));
         fs.writeFileSync(target + "/" + name + ".mjs", js.replaceAll('.ts"', '.mjs"'));
       }`;
@@ -607,7 +608,7 @@ describe("Matrix transport", () => {
     await symlink(path.join(source, "..", "..", "node_modules"), path.join(dir, "node_modules"));
     await writeFile(
       path.join(dir, "agent.mjs"),
-      `import { MatrixTransport } from "./matrix.mjs";
+      `import { MatrixTransport } from "./matrix/transport.mjs";
       const env = JSON.parse(process.env.AGENT);
       const transport = new MatrixTransport({ ...env, inviters: new Set(), log: (line) => console.error(line) });
       await transport.start({
