@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
+import { SUDO_WRAPPER_MARK } from "../approval/wrappers.ts";
 import { EXIT } from "../errors.ts";
 import { applyPlan } from "../host/apply.ts";
 import { observeHost, systemdIsInit } from "../host/observe.ts";
@@ -125,8 +126,8 @@ export interface UninstallOptions extends Streams {
 
 /**
  * `nuketown uninstall`: stop the town's daemons, remove what apply installed
- * for them (units, sudoers fragment, udev rules, the gate, shim and login
- * profile) and the program. The towns' data (the manifest, state and audit
+ * for them (units, sudoers fragment, udev rules, the gate, shim, login
+ * profile and sudo wrapper) and the program. The towns' data (the manifest, state and audit
  * log, accounts, homes, persisted data) stays, unless `--purge`: then the
  * agents are removed as apply removes them with --purge, and the state
  * directory and the manifest go too.
@@ -165,10 +166,16 @@ export async function uninstall(opts: UninstallOptions): Promise<number> {
       path.join(town.install.shimDir, "sudo"),
     ];
     for (const file of files) await rm(file, { force: true });
+    // /usr/local/bin/sudo only when it is the wrapper apply wrote: anything else there is not ours.
+    const wrapper = await readFile(town.install.sudoWrapper, "utf8").catch(() => "");
+    if (wrapper.startsWith(`#!/bin/sh\n${SUDO_WRAPPER_MARK}`))
+      await rm(town.install.sudoWrapper, { force: true });
     await rm(town.install.shimDir, { recursive: true, force: true });
     if (await systemdIsInit())
       await systemRunner.run("systemctl", ["daemon-reload"]).catch(() => {});
-    say(`removed the units, sudoers fragment, udev rules, gate and shim of town ${town.name}`);
+    say(
+      `removed the units, sudoers fragment, udev rules, gate, shim, login profile and sudo wrapper of town ${town.name}`,
+    );
     if (opts.purge) {
       await unmountBelow(town.agentsDir);
       await rm(town.stateDir, { recursive: true, force: true });

@@ -4,6 +4,7 @@
  * printed, diffed and tested without root. apply.ts carries them out.
  */
 
+import { SUDO_WRAPPER_MARK } from "../approval/wrappers.ts";
 import type { GroupEntry, MountEntry, PasswdEntry } from "../os/tables.ts";
 import { formatPath, type Problem } from "../town/problems.ts";
 import type { ManagedLayer, ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -383,6 +384,20 @@ export function planHost(
     (a) => !owned.has(ARTIFACT_OWNER[a.layer] ?? "manifest"),
   );
   actions.push(...planFiles(artifacts, observed));
+  // The sudo wrapper shadows the real sudo for everyone: never over a file nuketown did not put there.
+  const wrapper = artifacts.find((a) => a.path === town.install.sudoWrapper);
+  const there = wrapper && observed.files[wrapper.path];
+  if (
+    wrapper &&
+    there &&
+    !observed.state.files.includes(wrapper.path) &&
+    !there.content.startsWith(`#!/bin/sh\n${SUDO_WRAPPER_MARK}`)
+  ) {
+    errors.push({
+      path: "install.sudoWrapper",
+      message: `${wrapper.path} exists and was not installed by nuketown; move it away or set install.sudoWrapper to another path`,
+    });
+  }
   const wantedPaths = new Set(artifacts.map((a) => a.path));
   const touched = (p: string) =>
     actions.some(

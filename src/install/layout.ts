@@ -20,6 +20,13 @@ import path from "node:path";
 /** The one default install prefix. */
 export const DEFAULT_PREFIX = "/usr/local";
 
+/**
+ * Where apply puts the `sudo` that sends sudo-enabled agents to the gate: before
+ * /usr/bin on every default PATH (Debian's login.defs, sudo's secure_path,
+ * systemd's), whatever the prefix, since the package's prefix /usr holds the real sudo.
+ */
+export const DEFAULT_SUDO_WRAPPER = "/usr/local/bin/sudo";
+
 /** Files inside one installed copy (a version directory), relative to it. */
 export const PROGRAM_FILES = {
   node: "bin/node",

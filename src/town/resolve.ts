@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 import { DEFAULT_STEPS } from "../change/defaults.ts";
-import { DEFAULT_PREFIX, installLayout } from "../install/layout.ts";
+import { DEFAULT_PREFIX, DEFAULT_SUDO_WRAPPER, installLayout } from "../install/layout.ts";
 import { manifestPath } from "./manifest.ts";
 import { formatPath, type Problem, problemsFromIssues } from "./problems.ts";
 import { checkRules, isWithin, uidProblems } from "./rules.ts";
@@ -201,7 +201,7 @@ function normalize(
       rules: decl.change.rules.map((r) => ({ ...r, paths: [...r.paths] })),
       autoApprove: [...decl.change.autoApprove].sort(),
     },
-    install: resolveInstall(decl.install, context.installPrefix),
+    install: resolveInstall(decl.install, context.installPrefix, decl.etcDir),
     paths: {
       manifest: manifestPath(decl.etcDir),
       udevRules: `${decl.etcDir}/udev/rules.d/70-nuketown.rules`,
@@ -451,6 +451,7 @@ function lintTown(town: ResolvedTown): Problem[] {
 function resolveInstall(
   declared: TownParsed["install"],
   hostPrefix: string | undefined,
+  etcDir: string,
 ): ResolvedTown["install"] {
   const layout = installLayout(declared.prefix ?? hostPrefix ?? DEFAULT_PREFIX);
   return {
@@ -459,6 +460,9 @@ function resolveInstall(
     bin: declared.bin ?? layout.bin,
     gate: declared.gate ?? layout.gate,
     shimDir: declared.shimDir ?? layout.shimDir,
+    // On the root etcDir sits in: /usr/local/bin/sudo for /etc, inside the tree for a staged or test town.
+    sudoWrapper:
+      declared.sudoWrapper ?? path.join(path.dirname(etcDir), DEFAULT_SUDO_WRAPPER.slice(1)),
     setfacl: declared.setfacl,
   };
 }

@@ -847,6 +847,10 @@ export const TownSchema = z.strictObject({
         description:
           "Holds the sudo shim put first in sudo-enabled agents' PATH. Default: `<prefix>/libexec/nuketown/shim`.",
       }),
+      sudoWrapper: absolutePath().optional().meta({
+        description:
+          "A `sudo` early on every user's default PATH, installed by `apply` only while the town has sudo-enabled agents: it sends those agents (by uid) to the approval gate, so `sudo` reaches a human even where the shim is not on their PATH (`runuser -u agent -- sudo …`, a caller's PATH), and runs `/usr/bin/sudo` unchanged for everyone else. A file there that nuketown did not install is a conflict. Default: `/usr/local/bin/sudo` (`usr/local/bin/sudo` beside the directory that holds `etcDir`).",
+      }),
       setfacl: absolutePath()
         .default("/usr/bin/setfacl")
         .meta({ description: "setfacl, run by udev rules." }),

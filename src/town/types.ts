@@ -284,6 +284,8 @@ export interface ResolvedTown {
     readonly bin: string;
     readonly gate: string;
     readonly shimDir: string;
+    /** `sudo` early on the default PATH: agents to the gate, everyone else to the real sudo. */
+    readonly sudoWrapper: string;
     readonly setfacl: string;
   };
   /** Well-known files and sockets, all derived from the dirs above. */
