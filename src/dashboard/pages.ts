@@ -172,7 +172,7 @@ export function rosterSection(rows: readonly AgentRow[], viewer: Viewer): Html {
 <td data-label="State"><span class="badge state-${state}">${state}</span>${row.queued > 0 ? html` <small>${row.queued} queued</small>` : ""}</td>
 <td data-label="Working on">${
         task
-          ? html`<div class="task"><span class="project">${task.project}</span> ${task.prompt}</div>${row.progress ? html`<div class="progress">⏳ ${row.progress}</div>` : ""}<small>since ${task.since}</small>`
+          ? html`<div class="task"><span class="project">${task.project}</span> ${task.prompt}</div>${row.progress ? html`<div class="progress">… ${row.progress}</div>` : ""}<small>since ${task.since}</small>`
           : html`<span class="muted">—</span>`
       }</td>
 <td data-label="Last commit">${

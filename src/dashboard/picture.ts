@@ -45,7 +45,9 @@ export function townPicture(town: ResolvedTown): TownPicture {
   for (const agent of town.agents) {
     const id = `agent:${agent.name}`;
     add({ id, kind: "agent", label: agent.name, detail: `${agent.role} · uid ${agent.uid}` });
-    for (const name of agent.chat.enable ? agent.chat.allow : []) {
+    // chat.allow holds on any chat the agent is on: its network's, or the dashboard's.
+    const chats = agent.chat.enable || town.chat.transport === "local";
+    for (const name of chats ? agent.chat.allow : []) {
       const from = town.humans.some((h) => h.name === name) ? `human:${name}` : `agent:${name}`;
       if (from !== id) edges.push({ from, to: id, label: "may talk to" });
     }

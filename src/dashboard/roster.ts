@@ -7,7 +7,7 @@
 import path from "node:path";
 import { AgentClient } from "../agent/client.ts";
 import type { AgentStatus, TaskEvent } from "../agent/protocol.ts";
-import { clip } from "../agent/protocol.ts";
+import { clip, isTaskEnd } from "../agent/protocol.ts";
 import { readState } from "../host/state.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -107,8 +107,10 @@ export class Roster {
         await client.subscribe((event: TaskEvent) => {
           if (event.event === "task.progress") w.progress = clip(event.text, 200);
           if (event.event === "task.started") w.progress = undefined;
-          if (event.event !== "task.answer") refresh().catch(() => {});
-          else this.#onChange();
+          if (event.event === "task.answer") return this.#onChange();
+          refresh().catch(() => {});
+          // The daemon may say a task ended a moment before its status does.
+          if (isTaskEnd(event)) setTimeout(() => refresh().catch(() => {}), 300).unref();
         });
         await refresh();
         delay = 500;

@@ -35,7 +35,7 @@ button.approve { background: var(--ok); border-color: var(--ok); color: #fff; fo
 button.deny { background: var(--bad); border-color: var(--bad); color: #fff; font-weight: 600; }
 button:disabled { opacity: .5; cursor: wait; }
 input, textarea { font: inherit; padding: .4rem .6rem; border-radius: 6px; border: 1px solid var(--line); background: var(--bg); color: var(--fg); }
-.error { color: var(--bad); } .notice { color: var(--ok); }
+.error { color: var(--bad); } .error[data-ok="true"] { color: var(--ok); } .notice { color: var(--ok); }
 ul.requests { list-style: none; padding: 0; margin: 0; display: grid; gap: .8rem; }
 li.request { background: var(--card); border: 1px solid var(--line); border-left: 4px solid var(--warn); border-radius: 8px; padding: .8rem 1rem; }
 li.request .head { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; }

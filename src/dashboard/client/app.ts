@@ -101,6 +101,7 @@ function ajaxForms(): void {
           error.textContent = response.ok
             ? (reply.notice ?? "")
             : (reply.error ?? `error ${response.status}`);
+        if (error) error.dataset.ok = String(response.ok);
         if (response.ok && form.dataset.reset !== undefined) form.reset();
         if (response.ok && reply.location) window.history.replaceState(null, "", reply.location);
         if (response.ok && reply.location?.includes("thread=")) {
