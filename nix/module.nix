@@ -173,6 +173,8 @@ let
     );
   networked = chatTransport != "local";
   desktop = builtins.elem "desktop" cfg.approval.channels;
+  # The dashboard runs when it is an approval channel or the town's chat (src/host/render/units.ts).
+  dashboard = builtins.elem "web" cfg.approval.channels || chatTransport == "local";
   runtimeUnderRun = lib.hasPrefix "/run/" cfg.runtimeDir;
 
   # The same protections as src/host/render/units.ts gives each unit.
@@ -506,6 +508,23 @@ in
         }
         // lib.optionalAttrs (!desktop) { PrivateTmp = true; }
         // lib.optionalAttrs (!networked) { PrivateNetwork = true; };
+      };
+    }
+    // lib.optionalAttrs dashboard {
+      nuketown-dashboard = {
+        description = "nuketown dashboard: the town hall for its humans, on 127.0.0.1";
+        after = [ "nuketown-approvald.service" ];
+        wantedBy = [ "multi-user.target" ];
+        # Not sandboxed beyond this: a reset asked here runs through the agent's sudo and the
+        # gate inside this unit (see the rendered unit's comment).
+        serviceConfig = {
+          ExecStart = "${bin} dashboard serve --manifest ${manifestPath}";
+          Restart = "on-failure";
+          RestartSec = 5;
+          LockPersonality = true;
+          RestrictRealtime = true;
+          SystemCallArchitectures = "native";
+        };
       };
     }
     // lib.listToAttrs (map (a: lib.nameValuePair (agentUnit a) (agentService a)) agents)

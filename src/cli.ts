@@ -278,10 +278,15 @@ export function buildProgram(): Command {
       .command("serve", { isDefault: true })
       .description("run the dashboard (as root), on 127.0.0.1 unless told otherwise")
       .option("--address <ip>", "listen on this address", "127.0.0.1")
-      .option("--port <port>", "listen on this port (0: any free one)", "7377"),
-  ).action(async (opts: TownOpts & { address: string; port: string }) => {
+      .option("--port <port>", "listen on this port (default 7377, else a free one; 0: any)"),
+  ).action(async (opts: TownOpts & { address: string; port?: string }) => {
     const { dashboard } = await import("./commands/dashboard.ts");
-    process.exitCode = await dashboard({ ...opts, port: Number(opts.port), ...streams() });
+    const { port, ...rest } = opts;
+    process.exitCode = await dashboard({
+      ...rest,
+      ...(port !== undefined && { port: Number(port) }),
+      ...streams(),
+    });
   });
   townOptions(
     dashboardCommand

@@ -55,7 +55,7 @@ export interface DashboardOptions {
   readonly town: ResolvedTown;
   /** @default "127.0.0.1" */
   readonly address?: string;
-  /** 0 picks a free port. @default 7377 */
+  /** 0 picks a free port. @default 7377, or a free port when 7377 is taken */
   readonly port?: number;
   readonly etc?: string;
   readonly log: (line: string) => void;
@@ -154,10 +154,24 @@ export class Dashboard {
     server.requestTimeout = 30_000;
     this.#server = server;
     const address = this.#o.address ?? "127.0.0.1";
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.#o.port ?? DEFAULT_PORT, address, () => resolve());
-    });
+    const listen = (port: number) =>
+      new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, address, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+    try {
+      await listen(this.#o.port ?? DEFAULT_PORT);
+    } catch (error) {
+      // The default port is taken (another town on this machine): any free one will do, since
+      // `dashboard url` and `up` read the address from <runtimeDir>/dashboard.json. A port asked for is kept.
+      if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE" || this.#o.port !== undefined)
+        throw error;
+      this.#o.log(`port ${DEFAULT_PORT} is taken: listening on a free port instead`);
+      await listen(0);
+    }
     const port = (server.address() as AddressInfo).port;
     const host = address.includes(":") ? `[${address}]` : address;
     this.#origin = `http://${host}:${port}`;

@@ -202,6 +202,7 @@ describe("the dashboard in a real browser", { skip }, () => {
         url: string;
       }
     ).url;
+    // 7377, or a free port when another town on this machine holds it.
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
   });

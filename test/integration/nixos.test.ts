@@ -203,6 +203,7 @@ describe("the NixOS module (nix-bin, nixpkgs lib, stand-ins)", () => {
       "nuketown-agent-vox.service",
       "nuketown-apply.service",
       "nuketown-approvald.service",
+      "nuketown-dashboard.service",
       "nuketown-reset.service",
     ]);
     assert.deepEqual(

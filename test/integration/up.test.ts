@@ -102,7 +102,7 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
     });
     assert.deepEqual(
       state.services.map((s) => s.name),
-      ["approvald", "agent nt-test-upagent"],
+      ["approvald", "dashboard", "agent nt-test-upagent"],
     );
     await waitFor("the control socket", () =>
       existsSync(path.join(root, "run", "control.sock")) ? true : undefined,
