@@ -816,12 +816,12 @@ in
                           };
                           argv = mkOption {
                             type = types.listOf types.str;
-                            description = "Patterns matched element by element against the command (`*` and `?` globs); a final \"**\" matches any remaining arguments.";
+                            description = "Patterns matched element by element against the command (`*` and `?` globs); a final \"**\" matches any remaining arguments (in an allow rule, none that is an option: write the options an allow rule accepts).";
                           };
                           runAs = mkOption {
                             type = types.nullOr types.str;
                             default = null;
-                            defaultText = literalMD "any user";
+                            defaultText = literalMD "root for an allow rule; any user for ask and deny";
                             description = "Only match when running as this user.";
                           };
                           reason = mkOption {

@@ -14,9 +14,16 @@
  *   with care), `?` one character, `[a-z]` `[!x]` `[[:digit:]]` one of a set,
  *   `\` makes the next character literal (`\*` is the argument `*`);
  * - a final `**` matches zero or more remaining arguments (a lone `["**"]`
- *   matches every command); anywhere else `**` is an ordinary glob, the same
- *   as `*`; the element `\**` is the literal argument `**`;
+ *   matches every command) — in an allow rule only arguments that are not
+ *   options (none starting with `-`): an option an allow rule accepts is
+ *   written out (`systemctl status -H` lets a status run on another host);
+ *   anywhere else `**` is an ordinary glob, the same as `*`; the element
+ *   `\**` is the literal argument `**`;
  * - without a final `**` the argument counts must be equal.
+ *
+ * An allow rule without `runAs` approves running as root only: running as
+ * another user (an agent, a human) is another request, which another rule
+ * (or a human) answers. Ask and deny rules without `runAs` match any target.
  *
  * A deny rule matches more, never less, than it says, because a deny that
  * is easy to step around is no deny (an allow rule matches exactly as it is
@@ -78,11 +85,12 @@ export function evaluatePolicy(
   const command = (element: string, argv0: string) =>
     matchesCommand(element, argv0, request.resolvedCommand, securePath);
   for (const [index, rule] of policy.rules.entries()) {
-    if (rule.runAs !== undefined && rule.runAs !== request.runAs) continue;
+    const target = rule.runAs ?? (rule.action === "allow" ? "root" : undefined);
+    if (target !== undefined && target !== request.runAs) continue;
     const matches =
       rule.action === "deny"
         ? matchesDeny(rule.argv, request.argv, request.resolvedCommand)
-        : matchElements(rule.argv, request.argv, command);
+        : matchElements(rule.argv, request.argv, command, rule.action === "allow");
     if (!matches) continue;
     return {
       action: rule.action,
@@ -115,10 +123,15 @@ function matchElements(
   pattern: readonly string[],
   argv: readonly string[],
   first: (element: string, arg: string) => boolean,
+  noOptionsInTail = false,
 ): boolean {
   const tail = pattern.at(-1) === "**";
   const fixed = tail ? pattern.slice(0, -1) : pattern;
   if (tail ? argv.length < fixed.length : argv.length !== fixed.length) return false;
+  // The element matching argv[0] is the command: a lone "**" covers it, options or not.
+  if (tail && noOptionsInTail && fixed.length > 0) {
+    if (argv.slice(fixed.length).some((arg) => arg.startsWith("-"))) return false;
+  }
   return fixed.every((element, i) =>
     i === 0 ? first(element, argv[0] as string) : globMatch(element, argv[i] as string),
   );

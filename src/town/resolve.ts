@@ -443,9 +443,41 @@ function lintTown(town: ResolvedTown): Problem[] {
         message: "every unmatched command runs as root without asking a human",
       });
     }
+    agent.sudo.policy.rules.forEach((rule, i) => {
+      if (rule.action !== "allow") return;
+      const risky = rule.argv.slice(1).filter((arg) => RISKY_OPTIONS.has(arg.split("=")[0] ?? arg));
+      if (risky.length > 0)
+        warnings.push({
+          path: formatPath(["agents", agent.name, "sudo", "policy", "rules", i, "argv"]),
+          message: `allows ${risky.join(", ")}, which make many programs run another program, reach another machine or mount a file as root: allow the exact command instead`,
+        });
+    });
   }
   return warnings;
 }
+
+/** Options that turn common root tools into a way to run, reach or mount anything. */
+const RISKY_OPTIONS = new Set([
+  "-H",
+  "--host",
+  "-M",
+  "--machine",
+  "--image",
+  "--root",
+  "--directory",
+  "-o",
+  "--options",
+  "--pager",
+  "--editor",
+  "--exec",
+  "-exec",
+  "--rsh",
+  "-e",
+  "--command",
+  "--to-command",
+  "--checkpoint-action",
+  "--use-compress-program",
+]);
 
 /** `host.example.org` → `host`; anything not a valid label → "localhost". */
 function resolveInstall(

@@ -139,11 +139,12 @@ const PolicyRuleSchema = z.strictObject({
     .meta({ description: "What happens when the rule matches." }),
   argv: z.array(line().min(1)).min(1).meta({
     description:
-      'Patterns matched element by element against the command (`*` and `?` globs); a final "**" matches any remaining arguments.',
+      'Patterns matched element by element against the command (`*` and `?` globs); a final "**" matches any remaining arguments (in an allow rule, none that is an option: write the options an allow rule accepts).',
   }),
-  runAs: unixName()
-    .optional()
-    .meta({ description: "Only match when running as this user.", "x-default": "any user" }),
+  runAs: unixName().optional().meta({
+    description: "Only match when running as this user.",
+    "x-default": "root for an allow rule; any user for ask and deny",
+  }),
   reason: line()
     .optional()
     .meta({ description: "Shown to the agent and written to the audit log." }),

@@ -137,6 +137,8 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
                 { action: "allow", argv: ["printf", "**"] },
                 { action: "allow", argv: ["/bin/bash", "-c", "pwd"] },
                 { action: "deny", argv: ["rm", "**"], reason: "no deleting as root" },
+                // Without runAs an allow rule is about root only: the mayor's account needs its own.
+                { action: "allow", argv: ["id", "-un"], runAs: MAYOR },
               ],
             },
           },

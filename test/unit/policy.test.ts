@@ -78,6 +78,32 @@ function request(argv: string[], resolvedCommand?: string, runAs = "root"): Poli
   return { argv, runAs, resolvedCommand: resolved };
 }
 
+describe("an allow rule approves no more than it says", () => {
+  const rules: PolicyRule[] = [
+    { action: "allow", argv: ["systemctl", "status", "**"] },
+    { action: "deny", argv: ["shutdown", "**"] },
+  ];
+  const decide = (argv: string[], runAs = "root") =>
+    evaluatePolicy(policy(rules), request(argv, undefined, runAs)).action;
+
+  it("its final ** takes arguments, not options", () => {
+    assert.equal(decide(["systemctl", "status", "nginx", "sshd"]), "allow");
+    assert.equal(decide(["systemctl", "status", "-H", "vox@127.0.0.1:2222"]), "ask");
+    assert.equal(decide(["systemctl", "status", "--image=/home/vox/fs.img"]), "ask");
+    assert.equal(decide(["systemctl", "status", "nginx", "--", "-x"]), "ask");
+    const everything = [{ action: "allow" as const, argv: ["**"] }];
+    assert.equal(evaluatePolicy(policy(everything), request(["ls", "-la"])).action, "allow");
+  });
+
+  it("without runAs it approves running as root only; ask and deny rules reach every target", () => {
+    assert.equal(decide(["systemctl", "status", "nginx"], "vox"), "ask");
+    assert.equal(decide(["shutdown", "now"], "vox"), "deny");
+    const asVox = [{ action: "allow" as const, argv: ["id"], runAs: "vox" }];
+    assert.equal(evaluatePolicy(policy(asVox), request(["id"], undefined, "vox")).action, "allow");
+    assert.equal(evaluatePolicy(policy(asVox), request(["id"], undefined, "root")).action, "ask");
+  });
+});
+
 describe("a deny rule is not stepped around", () => {
   const deny: PolicyRule[] = [
     { action: "deny", argv: ["rm", "-rf", "/"], reason: "the whole disk" },

@@ -175,6 +175,39 @@ describe("the resolved town", () => {
     );
   });
 
+  it("warns when an allow rule accepts an option that runs, reaches or mounts anything", () => {
+    const result = resolveTown(
+      {
+        humans: { josh: { approver: true } },
+        agents: {
+          ada: {
+            uid: 1100,
+            sudo: {
+              enable: true,
+              policy: {
+                rules: [
+                  { action: "allow", argv: ["systemctl", "status", "-H", "**"] },
+                  { action: "allow", argv: ["journalctl", "--no-pager"] },
+                  { action: "deny", argv: ["mount", "-o", "**"] },
+                ],
+              },
+            },
+          },
+        },
+      },
+      FIXED_CONTEXT,
+    );
+    const said = result.warnings.map((w) => `${w.path}: ${w.message}`);
+    assert.ok(
+      said.includes(
+        "agents.ada.sudo.policy.rules[0].argv: allows -H, which make many programs run another program, reach another machine or mount a file as root: allow the exact command instead",
+      ),
+      said.join("\n"),
+    );
+    assert.ok(!said.some((w) => w.startsWith("agents.ada.sudo.policy.rules[1]")));
+    assert.ok(!said.some((w) => w.startsWith("agents.ada.sudo.policy.rules[2]")));
+  });
+
   it("warns when a repo is cloned outside every persisted path", () => {
     const result = resolveTown(
       {
