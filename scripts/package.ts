@@ -171,7 +171,9 @@ const built = spawnSync("dpkg-deb", ["--root-owner-group", "-Zxz", "--build", st
   stdio: "inherit",
 });
 if (built.status !== 0) process.exit(built.status ?? 1);
-console.log(`built ${deb.startsWith(`${root}/`) ? path.relative(root, deb) : deb} (Depends: ${depends.join(", ")})`);
+console.log(
+  `built ${deb.startsWith(`${root}/`) ? path.relative(root, deb) : deb} (Depends: ${depends.join(", ")})`,
+);
 
 const lintian = spawnSync("lintian", ["--no-tag-display-limit", deb], { encoding: "utf8" });
 if (lintian.error) {

@@ -53,7 +53,16 @@ describe("sudo in every session of an agent", { skip: !isRoot() && "needs root" 
       child.stdin.end();
     });
   const asMayor = (args: string[]) =>
-    run("runuser", ["-u", MAYOR, "--", BIN, ...args, "--manifest", manifest]);
+    // The installed copy, as the mayor has it: the checkout may be private.
+    run("runuser", [
+      "-u",
+      MAYOR,
+      "--",
+      path.join(testPrefix(root), "bin", "nuketown"),
+      ...args,
+      "--manifest",
+      manifest,
+    ]);
   const auditRecords = () =>
     readFileSync(path.join(root, "state", "audit.jsonl"), "utf8")
       .split("\n")
