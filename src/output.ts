@@ -24,9 +24,11 @@ export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" :
  * bidi characters that could redraw or disguise a line are shown escaped.
  * Newlines and tabs stay.
  */
-// Control characters (C0 but tab and newline, DEL, C1), zero-width and bidi controls.
+// Control characters (C0 but tab and newline, DEL, C1), zero-width and bidi controls, and the
+// invisible ones that pass for a space or for nothing: no-break space, word joiner and invisible
+// operators, fillers (Hangul, Mongolian), the byte-order mark.
 const UNPRINTABLE = new RegExp(
-  `[${["\\u0000-\\u0008", "\\u000b-\\u001f", "\\u007f-\\u009f", "\\u200b-\\u200f", "\\u202a-\\u202e", "\\u2066-\\u2069"].join("")}]`,
+  `[${["\\u0000-\\u0008", "\\u000b-\\u001f", "\\u007f-\\u00a0", "\\u115f-\\u1160", "\\u180e", "\\u200b-\\u200f", "\\u202a-\\u202f", "\\u2060-\\u2064", "\\u2066-\\u2069", "\\u3164", "\\ufeff", "\\uffa0"].join("")}]`,
   "gu",
 );
 

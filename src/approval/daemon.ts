@@ -249,7 +249,7 @@ export class ApprovalDaemon {
     if (waiting >= MAX_PENDING_PER_AGENT) {
       return immediate({
         decision: "denied",
-        by: { kind: "daemon" },
+        by: { kind: "limit" },
         reason: `${agent.name} already has ${waiting} requests waiting for a human`,
       });
     }

@@ -27,6 +27,8 @@ export const GATE_EXIT = {
   unreachable: 14,
   refused: 15,
   testModeDenied: 16,
+  /** Too many of the agent's requests already wait for a human: no human said no. */
+  tooManyWaiting: 17,
   notFound: 127,
 } as const;
 
@@ -366,6 +368,9 @@ function exitFor(decision: Decision): number {
   if (decision.decision === "cancelled") return GATE_EXIT.cancelled;
   if (decision.by.kind === "policy") return GATE_EXIT.deniedByPolicy;
   if (decision.by.kind === "test-mode") return GATE_EXIT.testModeDenied;
+  if (decision.by.kind === "limit") return GATE_EXIT.tooManyWaiting;
+  // The daemon itself refused (an agent that may not use sudo): no human was asked.
+  if (decision.by.kind === "daemon") return GATE_EXIT.refused;
   return GATE_EXIT.deniedByHuman;
 }
 

@@ -52,7 +52,8 @@ export type ApprovalRequest = z.infer<typeof RequestSchema>;
 export type DecisionKind = "approved" | "denied" | "timeout" | "cancelled";
 
 export interface DecidedBy {
-  readonly kind: "human" | "policy" | "test-mode" | "daemon";
+  /** `limit`: the agent already had as many requests waiting as it may. */
+  readonly kind: "human" | "policy" | "test-mode" | "daemon" | "limit";
   /** The human's id (Unix user, or chat id), when a human decided. */
   readonly id?: string;
   /** Index of the policy rule that decided. */

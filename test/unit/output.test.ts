@@ -12,6 +12,16 @@ describe("terminal output", () => {
     assert.equal(printable("C1 \u009b"), "C1 \\x9b");
   });
 
+  it("shows the invisible characters that pass for a space or for nothing", () => {
+    assert.equal(printable("rm\u00a0-rf"), "rm\\xa0-rf");
+    assert.equal(
+      printable("a\u2060b\u3164c\ufeffd\u202fe"),
+      "a\\u{2060}b\\u{3164}c\\u{feff}d\\u{202f}e",
+    );
+    assert.equal(printable("\u115f\uffa0\u180e"), "\\u{115f}\\u{ffa0}\\u{180e}");
+    assert.equal(printable("plain é ü 日本"), "plain é ü 日本");
+  });
+
   it("lines columns up under an upper-cased header", () => {
     assert.equal(table(["a", "bb"], [["xxx", "y"]]), "A    BB\nxxx  y");
   });
