@@ -26,7 +26,6 @@ import { installForTest, testPrefix } from "../support/install.ts";
 const mountInfo = () => parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
-const NODE = process.execPath;
 const AGENT = "nt-test-sudoer";
 const SLOW = "nt-test-slowpoke";
 const MAYOR = "nt-test-mayor";
@@ -254,9 +253,11 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
   });
 
   it("keeps agents away from the request socket, the control socket and the mode file", async () => {
+    // The installed copy's Node: the agent may not enter the checkout.
+    const node = path.join(testPrefix(root), "lib", "nuketown", "current", "bin", "node");
     const connect = (socket: string) =>
       asUser(AGENT, [
-        NODE,
+        node,
         "-e",
         `require("net").connect(${JSON.stringify(socket)}).on("error", (e) => { console.log(e.code); }).on("connect", () => { console.log("CONNECTED"); process.exit(0); })`,
       ]);
