@@ -335,6 +335,27 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
     });
   }
 
+  it("claude: calls the town's MCP server (nuketown mcp, registered for it) in a task", async () => {
+    stub.script({
+      anthropic: {
+        steps: [{ tool: "mcp__nuketown__whoami", input: {} }, { text: "asked the town" }],
+      },
+    });
+    const { answers, output } = await talk(CLAUDE_AGENT, "who are you, says the town?");
+    assert.equal(answers[0], "asked the town", output);
+    // The request after the tool call carries its result: what nuketown mcp answered.
+    const results = mainRequests("anthropic")
+      .flatMap(
+        (r) => ((r.body as { messages?: unknown[] }).messages ?? []) as Record<string, unknown>[],
+      )
+      .flatMap((m) => (Array.isArray(m.content) ? (m.content as Record<string, unknown>[]) : []))
+      .filter((b) => b.type === "tool_result");
+    const last = JSON.stringify(results.at(-1) ?? {});
+    assert.doesNotMatch(last, /"is_error":true/, last);
+    assert.match(last, new RegExp(CLAUDE_AGENT), last);
+    assert.match(last, /60610/, "whoami names the agent's uid");
+  });
+
   it("claude: the prompt is never in the runtime's argv, where any user could read it", async () => {
     stub.script({ anthropic: { delayMs: 2000, steps: [{ text: "kept quiet" }] } });
     const secret = `the-mayors-words-${process.pid}`;

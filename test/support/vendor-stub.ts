@@ -25,7 +25,11 @@ import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 
-export type StubStep = { readonly shell: string } | { readonly text: string };
+export type StubStep =
+  | { readonly shell: string }
+  | { readonly text: string }
+  /** A call of any tool the CLI offers by that name (claude: e.g. an MCP tool, mcp__<server>__<tool>). */
+  | { readonly tool: string; readonly input?: Record<string, unknown> };
 
 export interface VendorScript {
   readonly steps: readonly StubStep[];
@@ -136,7 +140,14 @@ function main(dir: string): void {
     const step = script.steps[Math.min(done, script.steps.length - 1)] ?? { text: "done" };
     log("anthropic", `step ${done}`);
     later(script.delayMs, () => {
-      if ("shell" in step)
+      if ("tool" in step)
+        anthropicMessage(
+          res,
+          request,
+          [{ type: "tool_use", id: nextId("toolu"), name: step.tool, input: step.input ?? {} }],
+          "tool_use",
+        );
+      else if ("shell" in step)
         anthropicMessage(
           res,
           request,
@@ -261,6 +272,7 @@ function main(dir: string): void {
     const step = script.steps[Math.min(done, script.steps.length - 1)] ?? { text: "done" };
     log("openai", `step ${done} via ${toolName(shell)}`);
     later(script.delayMs, () => {
+      if ("tool" in step) return openaiResponse(res, [assistantText(`no tool ${step.tool} here`)]);
       if (!("shell" in step)) return openaiResponse(res, [assistantText(step.text)]);
       const name = toolName(shell);
       const callId = nextId("call");
