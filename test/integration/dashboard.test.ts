@@ -1,13 +1,16 @@
 /**
  * The dashboard for real: a town brought up with `nuketown up` (real
  * accounts, approvald, the agent daemon with a `command` runtime, the
- * dashboard), driven in Debian's chromium through playwright-core. Saves a
- * screenshot of each page at desktop and phone widths in docs/screenshots/.
+ * dashboard), driven in Debian's chromium through playwright-core. Takes a
+ * screenshot of each page at desktop and phone widths: into docs/screenshots/
+ * with UPDATE_SCREENSHOTS=1 (to refresh the docs' pictures), else into the
+ * test's temp dir, so a test run leaves the checkout as it was.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
@@ -23,7 +26,10 @@ const MAYOR = "nt-test-dmayor";
 const OTHER = "nt-test-dother";
 const APPROVERS = `nt-test-dbap-${process.pid}`;
 const SUDOERS = `/etc/sudoers.d/nt-test-dash-${process.pid}`;
-const SHOTS = path.join(REPO_ROOT, "docs", "screenshots");
+const SHOTS =
+  process.env.UPDATE_SCREENSHOTS === "1"
+    ? path.join(REPO_ROOT, "docs", "screenshots")
+    : path.join(tmpdir(), `nt-test-dashboard-shots-${process.pid}`);
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 
@@ -215,6 +221,7 @@ describe("the dashboard in a real browser", { skip }, () => {
     if (process.env.KEEP_LOGS)
       run("cp", ["-r", path.join(root, "state", "logs"), process.env.KEEP_LOGS]);
     cleanupHost(root, [MAYOR, OTHER, APPROVERS]);
+    if (process.env.UPDATE_SCREENSHOTS !== "1") rmSync(SHOTS, { recursive: true, force: true });
   });
 
   it("keeps each human's secret to them, and lets nobody in without a token", async () => {
