@@ -21,6 +21,7 @@ import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { runTask } from "../../src/agent/client.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
+import { seededRepo } from "../support/git-repo.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
 import { installForTest } from "../support/install.ts";
 import {
@@ -121,27 +122,8 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
     mustRun("useradd", ["--uid", "60612", "--user-group", "--home-dir", mayorHome, MAYOR]);
     mustRun("chown", [`${MAYOR}:`, mayorHome]);
 
-    bare = path.join(root, `${PROJECT}.git`);
     // Both agents push to it as themselves: objects one pushes must stay writable for the other.
-    mustRun("git", ["init", "--quiet", "--bare", "--shared=0777", "--initial-branch=main", bare]);
-    const seed = path.join(root, "seed");
-    mustRun("git", ["init", "--quiet", "--initial-branch=main", seed]);
-    writeFileSync(path.join(seed, "README"), "demo\n");
-    mustRun("git", ["-C", seed, "add", "README"]);
-    mustRun("git", [
-      "-C",
-      seed,
-      "-c",
-      "user.name=t",
-      "-c",
-      "user.email=t@t",
-      "commit",
-      "--quiet",
-      "-m",
-      "init",
-    ]);
-    mustRun("git", ["-C", seed, "push", "--quiet", bare, "main"]);
-    mustRun("chmod", ["-R", "a+rwX", bare]);
+    bare = seededRepo(root, PROJECT, { shared: true }).bare;
 
     // Secrets, age-encrypted like any of the town's: SSH signing keys and the vendor keys.
     const keyFile = path.join(root, "age", "keys.txt");

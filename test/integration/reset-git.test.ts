@@ -10,6 +10,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
+import { commitTo, type SeededRepo, seededRepo } from "../support/git-repo.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
@@ -27,28 +28,13 @@ describe("a reset and the agent's persisted clone", { skip: !isRoot() && "needs 
   let config = "";
   let clone = "";
   let marker = "";
+  let repo: SeededRepo;
 
   before(() => {
     root = makeTempRoot("reset-git");
     mkdirSync(path.join(root, "agents"), { mode: 0o755 });
-    const bare = path.join(root, "site.git");
-    mustRun("git", ["init", "--quiet", "--bare", "--initial-branch=main", bare]);
-    const seed = path.join(root, "seed");
-    mustRun("git", ["init", "--quiet", "--initial-branch=main", seed]);
-    writeFileSync(path.join(seed, "README"), "site\n");
-    mustRun("git", ["-C", seed, "add", "README"]);
-    mustRun("git", [
-      "-C",
-      seed,
-      "-c",
-      "user.name=t",
-      "-c",
-      "user.email=t@t",
-      "commit",
-      "-qm",
-      "init",
-    ]);
-    mustRun("git", ["-C", seed, "push", "--quiet", bare, "main"]);
+    repo = seededRepo(root, "site");
+    const bare = repo.bare;
     config = path.join(root, "town.toml");
     writeFileSync(
       config,
@@ -105,21 +91,7 @@ describe("a reset and the agent's persisted clone", { skip: !isRoot() && "needs 
       });
     mustRun("chown", ["-R", `${UID}:${UID}`, path.join(clone, ".git")]);
     // A new commit upstream, so the round's fetch has something to do.
-    const seed = path.join(root, "seed");
-    writeFileSync(path.join(seed, "NEWS"), "news\n");
-    mustRun("git", ["-C", seed, "add", "NEWS"]);
-    mustRun("git", [
-      "-C",
-      seed,
-      "-c",
-      "user.name=t",
-      "-c",
-      "user.email=t@t",
-      "commit",
-      "-qm",
-      "news",
-    ]);
-    mustRun("git", ["-C", seed, "push", "--quiet", path.join(root, "site.git"), "main"]);
+    commitTo(repo, "NEWS", "news\n", "news");
 
     const reset = nuketown(["reset", AGENT, "--config", config]);
     assert.equal(reset.code, 0, reset.stdout + reset.stderr);
