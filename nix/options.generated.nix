@@ -186,6 +186,24 @@ in
     };
     default = { };
   };
+  dashboard = mkOption {
+    type = types.submodule {
+      options = {
+        address = mkOption {
+          type = types.str;
+          default = "127.0.0.1";
+          description = "Where the dashboard listens. Anything but loopback serves the town's sign-in over plain HTTP beyond this machine: put TLS in front.";
+        };
+        port = mkOption {
+          type = types.nullOr (types.ints.between 1 65535);
+          default = null;
+          defaultText = literalMD "7377, or a free one when another town's dashboard holds it (the URL is in <runtimeDir>/dashboard.json)";
+          description = "Its port.";
+        };
+      };
+    };
+    default = { };
+  };
   chat = mkOption {
     type = types.submodule {
       options = {

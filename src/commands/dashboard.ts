@@ -38,11 +38,14 @@ export async function dashboard(opts: DashboardOptions): Promise<number> {
   const watched = await loadWatchedTown(opts);
   const { town } = watched;
   const log = (line: string) => opts.err.write(`nuketown dashboard: ${line}\n`);
+  // The flags win over the declaration (a second dashboard of the same town, a test).
+  const address = opts.address ?? town.dashboard?.address ?? "127.0.0.1";
+  const port = opts.port ?? town.dashboard?.port;
   const server = new Dashboard({
     town,
     log,
-    ...(opts.address !== undefined && { address: opts.address }),
-    ...(opts.port !== undefined && { port: opts.port }),
+    address,
+    ...(port !== undefined && { port }),
   });
   await server.start();
   await writeFileAtomic(dashboardUrlFile(town), `${JSON.stringify({ url: server.url })}\n`, {

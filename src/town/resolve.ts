@@ -132,6 +132,10 @@ function normalize(
     ...(mayor !== undefined && { mayor }),
     basePackages: [...decl.basePackages],
     projectDirs: [...decl.projectDirs],
+    dashboard: {
+      address: decl.dashboard.address,
+      ...(decl.dashboard.port !== undefined && { port: decl.dashboard.port }),
+    },
     approval: {
       timeout: decl.approval.timeout,
       channels: [...decl.approval.channels],
@@ -422,6 +426,13 @@ const isRecord = (value: unknown): value is Record<string, unknown> =>
 
 function lintTown(town: ResolvedTown): Problem[] {
   const warnings: Problem[] = [];
+  const address = town.dashboard?.address ?? "127.0.0.1";
+  if (!/^127\./.test(address) && address !== "::1") {
+    warnings.push({
+      path: "dashboard.address",
+      message: `${address} serves the dashboard's sign-in over plain HTTP beyond this machine: put TLS in front of it, or keep 127.0.0.1`,
+    });
+  }
   for (const agent of town.agents) {
     if (agent.git.signing.format === "none") {
       warnings.push({

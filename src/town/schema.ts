@@ -730,6 +730,30 @@ export const TownSchema = z.strictObject({
         .meta({ description: "Where requests are shown." }),
     })
     .prefault({}),
+  dashboard: z
+    .strictObject({
+      address: matching(
+        /^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$/,
+        "an IPv4 or IPv6 address to listen on",
+      )
+        .default("127.0.0.1")
+        .meta({
+          description:
+            "Where the dashboard listens. Anything but loopback serves the town's sign-in over plain HTTP beyond this machine: put TLS in front.",
+        }),
+      port: z
+        .int()
+        .min(1)
+        .max(65535)
+        .optional()
+        .meta(
+          derived(
+            "Its port.",
+            "7377, or a free one when another town's dashboard holds it (the URL is in <runtimeDir>/dashboard.json)",
+          ),
+        ),
+    })
+    .prefault({}),
   chat: z
     .strictObject({
       transport: z

@@ -243,6 +243,11 @@ export interface ResolvedTown {
   readonly mayor?: ResolvedHuman;
   readonly basePackages: readonly string[];
   readonly projectDirs: readonly string[];
+  /**
+   * Where `nuketown dashboard` listens; without a port, 7377 or a free one.
+   * Absent in a manifest an older nuketown wrote: loopback then.
+   */
+  readonly dashboard?: { readonly address: string; readonly port?: number };
   readonly approval: {
     readonly timeout: number;
     readonly channels: readonly ("terminal" | "desktop" | "chat" | "web")[];

@@ -208,6 +208,29 @@ describe("the resolved town", () => {
     assert.ok(!said.some((w) => w.startsWith("agents.ada.sudo.policy.rules[2]")));
   });
 
+  it("listens on loopback by default, and warns about a dashboard served beyond this machine", () => {
+    const plain = resolveTown({ agents: { ada: { uid: 1100 } } }, FIXED_CONTEXT);
+    assert.deepEqual(plain.town?.dashboard, { address: "127.0.0.1" });
+    const wide = resolveTown(
+      { dashboard: { address: "0.0.0.0", port: 8080 }, agents: { ada: { uid: 1100 } } },
+      FIXED_CONTEXT,
+    );
+    assert.deepEqual(wide.town?.dashboard, { address: "0.0.0.0", port: 8080 });
+    assert.ok(
+      wide.warnings.some(
+        (w) => w.path === "dashboard.address" && /plain HTTP beyond this machine/.test(w.message),
+      ),
+    );
+    const bad = resolveTown(
+      { dashboard: { address: "example.org" }, agents: { ada: { uid: 1100 } } },
+      FIXED_CONTEXT,
+    );
+    assert.ok(
+      bad.errors.some((e) => e.path === "dashboard.address"),
+      JSON.stringify(bad.errors),
+    );
+  });
+
   it("warns when a repo is cloned outside every persisted path", () => {
     const result = resolveTown(
       {
