@@ -67,6 +67,13 @@ export function renderSudoWrapper(town: ResolvedTown): string | undefined {
     "# the town has sudo-enabled agents; removed with the last of them and by nuketown uninstall.",
     'case "$(/usr/bin/id -u 2>/dev/null)" in',
     `${agents.map((a) => a.uid).join("|")}) exec ${REAL_SUDO} -n ${shellQuote(town.install.gate)} --sudo-argv "$@" ;;`,
+    // The town's other agents are told why, not asked for a password they do not have.
+    ...town.agents
+      .filter((a) => !a.sudo.enable)
+      .map(
+        (a) =>
+          `${a.uid}) echo ${shellQuote(`sudo: ${a.name} may not use sudo in town ${town.name} (agents.${a.name}.sudo.enable is off; ask the mayor)`)} >&2; exit 1 ;;`,
+      ),
     "esac",
     `exec ${REAL_SUDO} "$@"`,
     "",

@@ -4,6 +4,7 @@
  * never writes it over a file nuketown did not install.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { renderSudoWrapper, SUDO_WRAPPER_MARK } from "../../src/approval/wrappers.ts";
 import { type ObservedHost, planHost } from "../../src/host/plan.ts";
@@ -44,12 +45,31 @@ describe("the sudo wrapper", () => {
         "# the town has sudo-enabled agents; removed with the last of them and by nuketown uninstall.",
         'case "$(/usr/bin/id -u 2>/dev/null)" in',
         `1100) exec /usr/bin/sudo -n '/usr/local/libexec/nuketown/sudo-gate' --sudo-argv "$@" ;;`,
+        `1101) echo 'sudo: bob may not use sudo in town testtown (agents.bob.sudo.enable is off; ask the mayor)' >&2; exit 1 ;;`,
         "esac",
         'exec /usr/bin/sudo "$@"',
         "",
       ].join("\n"),
     );
     assert.match(renderSudoWrapper(town({ ada: true, bob: true })) ?? "", /^1100\|1101\) exec/m);
+  });
+
+  it("tells the town's agents without sudo why, instead of asking them for a password", () => {
+    const wrapper = renderSudoWrapper(town({ ada: true })) ?? "";
+    const run = (uid: number) =>
+      spawnSync(
+        "sh",
+        ["-c", wrapper.replace("$(/usr/bin/id -u 2>/dev/null)", String(uid)), "sudo", "true"],
+        {
+          encoding: "utf8",
+        },
+      );
+    const bob = run(1101);
+    assert.equal(bob.status, 1);
+    assert.equal(
+      bob.stderr,
+      "sudo: bob may not use sudo in town testtown (agents.bob.sudo.enable is off; ask the mayor)\n",
+    );
   });
 
   it("is not rendered while no agent may use sudo", () => {
