@@ -8,8 +8,9 @@
  * Then the cloud renderer (bench/cloud.ts: 1,000 cloud agents to validated
  * YAML, against a JSON round trip of the same objects) and, as root only: the host (bench/host.ts: resets, no-op apply), the
  * approval round trip (bench/approval.ts), sudo end to end through the
- * installed gate (bench/sudo.ts) and chat latency and memory
- * (bench/chat.ts).
+ * installed gate (bench/sudo.ts), chat latency and memory
+ * (bench/chat.ts), and an approval clicked in the dashboard
+ * (bench/dashboard.ts).
  */
 import { performance } from "node:perf_hooks";
 import { formatProblem } from "../src/town/problems.ts";
@@ -17,6 +18,7 @@ import { resolveTown } from "../src/town/resolve.ts";
 import { benchApproval } from "./approval.ts";
 import { benchChat } from "./chat.ts";
 import { benchCloud } from "./cloud.ts";
+import { benchDashboard } from "./dashboard.ts";
 import { benchHost } from "./host.ts";
 import { benchSudo } from "./sudo.ts";
 import { generateTown } from "./towns.ts";
@@ -99,7 +101,14 @@ function main(argv: readonly string[]): number {
 process.exitCode = main(process.argv.slice(2));
 // The host, approval and chat benches need root (accounts, sockets handed to groups, servers' users).
 // Rendering 1,000 cloud agents needs nothing of the host; the others need root.
-for (const next of [() => benchCloud(1000), benchHost, benchApproval, benchSudo, benchChat]) {
+for (const next of [
+  () => benchCloud(1000),
+  benchHost,
+  benchApproval,
+  benchSudo,
+  benchChat,
+  benchDashboard,
+]) {
   if (process.exitCode !== 0) break;
   console.log("");
   process.exitCode = await next();
