@@ -104,12 +104,18 @@ export class ControlClient {
     return reply.requests as PendingRequest[];
   }
 
-  async decide(id: string, approve: boolean, reason?: string): Promise<void> {
+  async decide(
+    id: string,
+    approve: boolean,
+    reason?: string,
+    channel: "terminal" | "web" = "terminal",
+  ): Promise<void> {
     const reply = await this.#ask({
       type: "decide",
       id,
       decision: approve ? "approve" : "deny",
       ...(reason !== undefined && { reason }),
+      ...(channel !== "terminal" && { channel }),
     });
     if (reply.type !== "ok") throw new NuketownError(String(reply.error), EXIT.refused);
   }

@@ -586,7 +586,7 @@ export class ApprovalDaemon {
           human,
           ...(frame.reason !== undefined && { reason: frame.reason }),
         },
-        "terminal",
+        frame.channel ?? "terminal",
       );
       return reply(
         result.ok ? { type: "ok", id: frame.id } : { type: "error", error: result.error },

@@ -107,6 +107,8 @@ export const ControlFrameSchema = z.discriminatedUnion("type", [
     id: text,
     decision: z.enum(["approve", "deny"]),
     reason: text.optional(),
+    /** Where the human decided, for the audit: the control socket serves the terminal and the web. */
+    channel: z.enum(["terminal", "web"]).optional(),
   }),
 ]);
 export type ControlFrame = z.infer<typeof ControlFrameSchema>;

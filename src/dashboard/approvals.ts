@@ -165,7 +165,7 @@ export class WebApprovals {
     let client: ControlClient | undefined;
     try {
       client = await ControlClient.connect(this.#town.paths.controlSocket, { proveAs: uid });
-      await client.decide(id, approve, reason);
+      await client.decide(id, approve, reason, "web");
       return { ok: true };
     } catch (error) {
       return { ok: false, status: 409, error: (error as Error).message };

@@ -292,6 +292,13 @@ describe("the dashboard in a real browser", { skip }, () => {
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout.trim(), "0");
     await mayor.waitForSelector("text=Nothing waits for a human");
+    // Audited as the mayor's decision, made on the web.
+    const decisions = readFileSync(path.join(root, "state", "audit.jsonl"), "utf8")
+      .split("\n")
+      .filter((l) => l.includes('"event":"decision"'))
+      .map((l) => JSON.parse(l) as { data: { channel?: string; by?: { id?: string } } });
+    const last = decisions.at(-1);
+    assert.equal(last?.data.channel, "web", JSON.stringify(last));
 
     const denied = agentSudo(["id", "-u"]);
     await request.waitFor();
