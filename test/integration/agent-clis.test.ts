@@ -107,6 +107,24 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
     return { answers, output };
   }
 
+  /** `nuketown reset` of one agent (in the stand-ins' namespace), then its daemon back up. */
+  async function resetAndWait(agent: string): Promise<void> {
+    const resetAt = Date.now();
+    const reset = run(stub.inNetns[0]!, [
+      ...stub.inNetns.slice(1),
+      BIN,
+      "reset",
+      agent,
+      "--config",
+      config,
+    ]);
+    assert.equal(reset.code, 0, reset.stderr);
+    await until(
+      `${agent}'s daemon after the reset`,
+      () => existsSync(socket(agent)) && lstatSync(socket(agent)).ctimeMs > resetAt,
+    );
+  }
+
   /** The requests of the main conversation (those that offered the shell tool), by vendor. */
   const mainRequests = (vendor: "anthropic" | "openai") =>
     stub.requests().filter((r) => r.vendor === vendor && r.answer.startsWith("step"));
@@ -294,20 +312,7 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
         "the runtime resumed the conversation",
       );
 
-      const resetAt = Date.now();
-      const reset = run(stub.inNetns[0]!, [
-        ...stub.inNetns.slice(1),
-        BIN,
-        "reset",
-        agent,
-        "--config",
-        config,
-      ]);
-      assert.equal(reset.code, 0, reset.stderr);
-      await until(
-        `${agent}'s daemon after the reset`,
-        () => existsSync(socket(agent)) && lstatSync(socket(agent)).ctimeMs > resetAt,
-      );
+      await resetAndWait(agent);
       stub.script({ [vendor]: { steps: [{ text: "remembered" }] } });
       const third = await talk(agent, "and after the reset?");
       assert.equal(third.answers[0], "remembered", third.output);
@@ -433,20 +438,7 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
         [CLAUDE_AGENT, /bypass permissions on/],
         [CODEX_AGENT, /Ask Codex to do anything/],
       ] as const) {
-        const resetAt = Date.now();
-        const reset = run(stub.inNetns[0]!, [
-          ...stub.inNetns.slice(1),
-          BIN,
-          "reset",
-          agent,
-          "--config",
-          config,
-        ]);
-        assert.equal(reset.code, 0, reset.stderr);
-        await until(
-          `${agent}'s daemon after the reset`,
-          () => existsSync(socket(agent)) && lstatSync(socket(agent)).ctimeMs > resetAt,
-        );
+        await resetAndWait(agent);
         const line = `NUKETOWN_TMUX_SOCKET=${server} ${BIN} portal ${agent} ${work} --manifest ${manifest}`;
         assert.equal(tmux("send-keys", "-t", "main", "-l", line).code, 0);
         tmux("send-keys", "-t", "main", "Enter");

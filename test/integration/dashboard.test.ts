@@ -119,8 +119,8 @@ describe("the dashboard in a real browser", { skip }, () => {
   before(async () => {
     root = makeTempRoot("dashboard");
     for (const [name, uid] of [
-      [MAYOR, 60801],
-      [OTHER, 60802],
+      [MAYOR, 60861],
+      [OTHER, 60862],
     ] as const) {
       mustRun("useradd", [
         "--uid",
@@ -180,7 +180,7 @@ describe("the dashboard in a real browser", { skip }, () => {
         humans: { [MAYOR]: { approver: true }, [OTHER]: { approver: false } },
         agents: {
           [AGENT]: {
-            uid: 60803,
+            uid: 60863,
             role: "clerk",
             persist: ["projects"],
             repos: [path.join(root, "demo.git")],
@@ -379,7 +379,7 @@ describe("the dashboard in a real browser", { skip }, () => {
     await chat.fill("textarea[name=text]", "hello <b>there</b>");
     await chat.press("textarea[name=text]", "Enter");
     const answer = chat.locator(".msg.from-agent .text", {
-      hasText: "you said: hello <b>there</b> (uid 60803)",
+      hasText: "you said: hello <b>there</b> (uid 60863)",
     });
     await answer.waitFor({ timeout: 20_000 });
     await chat.fill("textarea[name=text]", "a slow one");
