@@ -504,11 +504,8 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
       const tmuxSocket = path.join(root, "run", "agents", agent, "tmux.sock");
       const asAgent = (...args: string[]) =>
         run("runuser", ["-u", agent, "--", "tmux", "-S", tmuxSocket, ...args]);
-      const outcome = runTask(socket(agent), {
-        project: PROJECT,
-        prompt: "say hello",
-        mode: "interactive",
-      });
+      const prompt = `say hello, mark ${agent}-typed-prompt`;
+      const outcome = runTask(socket(agent), { project: PROJECT, prompt, mode: "interactive" });
       // The task's window: the runtime works on the prompt at once, no dialog in its way.
       let screen = "";
       await until(
@@ -533,6 +530,12 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
         throw new Error(`${error.message}\n${screen}`);
       });
       assert.doesNotMatch(screen, /trust this folder|Do you want to use this API key/i);
+      // The prompt was typed into the runtime, not given in argv (readable in /proc by all).
+      assert.equal(run("pgrep", ["-f", `${agent}-typed-prompt`]).code, 1, "prompt not in argv");
+      assert.ok(
+        stub.requests().some((r) => said(r).includes(`${agent}-typed-prompt`)),
+        "the runtime sent the typed prompt to the API",
+      );
       const windows = asAgent(
         "list-windows",
         "-t",

@@ -265,34 +265,27 @@ describe("codex exec --json", () => {
 });
 
 describe("interactive runtimes", () => {
-  it("start the CLIs' own interfaces with the prompt, resuming the conversation", () => {
+  it("start the CLIs' own interfaces resuming the conversation, the prompt not in argv (it is typed)", () => {
     const agent = { runtime: { args: ["--model", "m"], sandbox: "workspace-write" } } as never;
-    assert.deepEqual(claudeInteractiveArgs(agent, { prompt: "hi" }, "s-1"), [
+    assert.deepEqual(claudeInteractiveArgs(agent, "s-1"), [
       "--permission-mode",
       "bypassPermissions",
       "--resume",
       "s-1",
       "--model",
       "m",
-      "--",
-      "hi",
     ]);
-    assert.deepEqual(
-      codexInteractiveArgs(agent, { prompt: "hi" }, "t-1", "/agents/ada/projects/x"),
-      [
-        "resume",
-        "t-1",
-        "--no-daemon",
-        "--sandbox",
-        "workspace-write",
-        "-c",
-        'projects."/agents/ada/projects/x".trust_level="trusted"',
-        "--model",
-        "m",
-        "--",
-        "hi",
-      ],
-    );
+    assert.deepEqual(codexInteractiveArgs(agent, "t-1", "/agents/ada/projects/x"), [
+      "resume",
+      "t-1",
+      "--no-daemon",
+      "--sandbox",
+      "workspace-write",
+      "-c",
+      'projects."/agents/ada/projects/x".trust_level="trusted"',
+      "--model",
+      "m",
+    ]);
     assert.equal(tmuxSessionName("ada", "my.site"), "ada-my_site");
   });
 });

@@ -15,7 +15,7 @@
 
 import type { ResolvedAgent } from "../../town/types.ts";
 import { isObject, type Json, str } from "./json.ts";
-import type { OutputParser, RuntimeOutput, RuntimeTask } from "./types.ts";
+import type { OutputParser, RuntimeOutput } from "./types.ts";
 
 /**
  * The permission mode, also in the rendered settings.json but said again
@@ -46,17 +46,15 @@ export function claudeBatchArgs(agent: Pick<ResolvedAgent, "runtime">, session?:
   ];
 }
 
+/** The terminal UI; the prompt is typed into it (see runInTmux), never passed in argv. */
 export function claudeInteractiveArgs(
   agent: Pick<ResolvedAgent, "runtime">,
-  task: Pick<RuntimeTask, "prompt">,
   session?: string,
 ): string[] {
   return [
     ...claudePermissionArgs(agent),
     ...(session !== undefined ? ["--resume", session] : []),
     ...agent.runtime.args,
-    "--",
-    task.prompt,
   ];
 }
 

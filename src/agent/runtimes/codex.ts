@@ -20,7 +20,7 @@
 
 import type { ResolvedAgent } from "../../town/types.ts";
 import { isObject, type Json, str } from "./json.ts";
-import type { OutputParser, RuntimeOutput, RuntimeTask } from "./types.ts";
+import type { OutputParser, RuntimeOutput } from "./types.ts";
 
 /**
  * The sandbox mode, also in the rendered config.toml but said again here:
@@ -49,12 +49,12 @@ export function codexBatchArgs(agent: Pick<ResolvedAgent, "runtime">, session?: 
 }
 
 /**
- * The terminal UI. `--no-daemon`: by default it starts a shared app-server
- * daemon in the background that outlives the window (and the task).
+ * The terminal UI; the prompt is typed into it (see runInTmux), never passed
+ * in argv. `--no-daemon`: by default it starts a shared app-server daemon in
+ * the background that outlives the window (and the task).
  */
 export function codexInteractiveArgs(
   agent: Pick<ResolvedAgent, "runtime">,
-  task: Pick<RuntimeTask, "prompt">,
   session?: string,
   cwd?: string,
 ): string[] {
@@ -64,8 +64,6 @@ export function codexInteractiveArgs(
     ...codexSandboxArgs(agent),
     ...(cwd !== undefined ? codexTrustArgs(cwd) : []),
     ...agent.runtime.args,
-    "--",
-    task.prompt,
   ];
 }
 

@@ -82,12 +82,12 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
         };
     }
   };
-  const interactive = (task: RuntimeTask, cwd: string, session?: string): string[] => {
+  const interactive = (cwd: string, session?: string): string[] => {
     switch (kind) {
       case "claude-code":
-        return claudeInteractiveArgs(agent, task, session);
+        return claudeInteractiveArgs(agent, session);
       case "codex":
-        return codexInteractiveArgs(agent, task, session, cwd);
+        return codexInteractiveArgs(agent, session, cwd);
       case "command":
         return commandArgs(agent);
     }
@@ -133,7 +133,8 @@ export function createRuntime(agent: Agent, deps: RuntimeDeps): Runtime {
             taskId: task.id,
             cwd: workspace.workspace,
             command,
-            args: interactive(task, workspace.workspace, session),
+            args: interactive(workspace.workspace, session),
+            ...(!commandRuntime && { typed: task.prompt }),
             env: { ...agent.runtime.env, ...env },
             ...(commandRuntime && { stdinFile: taskFile }),
             timeoutMs: agent.runtime.timeout * 1000,

@@ -36,6 +36,11 @@ export interface TmuxRun {
   readonly env: Readonly<Record<string, string>>;
   /** The command's stdin is this file (the command runtime's task JSON); else the terminal. */
   readonly stdinFile?: string;
+  /**
+   * Typed into the runtime once its screen has settled, as a bracketed paste
+   * and Enter: a prompt in argv is readable by every user in /proc/<pid>/cmdline.
+   */
+  readonly typed?: string;
   readonly timeoutMs: number;
   readonly signal: AbortSignal;
   readonly runner: Runner;
@@ -64,8 +69,12 @@ export type TmuxOutcome =
 export async function runInTmux(run: TmuxRun): Promise<TmuxOutcome> {
   const socket = tmuxSocket(run.agent);
   const session = tmuxSessionName(run.agent.name, run.project);
-  const tmux = (args: string[], allowFailure = false) =>
-    run.runner.run("tmux", ["-S", socket, ...args], { allowFailure, timeoutMs: 10_000 });
+  const tmux = (args: string[], allowFailure = false, input?: string) =>
+    run.runner.run("tmux", ["-S", socket, ...args], {
+      allowFailure,
+      timeoutMs: 10_000,
+      ...(input !== undefined && { input }),
+    });
 
   if ((await tmux(["has-session", "-t", `=${session}`], true)).code !== 0) {
     await tmux(["new-session", "-d", "-s", session, "-c", run.cwd, "-x", "200", "-y", "50"]);
@@ -117,9 +126,11 @@ export async function runInTmux(run: TmuxRun): Promise<TmuxOutcome> {
     ...run.args,
   ]);
 
+  const started = Date.now();
+  if (run.typed !== undefined) await typeWhenSettled(tmux, pane, run.typed, run.taskId, run.pollMs);
+
   let ending: "timeout" | "aborted" | undefined;
   let killAt: number | undefined;
-  const started = Date.now();
   const onAbort = () => {
     ending ??= "aborted";
   };
@@ -160,6 +171,11 @@ type Tmux = (
   args: string[],
   allowFailure?: boolean,
 ) => Promise<{ code: number; stdout: string; stderr: string }>;
+type TmuxWithInput = (
+  args: string[],
+  allowFailure?: boolean,
+  input?: string,
+) => Promise<{ code: number; stdout: string; stderr: string }>;
 
 async function removeDeadTaskWindows(tmux: Tmux, session: string): Promise<void> {
   const windows = await tmux(
@@ -171,6 +187,46 @@ async function removeDeadTaskWindows(tmux: Tmux, session: string): Promise<void>
     if (id && name?.startsWith("task-") && dead === "1")
       await tmux(["kill-window", "-t", id], true);
   }
+}
+
+/** How long a screen must stay unchanged to count as waiting for input, and the longest wait. */
+const SETTLE_MS = 400;
+const SETTLE_LIMIT_MS = 20_000;
+
+/**
+ * Waits until the pane shows something and stops changing (the TUI has drawn
+ * its input), then pastes the text through a tmux buffer fed on stdin (never
+ * a file, never an argument) and presses Enter. A runtime that exits first
+ * is left to the caller, which sees the dead pane.
+ */
+async function typeWhenSettled(
+  tmux: TmuxWithInput,
+  pane: string,
+  text: string,
+  taskId: string,
+  pollMs = 100,
+): Promise<void> {
+  const deadline = Date.now() + SETTLE_LIMIT_MS;
+  let last = "";
+  let sameSince = Date.now();
+  for (;;) {
+    const state = await tmux(["display-message", "-p", "-t", pane, "#{pane_dead}"], true);
+    if (state.code !== 0 || state.stdout.trim() === "1") return;
+    const screen = (await tmux(["capture-pane", "-p", "-t", pane], true)).stdout;
+    const now = Date.now();
+    if (screen !== last) {
+      last = screen;
+      sameSince = now;
+    } else if (screen.trim() !== "" && now - sameSince >= SETTLE_MS) break;
+    if (now > deadline) break;
+    await sleep(pollMs);
+  }
+  const buffer = `nuketown-${taskId}`;
+  await tmux(["load-buffer", "-b", buffer, "-"], false, text);
+  await tmux(["paste-buffer", "-p", "-d", "-b", buffer, "-t", pane]);
+  // Apart from the paste, so the runtime reads it as a key, not as pasted text.
+  await sleep(150);
+  await tmux(["send-keys", "-t", pane, "Enter"]);
 }
 
 async function capture(tmux: Tmux, pane: string): Promise<string> {
