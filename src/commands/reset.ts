@@ -88,7 +88,12 @@ export async function reset(opts: ResetOptions): Promise<number> {
         ...state,
         agents: {
           ...state.agents,
-          [agent.name]: { uid: agent.uid, roundDigest: result.digest, lastReset: result.at },
+          [agent.name]: {
+            uid: agent.uid,
+            roundDigest: result.digest,
+            lastReset: result.at,
+            secrets: result.secrets,
+          },
         },
       });
       const ms = performance.now() - started;

@@ -3,9 +3,11 @@
  * pushed (`<agent>/<topic>` branches) and list each branch with its last
  * commit, signature status and diffstat against the default branch.
  * Signatures are checked only against the agents' own keys, each under the
- * agent's email, through a temporary allowed-signers file.
+ * agent's email, through a temporary allowed-signers file. The keys come
+ * from the town (the declaration, or what apply derived from the agent's
+ * secret and recorded as root), never from a home the agent controls.
  */
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError, EXIT } from "../errors.ts";
@@ -20,20 +22,25 @@ import {
   countSignatures,
   type DiffStat,
   formatDiffStat,
+  judgeSignature,
+  openpgpFingerprint,
   parseCommits,
   parseLeftRight,
   parseNumstat,
+  parseSignatureKinds,
+  type ReviewSigner,
   remoteFor,
-  SIGNATURE_MEANING,
+  type SignatureKind,
+  type Verdict,
 } from "../review/git.ts";
 import {
   type AgentSigners,
   parsePublicKeys,
   renderAllowedSigners,
-  type SshKey,
+  signerRecordPath,
 } from "../review/signers.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import type { ResolvedAgent } from "../town/types.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { townFrom } from "./town-source.ts";
 
 export interface ReviewOptions extends Streams {
@@ -75,6 +82,8 @@ export interface ReviewedBranch {
     readonly key: string;
     /** A good signature, but by another agent's key. */
     readonly otherAgent: boolean;
+    /** What kind of signature git found: ssh, openpgp, x509 or none. */
+    readonly kind: SignatureKind;
   };
   readonly ahead: number;
   readonly behind: number;
@@ -134,7 +143,13 @@ export async function review(opts: ReviewOptions): Promise<number> {
     }
   }
 
-  const signers = await Promise.all(agents.map((agent) => agentSigners(agent, warnings)));
+  const signers = await Promise.all(agents.map((agent) => agentSigners(town, agent, warnings)));
+  // Every agent of the town, so a signature by another agent's declared OpenPGP key is named.
+  const reviewSigners: ReviewSigner[] = town.agents.map((a) => {
+    const fingerprint =
+      a.git.signing.format === "openpgp" ? openpgpFingerprint(a.git.signing.key) : undefined;
+    return { email: a.git.email, ...(fingerprint !== undefined && { openpgp: fingerprint }) };
+  });
   const dir = await mkdtemp(path.join(os.tmpdir(), "nuketown-review-"));
   const branches: ReviewedBranch[] = [];
   try {
@@ -144,6 +159,10 @@ export async function review(opts: ReviewOptions): Promise<number> {
     const verifying = ["-c", `gpg.ssh.allowedSignersFile=${allowedSigners}`];
     const log = (args: readonly string[]) =>
       git([...verifying, "log", "--no-show-signature", `--format=${COMMIT_FORMAT}`, ...args]);
+    const kinds = async (args: readonly string[]) =>
+      parseSignatureKinds(
+        (await git(["log", "--no-show-signature", "--pretty=raw", ...args])).stdout,
+      );
 
     for (const { agent, remote } of sources) {
       const base = opts.base ?? (await findBase(git, remote, agent.git.defaultBranch));
@@ -164,10 +183,21 @@ export async function review(opts: ReviewOptions): Promise<number> {
           (await git(["rev-list", "--left-right", "--count", range])).stdout,
         );
         const commits = parseCommits((await log([`${base}..${ref}`])).stdout);
+        const kind = new Map([
+          ...(await kinds(["-1", ref])),
+          ...(await kinds([`${base}..${ref}`])),
+        ]);
+        const judge = (c: CommitInfo) => {
+          const k = kind.get(c.commit) ?? "none";
+          return { ...judgeSignature(c, k, reviewSigners), kind: k };
+        };
         const numstat = parseNumstat((await git(["diff", "--numstat", range])).stdout);
         const stat = (await git(["diff", "--stat", range])).stdout.replace(/\s+$/, "");
         branches.push(
-          describe(agent, remote, ref, base, tip, counts, commits, { ...numstat, text: stat }),
+          describe(agent, remote, ref, base, tip, counts, commits, judge, {
+            ...numstat,
+            text: stat,
+          }),
         );
       }
     }
@@ -198,7 +228,7 @@ export async function review(opts: ReviewOptions): Promise<number> {
     )}\n`,
   );
   opts.out.write(
-    "\nsig: G good, G! another agent's key, U no agent's key, B bad, N unsigned, E cannot check\n",
+    "\nsig: G good, G! another agent's key, U no agent's key, B bad, N unsigned, E cannot check, P unverifiable (OpenPGP or X.509 by no declared key)\n",
   );
   for (const b of branches) {
     const letters = Object.entries(b.commitSignatures).map(([letter, n]) => `${n} ${letter}`);
@@ -225,9 +255,13 @@ function describe(
   tip: CommitInfo,
   counts: { ahead: number; behind: number },
   commits: readonly CommitInfo[],
+  judge: (commit: CommitInfo) => Verdict & { kind: SignatureKind },
   diffstat: DiffStat & { text: string },
 ): ReviewedBranch {
-  const otherAgent = tip.signature === "G" && tip.signer !== agent.git.email;
+  const verdict = judge(tip);
+  const byAgent = (v: Verdict) => v.status === "G" && v.signer === agent.git.email;
+  const otherAgent = verdict.status === "G" && verdict.signer !== agent.git.email;
+  const verdicts = commits.map((c) => judge(c));
   return {
     agent: agent.name,
     remote,
@@ -239,19 +273,17 @@ function describe(
     author: { name: tip.author, email: tip.authorEmail },
     date: tip.date,
     signature: {
-      status: tip.signature,
-      meaning: otherAgent
-        ? "good signature, but by another agent's key"
-        : (SIGNATURE_MEANING[tip.signature] ?? "unknown status"),
-      signer: tip.signer,
+      status: verdict.status,
+      meaning: otherAgent ? "good signature, but by another agent's key" : verdict.meaning,
+      signer: verdict.signer || tip.signer,
       key: tip.key,
       otherAgent,
+      kind: verdict.kind,
     },
     ahead: counts.ahead,
     behind: counts.behind,
-    commitSignatures: countSignatures(commits),
-    notSignedByAgent: commits.filter((c) => !(c.signature === "G" && c.signer === agent.git.email))
-      .length,
+    commitSignatures: countSignatures(verdicts.map((v) => ({ signature: v.status }))),
+    notSignedByAgent: verdicts.filter((v) => !byAgent(v)).length,
     diffstat,
   };
 }
@@ -274,24 +306,33 @@ async function findBase(
 }
 
 /**
- * The agent's SSH public keys: the declared `git.signing.publicKey` when
- * there is one (the town vouches for it), else what the agent's home holds.
+ * The agent's SSH public keys, from the town only: the declared
+ * `git.signing.publicKey`, else the key apply derived from the agent's
+ * `secrets.sshKey` at its last round and recorded as root. Never a file in
+ * the agent's home: the agent could put any key there.
  */
-async function agentSigners(agent: ResolvedAgent, warnings: string[]): Promise<AgentSigners> {
+async function agentSigners(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  warnings: string[],
+): Promise<AgentSigners> {
   const declared = parsePublicKeys(agent.git.signing.publicKey ?? "");
   if (declared.length > 0) return { email: agent.git.email, keys: declared };
-  const keys: SshKey[] = [];
-  for (const file of [
-    path.join(agent.home, ".ssh", "id_ed25519.pub"),
-    path.join(agent.home, ".config", "git", "allowed_signers"),
-  ]) {
-    try {
-      keys.push(...parsePublicKeys(await readFile(file, "utf8")));
-    } catch {}
-  }
+  const recorded = await readRootRecord(signerRecordPath(town.stateDir, agent.name));
+  const keys = parsePublicKeys(recorded ?? "");
   if (keys.length === 0 && agent.git.signing.format === "ssh")
     warnings.push(
-      `${agent.name}: no public key found (git.signing.publicKey, ${agent.home}/.ssh/id_ed25519.pub): its signatures show as U`,
+      `${agent.name}: no public key from the town (declare git.signing.publicKey, or apply the town so its round records the key of secrets.sshKey): its signatures show as U`,
     );
   return { email: agent.git.email, keys };
+}
+
+/** A file only root can have written (it and its directory root-owned, not writable by others). */
+async function readRootRecord(file: string): Promise<string | undefined> {
+  for (const p of [path.dirname(file), file]) {
+    const info = await lstat(p).catch(() => undefined);
+    if (info?.uid !== 0 || (info.mode & 0o022) !== 0 || info.isSymbolicLink())
+      return undefined;
+  }
+  return readFile(file, "utf8").catch(() => undefined);
 }

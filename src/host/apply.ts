@@ -9,21 +9,28 @@ import { rm } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { writeFileAtomic } from "../os/files.ts";
+import { signerRecordPath } from "../review/signers.ts";
 import type { ResolvedTown } from "../town/types.ts";
-import { applyDeviceAcls, reloadUdev } from "./devices.ts";
+import {
+  type ApplyDeviceAclsOptions,
+  applyDeviceAcls,
+  reloadUdev,
+  revokeDeviceAcls,
+} from "./devices.ts";
 import { createHome, createImage, emptyTrash, mountHomes, removeHome } from "./homes.ts";
 import { installPackages } from "./packages.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";
-import type { Action, HostPlan } from "./plan.ts";
-import { renderUdevRules } from "./render/udev.ts";
+import { type Action, deviceGrants, type HostPlan } from "./plan.ts";
 import { agentUnitName, chatUnitName, type UnitFile } from "./render/units.ts";
 import { type RoundContext, resetAgent, stopAgent } from "./round.ts";
-import { type HostState, readState, writeState } from "./state.ts";
+import { type DeviceGrant, type HostState, readState, writeState } from "./state.ts";
 import { verifySudoers, verifyUnits } from "./verify.ts";
 
 export interface ApplyContext extends RoundContext {
   /** Write files below this directory and change nothing else (`--root DIR`). */
   readonly root?: string;
+  /** Where devices are looked for (tests point it at a sysfs-shaped tree). @default /sys and /dev */
+  readonly devices?: ApplyDeviceAclsOptions;
 }
 
 export interface ApplyReport {
@@ -63,6 +70,15 @@ export async function applyPlan(plan: HostPlan, ctx: ApplyContext): Promise<Appl
     if (ctx.root && action.layer !== "files") continue;
     await execute(action, ctx, () => state, save, warnings);
     done.push(action);
+  }
+  if (!ctx.root && plan.records) {
+    const agents = { ...state.agents };
+    for (const [name, secrets] of Object.entries(plan.records)) {
+      const record = agents[name];
+      if (record && !done.some((a) => a.kind === "reset-agent" && a.agent === name))
+        agents[name] = { ...record, secrets };
+    }
+    await save({ ...state, agents });
   }
   if (
     !ctx.root &&
@@ -204,25 +220,51 @@ async function execute(
       await save({ ...state(), files: state().files.filter((f) => f !== action.path) });
       return;
     }
+    case "revoke-acls": {
+      for (const revoked of await revokeDeviceAcls(town, action.grants, runner, ctx.devices))
+        ctx.log(`revoked ${revoked.devnode} from ${revoked.agent}`);
+      // What is left recorded: what the agents still have of what they had.
+      const wanted = deviceGrants(town);
+      const kept: Record<string, DeviceGrant> = {};
+      for (const [agent, grant] of Object.entries(state().deviceGrants ?? {})) {
+        const now = wanted[agent];
+        if (now?.uid !== grant.uid) continue;
+        const devices = grant.devices.filter((d) =>
+          now.devices.some((n) => JSON.stringify(n) === JSON.stringify(d)),
+        );
+        if (devices.length > 0) kept[agent] = { uid: grant.uid, devices };
+      }
+      await save({ ...state(), deviceGrants: kept });
+      return;
+    }
     case "reload-udev": {
       const result = await reloadUdev(runner);
+      // Without udevd the rules are read when it starts: nothing is left to do for them either.
       if ("skipped" in result) warnings.push(`udev rules not reloaded: ${result.skipped}`);
+      const { udevReloaded: _was, ...rest } = state();
+      await save(action.rules === undefined ? rest : { ...rest, udevReloaded: action.rules });
       return;
     }
     case "apply-acls": {
-      for (const grant of await applyDeviceAcls(town, runner))
+      for (const grant of await applyDeviceAcls(town, runner, ctx.devices))
         ctx.log(`granted ${grant.devnode} to ${grant.agent}`);
-      if (town.managed?.layers.includes("udev-rules"))
-        await save({ ...state(), deviceRules: renderUdevRules(town) });
+      await save({ ...state(), deviceGrants: deviceGrants(town) });
       return;
     }
     case "reload-systemd": {
-      await runner.run("systemctl", ["daemon-reload"]);
-      if (action.disable.length > 0)
+      if (action.reload) await runner.run("systemctl", ["daemon-reload"]);
+      if (action.disable.length > 0) {
         await runner.run("systemctl", ["disable", "--now", ...action.disable], {
           allowFailure: true,
         });
-      if (action.enable.length > 0) await runner.run("systemctl", ["enable", ...action.enable]);
+        const gone = new Set(action.disable);
+        await save({ ...state(), units: (state().units ?? []).filter((u) => !gone.has(u)) });
+      }
+      if (action.enable.length > 0) {
+        await runner.run("systemctl", ["enable", ...action.enable]);
+        const units = new Set([...(state().units ?? []), ...action.enable]);
+        await save({ ...state(), units: [...units].sort() });
+      }
       return;
     }
     case "reset-agent": {
@@ -237,6 +279,7 @@ async function execute(
             uid: record?.uid ?? 0,
             roundDigest: result.digest,
             lastReset: result.at,
+            secrets: result.secrets,
           },
         },
       });
@@ -244,9 +287,12 @@ async function execute(
     }
     case "remove-agent": {
       const gone = { name: action.agent, uid: action.uid, home: action.home };
-      if (ctx.systemd && !action.keepAccount)
+      if (ctx.systemd && !action.keepAccount) {
         for (const unit of [chatUnitName(gone.name), agentUnitName(gone.name)])
           await runner.run("systemctl", ["disable", "--now", unit], { allowFailure: true });
+        // userdel leaves the linger file: a later account of that name would linger unasked.
+        await runner.run("loginctl", ["disable-linger", gone.name], { allowFailure: true });
+      }
       await stopAgent({ runner, systemd: false }, gone);
       await unmountBelow(action.home, runner);
       await removeHome(town, { name: gone.name, home: action.home }, runner);
@@ -268,6 +314,7 @@ async function execute(
         }
       }
       if (action.purge) await purgePersisted(town, gone.name);
+      await rm(signerRecordPath(town.stateDir, gone.name), { force: true });
       const { [gone.name]: _removed, ...agents } = state().agents;
       await save({ ...state(), agents });
       return;

@@ -24,6 +24,7 @@ import { MissingToolError } from "../errors.ts";
 import { fnmatch } from "../glob.ts";
 import { CommandError, type Runner } from "../os/process.ts";
 import type { ResolvedDevice, ResolvedTown } from "../town/types.ts";
+import type { RevokedGrant } from "./plan.ts";
 
 // ---------------------------------------------------------------------------
 // sysfs devices
@@ -212,7 +213,10 @@ function isMissing(error: unknown): boolean {
  * itself or one of its parents (ATTRS{}); for any other subsystem on the
  * device itself (ATTR{}). Keep in step with the renderer (render/udev.ts).
  */
-export function matchesDevice(device: ResolvedDevice, sysfs: SysDevice): boolean {
+export function matchesDevice(
+  device: Pick<ResolvedDevice, "subsystem" | "attrs">,
+  sysfs: SysDevice,
+): boolean {
   if (!matchesUdevValue(device.subsystem, sysfs.subsystem)) return false;
   const candidates = device.subsystem === "tty" ? [sysfs, ...sysfs.parents] : [sysfs];
   return candidates.some((candidate) =>
@@ -328,6 +332,64 @@ export async function applyDeviceAcls(
     }
   }
   return granted;
+}
+
+/**
+ * Take back what removed grants gave: on every present device a lost rule
+ * matches, `setfacl -x u:<uid>` (by uid: the account may be gone already),
+ * unless a rule the agent still has matches the device too (apply-acls then
+ * sets its permission). Only the agent's own entry goes; other entries, the
+ * owner, group and mode stay. Returns what was revoked.
+ */
+export async function revokeDeviceAcls(
+  town: ResolvedTown,
+  revoked: readonly RevokedGrant[],
+  runner: Runner,
+  options: ApplyDeviceAclsOptions = {},
+): Promise<{ agent: string; devnode: string }[]> {
+  const sysRoot = options.sysRoot ?? "/sys";
+  const devRoot = options.devRoot ?? "/dev";
+  const stillGranted = (grant: RevokedGrant) =>
+    town.agents.find((a) => a.name === grant.agent && a.uid === grant.uid)?.devices ?? [];
+
+  const wanted = new Map<string, Set<string>>();
+  const note = (device: Pick<ResolvedDevice, "subsystem" | "attrs">) => {
+    const names = wanted.get(device.subsystem) ?? new Set<string>();
+    for (const [key] of device.attrs) names.add(key);
+    wanted.set(device.subsystem, names);
+  };
+  for (const grant of revoked) for (const device of grant.devices) note(device);
+  for (const grant of revoked) for (const device of stillGranted(grant)) note(device);
+  const present = new Map<string, SysDevice[]>();
+  for (const [subsystem, names] of wanted) {
+    present.set(
+      subsystem,
+      await readSysDevices(subsystem, sysRoot, { devRoot, attributes: [...names].sort() }),
+    );
+  }
+  const everyPresent = [...present.values()].flat();
+
+  const done: { agent: string; devnode: string }[] = [];
+  const seen = new Set<string>();
+  for (const grant of revoked) {
+    const kept = stillGranted(grant);
+    for (const device of grant.devices) {
+      for (const sys of present.get(device.subsystem) ?? []) {
+        if (sys.devnode === undefined || !matchesDevice(device, sys)) continue;
+        const key = `${grant.uid}\0${sys.devnode}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        // The same node may be listed under another subsystem a kept rule names.
+        const keptHere = everyPresent.some(
+          (other) => other.devnode === sys.devnode && kept.some((k) => matchesDevice(k, other)),
+        );
+        if (keptHere || !(await isDeviceNode(sys.devnode))) continue;
+        await runner.run(town.install.setfacl, ["-x", `u:${grant.uid}`, sys.devnode]);
+        done.push({ agent: grant.agent, devnode: sys.devnode });
+      }
+    }
+  }
+  return done;
 }
 
 async function isDeviceNode(file: string): Promise<boolean> {

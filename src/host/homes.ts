@@ -4,9 +4,9 @@
  * so rolling back costs the same whatever the home holds. The directory
  * backend wipes file by file: the slow path, for hosts without btrfs.
  */
-import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, lstat, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { ensureDir } from "../os/files.ts";
+import { ensureDir, makeDirs } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
 import type { MountEntry } from "../os/tables.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -45,9 +45,13 @@ const usesBtrfs = (town: ResolvedTown) => town.homes.backend !== "directory";
 /** Create the image file (sparse) and format it, when it does not exist yet. */
 export async function createImage(town: ResolvedTown, runner: Runner): Promise<void> {
   const image = town.homes.image.path;
-  // mkdir only: the image may sit in a directory that is not ours (never re-own or chmod it).
-  await mkdir(path.dirname(image), { recursive: true, mode: 0o700 });
+  // Existing directories are left alone (the image may sit in one that is not ours); missing
+  // ones are made 0755, since the image's directory is often the state dir beside the homes
+  // (a private /srv/town would lock the agents out of /srv/town/agents).
+  await makeDirs(path.dirname(image), 0o755);
   await runner.run("truncate", ["--size", town.homes.image.size, image]);
+  // The image holds every home: nobody but root reads it raw.
+  await chmod(image, 0o600);
   await runner.run("mkfs.btrfs", [
     "--quiet",
     "--label",

@@ -4,15 +4,17 @@
  * printed, diffed and tested without root. apply.ts carries them out.
  */
 
+import { createHash } from "node:crypto";
 import { SUDO_WRAPPER_MARK } from "../approval/wrappers.ts";
 import type { GroupEntry, MountEntry, PasswdEntry } from "../os/tables.ts";
+import { plural } from "../output.ts";
 import { formatPath, type Problem } from "../town/problems.ts";
 import type { ManagedLayer, ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type FileAccess, keyFileProblem } from "./key-file.ts";
 import type { Artifact } from "./render/artifact.ts";
 import { renderArtifacts } from "./render/index.ts";
 import { renderUdevRules } from "./render/udev.ts";
-import type { HostState } from "./state.ts";
+import type { DeviceGrant, GrantedDevice, HostState, SecretRecord } from "./state.ts";
 
 export type Layer =
   | "packages"
@@ -128,11 +130,24 @@ export type Action =
       readonly change: "create" | "update";
     }
   | { readonly layer: "files"; readonly kind: "remove-file"; readonly path: string }
-  | { readonly layer: "devices"; readonly kind: "reload-udev" }
+  /** Take ACLs back from devices whose grant is gone (before apply-acls: it may grant anew). */
+  | {
+      readonly layer: "devices";
+      readonly kind: "revoke-acls";
+      readonly grants: readonly RevokedGrant[];
+    }
+  | {
+      readonly layer: "devices";
+      readonly kind: "reload-udev";
+      /** sha256 of the rules file udev is to load; undefined when there is none any more. */
+      readonly rules: string | undefined;
+    }
   | { readonly layer: "devices"; readonly kind: "apply-acls" }
   | {
       readonly layer: "services";
       readonly kind: "reload-systemd";
+      /** Unit files changed: systemctl daemon-reload. */
+      readonly reload: boolean;
       readonly enable: readonly string[];
       readonly disable: readonly string[];
     }
@@ -166,10 +181,19 @@ export interface ObservedHost {
   /** Agents whose home exists (a subvolume, or a directory for that backend). */
   readonly homes: readonly string[];
   readonly imageExists: boolean;
-  /** Round digests the town would place now, by agent. */
+  /** Round digests the town would place now, by agent (agents that had a round). */
   readonly roundDigests: Readonly<Record<string, string>>;
+  /** The agents' secrets as they are now (observeSecrets), by agent. */
+  readonly secrets?: Readonly<Record<string, Readonly<Record<string, SecretRecord>>>>;
   /** systemd runs as PID 1: units can be enabled and lingering set. */
   readonly systemd: boolean;
+  /**
+   * Where systemd runs: each unit's UnitFileState (`enabled`, `disabled`, ""
+   * when it has no file), for the units the town renders and those nuketown enabled.
+   */
+  readonly units?: Readonly<Record<string, string>>;
+  /** Where systemd runs: the accounts with a linger file (/var/lib/systemd/linger/<name>). */
+  readonly linger?: readonly string[];
   /** The declared packages, as the host's package manager sees them. */
   readonly packages: ObservedPackages;
   /** The town's age key and its directory, when the town decrypts secrets (null: no such file). */
@@ -190,6 +214,12 @@ export interface PlanOptions {
 
 export interface HostPlan {
   readonly actions: readonly Action[];
+  /**
+   * Not a change: secrets records to bring up to date for agents that get no
+   * round (a shared file changed, their values did not), so the next plan
+   * need not decrypt them again.
+   */
+  readonly records?: Readonly<Record<string, Readonly<Record<string, SecretRecord>>>>;
   /** Conflicts that stop the plan: nothing may be applied while there are any. */
   readonly errors: readonly Problem[];
   /** Facts worth saying that change nothing (no systemd, a human without an account). */
@@ -337,8 +367,10 @@ export function planHost(
     }
   }
   if (observed.systemd && !owned.has("accounts")) {
+    // Observed, not inferred from a new account: an apply cut short after useradd still gets it.
+    const lingering = new Set(observed.linger ?? []);
     for (const agent of town.agents) {
-      if (!userByName.has(agent.name))
+      if (!lingering.has(agent.name))
         actions.push({ layer: "accounts", kind: "enable-linger", name: agent.name });
     }
   }
@@ -406,37 +438,50 @@ export function planHost(
         (a.kind === "remove-file" && a.path === p),
     );
 
-  // devices: a changed rules file means reload, and ACLs on what is already plugged in.
-  if (owned.has("udev-rules")) {
-    // The rules are NixOS's, reloaded by its switch; the ACLs of devices already plugged in are ours.
-    if (
-      town.agents.some((a) => a.devices.length > 0) &&
-      observed.state.deviceRules !== renderUdevRules(town)
-    )
-      actions.push({ layer: "devices", kind: "apply-acls" });
-  } else if (touched(town.paths.udevRules)) {
-    actions.push(
-      { layer: "devices", kind: "reload-udev" },
-      { layer: "devices", kind: "apply-acls" },
-    );
+  // devices: what udev has loaded and which ACLs were granted are recorded when done, so an
+  // apply cut short after writing the rules file finishes the job the next time.
+  const grants = deviceGrants(town);
+  const legacyGrants =
+    owned.has("udev-rules") && observed.state.deviceRules === renderUdevRules(town) ? grants : {};
+  const recorded = observed.state.deviceGrants ?? legacyGrants;
+  const revoked = revokedGrants(recorded, grants);
+  if (revoked.length > 0) actions.push({ layer: "devices", kind: "revoke-acls", grants: revoked });
+  if (!owned.has("udev-rules")) {
+    // The rules are NixOS's otherwise, reloaded by its switch.
+    const rules = artifacts.find((a) => a.path === town.paths.udevRules);
+    const wanted = rules === undefined ? undefined : sha256(rules.content);
+    if (observed.state.udevReloaded !== wanted)
+      actions.push({ layer: "devices", kind: "reload-udev", rules: wanted });
   }
+  if (Object.keys(grants).length > 0 && !sameGrants(recorded, grants))
+    actions.push({ layer: "devices", kind: "apply-acls" });
 
-  // services: units only take effect through systemd.
-  const unitFiles = (files: Iterable<string>) =>
-    [...files]
-      .filter((p) => p.startsWith(`${town.paths.unitDir}/`))
-      .map((p) => p.slice(town.paths.unitDir.length + 1));
-  const unitsChanged = [...wantedPaths, ...observed.state.files].some(
-    (p) => p.startsWith(`${town.paths.unitDir}/`) && touched(p),
-  );
-  if (unitsChanged && !owned.has("units")) {
-    if (observed.systemd) {
-      const enable = unitFiles(wantedPaths).filter((u) => touched(`${town.paths.unitDir}/${u}`));
-      const disable = unitFiles(observed.state.files).filter(
-        (u) => !wantedPaths.has(`${town.paths.unitDir}/${u}`),
-      );
-      actions.push({ layer: "services", kind: "reload-systemd", enable, disable });
-    }
+  // services: units only take effect through systemd, which is asked what it has enabled.
+  const unitName = (p: string) =>
+    p.startsWith(`${town.paths.unitDir}/`) ? p.slice(town.paths.unitDir.length + 1) : undefined;
+  const wantedUnits = [...wantedPaths].flatMap((p) => unitName(p) ?? []);
+  if (observed.systemd && !owned.has("units")) {
+    const unitState = observed.units ?? {};
+    const reload = [...wantedPaths, ...observed.state.files].some(
+      (p) => unitName(p) !== undefined && touched(p),
+    );
+    const enable = wantedUnits.filter((u) => unitState[u] !== "enabled");
+    const enabledBefore = new Set([
+      ...(observed.state.units ?? []),
+      // Before units were recorded: the unit files nuketown installed.
+      ...observed.state.files.flatMap((p) => unitName(p) ?? []),
+    ]);
+    const disable = [...enabledBefore]
+      .filter((u) => !wantedUnits.includes(u))
+      .filter(
+        (u) =>
+          (observed.state.units ?? []).includes(u) ||
+          touched(`${town.paths.unitDir}/${u}`) ||
+          unitState[u] === "enabled",
+      )
+      .sort();
+    if (reload || enable.length > 0 || disable.length > 0)
+      actions.push({ layer: "services", kind: "reload-systemd", reload, enable, disable });
   }
   if (!observed.systemd && !owned.has("units")) {
     notes.push(
@@ -445,6 +490,7 @@ export function planHost(
   }
 
   // rounds: an agent whose home contents would differ gets a fresh round.
+  const records: Record<string, Readonly<Record<string, SecretRecord>>> = {};
   const installing = (agent: ResolvedAgent) =>
     packages.actions.filter((a) => a.agents.includes(agent.name)).map((a) => a.name);
   for (const agent of town.agents) {
@@ -454,6 +500,11 @@ export function planHost(
       roundReason(agent, observed, homes) ??
       (newPackages.length > 0 ? `packages installed: ${newPackages.join(", ")}` : undefined);
     if (reason) actions.push({ layer: "rounds", kind: "reset-agent", agent: agent.name, reason });
+    else {
+      const now = observed.secrets?.[agent.name];
+      if (now && JSON.stringify(now) !== JSON.stringify(ours[agent.name]?.secrets ?? {}))
+        records[agent.name] = now;
+    }
   }
 
   // removal: agents nuketown created that the town no longer declares.
@@ -471,8 +522,66 @@ export function planHost(
     });
   }
 
-  return { actions, errors, notes };
+  return { actions, errors, notes, ...(Object.keys(records).length > 0 && { records }) };
 }
+
+/** Each agent's device rules as far as ACLs go, for agents that have any: what apply records. */
+export function deviceGrants(town: ResolvedTown): Record<string, DeviceGrant> {
+  const grants: Record<string, DeviceGrant> = {};
+  for (const agent of town.agents) {
+    if (agent.devices.length === 0) continue;
+    grants[agent.name] = {
+      uid: agent.uid,
+      devices: agent.devices.map((d) => ({
+        subsystem: d.subsystem,
+        attrs: d.attrs.map(([key, value]) => [key, value] as const),
+        permission: d.permission,
+      })),
+    };
+  }
+  return grants;
+}
+
+/** A grant no longer declared: the agent (gone, or still there) and the rules it lost. */
+export interface RevokedGrant {
+  readonly agent: string;
+  readonly uid: number;
+  readonly devices: readonly GrantedDevice[];
+}
+
+const sameDevice = (a: GrantedDevice, b: GrantedDevice) =>
+  a.subsystem === b.subsystem &&
+  a.permission === b.permission &&
+  JSON.stringify(a.attrs) === JSON.stringify(b.attrs);
+
+/** What `recorded` granted that `wanted` no longer does (pure). */
+export function revokedGrants(
+  recorded: Readonly<Record<string, DeviceGrant>>,
+  wanted: Readonly<Record<string, DeviceGrant>>,
+): RevokedGrant[] {
+  const revoked: RevokedGrant[] = [];
+  for (const [agent, grant] of Object.entries(recorded).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const now = wanted[agent];
+    const kept = now?.uid === grant.uid ? now.devices : [];
+    const lost = grant.devices.filter((d) => !kept.some((k) => sameDevice(k, d)));
+    if (lost.length > 0) revoked.push({ agent, uid: grant.uid, devices: lost });
+  }
+  return revoked;
+}
+
+function sameGrants(
+  a: Readonly<Record<string, DeviceGrant>>,
+  b: Readonly<Record<string, DeviceGrant>>,
+): boolean {
+  const keys = Object.keys(a).sort();
+  if (JSON.stringify(keys) !== JSON.stringify(Object.keys(b).sort())) return false;
+  return keys.every(
+    (k) =>
+      a[k]?.uid === b[k]?.uid && JSON.stringify(a[k]?.devices) === JSON.stringify(b[k]?.devices),
+  );
+}
+
+export const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
 /** The layer of `town.managed` that owns each kind of system file. */
 const ARTIFACT_OWNER: Readonly<Partial<Record<Artifact["layer"], ManagedLayer>>> = {
@@ -631,12 +740,16 @@ export function describeAction(action: Action): string {
       return `${action.change === "create" ? "+" : "~"} ${action.artifact.path} (${action.artifact.mode})`;
     case "remove-file":
       return `- ${action.path}`;
+    case "revoke-acls":
+      return `- ACLs no longer granted: ${action.grants
+        .map((g) => `${g.agent} (${plural(g.devices.length, "device rule")})`)
+        .join(", ")}`;
     case "reload-udev":
-      return "~ reload udev rules";
+      return action.rules === undefined ? "~ reload udev (rules removed)" : "~ reload udev rules";
     case "apply-acls":
       return "~ grant ACLs on devices already plugged in";
     case "reload-systemd":
-      return `~ systemd daemon-reload${action.enable.length ? `; enable ${action.enable.join(", ")}` : ""}${
+      return `~ systemd${action.reload ? " daemon-reload" : ""}${action.enable.length ? `; enable ${action.enable.join(", ")}` : ""}${
         action.disable.length ? `; disable ${action.disable.join(", ")}` : ""
       }`;
     case "reset-agent":

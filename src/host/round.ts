@@ -7,9 +7,10 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { ensureDir } from "../os/files.ts";
+import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
-import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { signerRecordPath } from "../review/signers.ts";
+import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.ts";
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
 import { GUARDED_GIT_CONFIG, guardedFetchArgs } from "./git-guard.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
@@ -26,6 +27,7 @@ import {
   SSH_KEY_TARGET,
   secretTargets,
 } from "./secrets.ts";
+import type { SecretRecord } from "./state.ts";
 
 export interface RoundContext {
   readonly town: ResolvedTown;
@@ -42,19 +44,78 @@ export interface RoundResult {
   readonly digest: string;
   readonly at: string;
   readonly warnings: readonly string[];
+  /** The secrets placed, as recorded in the agent's state. */
+  readonly secrets: Readonly<Record<string, SecretRecord>>;
+}
+
+/** Every secret a round gives the agent, by where it lands (`gpg`: the key imported into its keyring). */
+export function secretSources(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+): { readonly id: string; readonly secret: ResolvedSecret }[] {
+  return [
+    ...secretTargets(agent, town.chat.transport).map((t) => ({ id: t.target, secret: t.secret })),
+    ...(agent.secrets.gpgKey ? [{ id: GPG_SECRET_ID, secret: agent.secrets.gpgKey }] : []),
+  ];
+}
+
+const GPG_SECRET_ID = "gpg";
+
+const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
+
+/** sha256 of a secret file's bytes; "missing" when it cannot be read. */
+const fileHash = (file: string) => readFile(file).then(sha256, () => "missing");
+
+function secretRecord(secret: ResolvedSecret, hash: string, value: string): SecretRecord {
+  return {
+    file: secret.file,
+    ...(secret.key !== undefined && { key: secret.key }),
+    fileHash: hash,
+    valueHash: value,
+  };
+}
+
+/**
+ * The agent's secrets as they are now: a record is reused while its file is
+ * byte for byte what it was, else only this agent's keys are decrypted and
+ * hashed (a shared sops file changes whenever anyone's key in it does). A
+ * secret that cannot be decrypted gets a value that matches no round, so
+ * the agent is reset and the round says why.
+ */
+export async function observeSecrets(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  decryptor: SecretDecryptor,
+  recorded: Readonly<Record<string, SecretRecord>> = {},
+): Promise<Record<string, SecretRecord>> {
+  const records: Record<string, SecretRecord> = {};
+  for (const { id, secret } of secretSources(town, agent)) {
+    const hash = await fileHash(secret.file);
+    const was = recorded[id];
+    if (was && was.file === secret.file && was.key === secret.key && was.fileHash === hash) {
+      records[id] = was;
+      continue;
+    }
+    const value = await decryptor.decrypt(secret).then(sha256, () => `undecryptable ${hash}`);
+    records[id] = secretRecord(secret, hash, value);
+  }
+  return records;
 }
 
 /**
  * Everything a round places in the home, as a digest: when it changes,
- * apply resets the agent. Encrypted secret files count by content, so a
- * rotated key is placed on the next apply; the agent's packages that are
- * installed count too (its instructions list them).
+ * apply resets the agent. Secrets count by the value the agent receives
+ * (`secrets`, from observeSecrets or the round), never by the file they
+ * come from, so editing another agent's key in a shared file changes
+ * nothing here; the agent's packages that are installed count too (its
+ * instructions list them).
  */
-export async function roundDigest(
+export function roundDigest(
   town: ResolvedTown,
   agent: ResolvedAgent,
-  presentPackages?: readonly string[],
-): Promise<string> {
+  presentPackages: readonly string[] | undefined,
+  secrets: Readonly<Record<string, SecretRecord>>,
+): string {
   const hash = createHash("sha256");
   hash.update(
     JSON.stringify({ backend: town.homes.backend, persist: agent.persist, repos: agent.repos }),
@@ -63,13 +124,11 @@ export async function roundDigest(
     hash.update(`\0${artifact.path}\0${artifact.mode}\0${artifact.content}`);
   }
   for (const target of secretTargets(agent, town.chat.transport)) {
-    hash.update(
-      `\0${target.target}\0${target.mode}\0${target.secret.file}\0${target.secret.key ?? ""}`,
-    );
-    hash.update(await readFile(target.secret.file).catch(() => Buffer.from("missing")));
+    const value = secrets[target.target]?.valueHash ?? "missing";
+    hash.update(`\0${target.target}\0${target.mode}\0${value}`);
   }
   if (agent.secrets.gpgKey)
-    hash.update(await readFile(agent.secrets.gpgKey.file).catch(() => Buffer.from("missing")));
+    hash.update(`\0${GPG_SECRET_ID}\0${secrets[GPG_SECRET_ID]?.valueHash ?? "missing"}`);
   return hash.digest("hex");
 }
 
@@ -110,7 +169,7 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   await mountPersisted(agent, runner);
   // Looked at now: apply installs packages before the rounds it plans.
   const present = presentPackages(await observePackages(agent.packages, runner), agent.packages);
-  await placeIdentity(ctx, agent, present);
+  const secrets = await placeIdentity(ctx, agent, present);
   warnings.push(...(await cloneRepos(ctx, agent)));
 
   // Where the agent's daemon puts its socket: /run is empty after boot, and the round runs first.
@@ -124,22 +183,29 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   }
   return {
     agent: agent.name,
-    digest: await roundDigest(town, agent, present),
+    digest: roundDigest(town, agent, present, secrets),
     at: new Date().toISOString(),
     warnings,
+    secrets,
   };
 }
 
-/** Identity, instructions, git and SSH config, and secrets, written as the agent. */
+/**
+ * Identity, instructions, git and SSH config, and secrets, written as the
+ * agent. Returns what was placed of the secrets, for the agent's record.
+ */
 async function placeIdentity(
   ctx: RoundContext,
   agent: ResolvedAgent,
   presentPackages: readonly string[] | undefined,
-): Promise<void> {
+): Promise<Record<string, SecretRecord>> {
   const files: HomeFile[] = [];
+  const records: Record<string, SecretRecord> = {};
   let publicKey: string | undefined;
   for (const target of secretTargets(agent, ctx.town.chat.transport)) {
+    const hash = await fileHash(target.secret.file);
     const plaintext = await ctx.decryptor.decrypt(target.secret);
+    records[target.target] = secretRecord(target.secret, hash, sha256(plaintext));
     files.push({
       path: path.join(agent.home, target.target),
       content: plaintext,
@@ -147,6 +213,11 @@ async function placeIdentity(
     });
     if (target.target === SSH_KEY_TARGET) {
       publicKey = await derivePublicKey(plaintext, ctx.runner);
+      // Review's key for the agent, where the agent cannot change it (never its home).
+      await writeFileAtomic(signerRecordPath(ctx.town.stateDir, agent.name), `${publicKey}\n`, {
+        mode: 0o644,
+        dirMode: 0o755,
+      });
       files.push({
         path: path.join(agent.home, `${target.target}.pub`),
         content: `${publicKey}\n`,
@@ -159,8 +230,12 @@ async function placeIdentity(
   }
   await writeFilesAsAgent(ctx.town, agent, files, ctx.runner, renderRuntimeLinks(agent));
   if (agent.secrets.gpgKey) {
-    await importGpgKey(agent, await ctx.decryptor.decrypt(agent.secrets.gpgKey), ctx.runner);
+    const hash = await fileHash(agent.secrets.gpgKey.file);
+    const armored = await ctx.decryptor.decrypt(agent.secrets.gpgKey);
+    records[GPG_SECRET_ID] = secretRecord(agent.secrets.gpgKey, hash, sha256(armored));
+    await importGpgKey(agent, armored, ctx.runner);
   }
+  return records;
 }
 
 async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<string[]> {

@@ -4,7 +4,7 @@
  * one, never half of either.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, chown, mkdir, open, rename, rm } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, open, rename, rm } from "node:fs/promises";
 import path from "node:path";
 
 export interface WriteOptions {
@@ -20,7 +20,7 @@ export async function writeFileAtomic(
   content: string | Buffer,
   options: WriteOptions,
 ): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true, mode: options.dirMode ?? 0o755 });
+  await makeDirs(path.dirname(file), options.dirMode ?? 0o755);
   const temp = path.join(
     path.dirname(file),
     `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`,
@@ -52,8 +52,34 @@ export async function writeFileAtomic(
  * what lies below.
  */
 export async function ensureDir(dir: string, mode: number, uid = 0, gid = 0): Promise<void> {
-  await mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
+  await makeDirs(path.dirname(dir), 0o755);
   await mkdir(dir, { recursive: true, mode });
   await chmod(dir, mode);
   await chown(dir, uid, gid);
+}
+
+/**
+ * mkdir -p where each directory it creates gets exactly `mode`, whatever
+ * the umask (root's may be 077, which would make `/srv/town` of a fresh
+ * `/srv/town/agents` unreachable to the agents below it). Directories that
+ * already exist are left as they are.
+ */
+export async function makeDirs(dir: string, mode = 0o755): Promise<void> {
+  const missing: string[] = [];
+  for (let current = path.resolve(dir); ; current = path.dirname(current)) {
+    const info = await lstat(current).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return undefined;
+      throw error;
+    });
+    if (info !== undefined) break;
+    missing.push(current);
+    if (path.dirname(current) === current) break;
+  }
+  for (const created of missing.reverse()) {
+    await mkdir(created, { mode }).catch((error: NodeJS.ErrnoException) => {
+      // Made meanwhile by someone else: theirs, and not ours to chmod.
+      if (error.code !== "EEXIST") throw error;
+    });
+    await chmod(created, mode);
+  }
 }

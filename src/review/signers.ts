@@ -5,6 +5,13 @@
  * for a key under someone else's name. Pure.
  */
 
+/**
+ * Where apply records the SSH public key it derived from an agent's secret
+ * (root-owned, readable by all): review's key for an agent that declares none.
+ */
+export const signerRecordPath = (stateDir: string, agent: string) =>
+  `${stateDir}/signers/${agent}.pub`;
+
 /** An SSH public key: its type and base64 body, without the comment. */
 export interface SshKey {
   readonly type: string;

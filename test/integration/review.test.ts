@@ -2,18 +2,32 @@
  * `nuketown review` against real git: a bare origin, agents' clones that
  * push signed (and unsigned, and wrongly signed) `<agent>/*` branches, and
  * the mayor's clone where review fetches them and checks every signature
- * against the agents' keys only.
+ * against the keys the town vouches for only: declared, or recorded by
+ * apply as root, never read from an agent's home. OpenPGP signatures by
+ * real gpg keys count only by the fingerprint the town declares.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { ReviewedBranch } from "../../src/commands/review.ts";
 import { REPO_ROOT } from "../support/fixtures.ts";
+import { isRoot } from "../support/host.ts";
 
 const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+/** A real account: the agent that rewrites the keys in its own home. */
+const MALLORY = "nt-test-rev";
+const MALLORY_UID = 60462;
 
 interface Review {
   repo: string;
@@ -76,6 +90,30 @@ describe("nuketown review", () => {
     spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", file]);
     return file;
   };
+  /** An OpenPGP key in a keyring of its own: its fingerprint and the keyring. */
+  const gpgKey = (name: string, uid: string) => {
+    const home = path.join(dir, `gpg-${name}`);
+    mkdirSync(home, { mode: 0o700 });
+    gpgHomes.push(home);
+    const gpg = (...args: string[]) => {
+      const result = spawnSync("gpg", ["--homedir", home, "--batch", ...args], {
+        encoding: "utf8",
+      });
+      if (result.status !== 0) throw new Error(`gpg ${args.join(" ")}: ${result.stderr}`);
+      return result.stdout;
+    };
+    gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never");
+    const fingerprint = /^fpr:+([0-9A-F]{40,64}):/m.exec(gpg("--with-colons", "--list-keys"))?.[1];
+    assert.ok(fingerprint, "gpg made a key");
+    return { home, fingerprint, publicKey: gpg("--armor", "--export", fingerprint) };
+  };
+  /** Put a public key into the mayor's own keyring, as a mayor who imported it would. */
+  const mayorImports = (publicKey: string) => {
+    const result = spawnSync("gpg", ["--batch", "--import"], { env, input: publicKey });
+    assert.equal(result.status, 0, String(result.stderr));
+  };
+  const gpgHomes: string[] = [];
+  let pgpKey: ReturnType<typeof gpgKey>;
 
   before(() => {
     dir = mkdtempSync(path.join(tmpdir(), "nuketown-review-"));
@@ -92,13 +130,21 @@ describe("nuketown review", () => {
     const voxKey = keygen("vox");
     keygen("stranger");
 
-    // ada's key is found in her home; vox's is declared in the town.
+    // ada's key is the one apply derived from her secret and recorded as root; vox's is declared.
     const adaHome = path.join(dir, "agents", "ada");
-    mkdirSync(path.join(adaHome, ".ssh"), { recursive: true });
+    mkdirSync(path.join(dir, "state", "signers"), { recursive: true, mode: 0o755 });
+    chmodSync(path.join(dir, "state", "signers"), 0o755);
     writeFileSync(
-      path.join(adaHome, ".ssh", "id_ed25519.pub"),
+      path.join(dir, "state", "signers", "ada.pub"),
       readFileSync(`${adaKey}.pub`, "utf8"),
+      { mode: 0o644 },
     );
+    writeFileSync(
+      path.join(dir, "state", "signers", `${MALLORY}.pub`),
+      readFileSync(`${keygen("mallory-legit")}.pub`, "utf8"),
+      { mode: 0o644 },
+    );
+    pgpKey = gpgKey("pgp", "Pgp <pgp@test.local>");
     town = path.join(dir, "town.json");
     writeFileSync(
       town,
@@ -126,6 +172,16 @@ describe("nuketown review", () => {
                 key: `${dir}/agents/vox/.ssh/id_ed25519.pub`,
                 publicKey: readFileSync(`${voxKey}.pub`, "utf8").trim(),
               },
+            },
+          },
+          pgp: {
+            uid: 60463,
+            git: { signing: { format: "openpgp", key: pgpKey.fingerprint } },
+          },
+          [MALLORY]: {
+            uid: MALLORY_UID,
+            git: {
+              signing: { format: "ssh", key: `${dir}/agents/${MALLORY}/.ssh/id_ed25519.pub` },
             },
           },
         },
@@ -181,6 +237,10 @@ describe("nuketown review", () => {
   });
 
   after(() => {
+    for (const home of gpgHomes) spawnSync("gpgconf", ["--homedir", home, "--kill", "all"]);
+    spawnSync("gpgconf", ["--kill", "all"], { env });
+    spawnSync("userdel", [MALLORY]);
+    spawnSync("groupdel", [MALLORY]);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -254,6 +314,102 @@ describe("nuketown review", () => {
     assert.match(result.stdout, /^ada\/impostor\s+G!\s/m);
     assert.match(result.stdout, /feature\.txt \| 3 \+\+\+/);
     assert.match(result.stdout, /^ada\/impostor .*1 commit not signed by ada's key \(1 G\)$/m);
+  });
+
+  it("never takes a key from an agent's home: one the agent put there does not verify", (t) => {
+    if (!isRoot()) return t.skip("needs root (a real account for the agent)");
+    // The agent's account, its home, and the key apply derived from its secret (recorded as root).
+    const home = path.join(dir, "agents", MALLORY);
+    mkdirSync(home, { recursive: true });
+    spawnSync("useradd", [
+      "--uid",
+      String(MALLORY_UID),
+      "--user-group",
+      "--no-create-home",
+      "--home-dir",
+      home,
+      MALLORY,
+    ]);
+    chownSync(home, MALLORY_UID, MALLORY_UID);
+    chmodSync(dir, 0o755);
+    chmodSync(path.join(dir, "agents"), 0o755);
+    chmodSync(path.join(dir, "origin.git"), 0o777);
+    spawnSync("chmod", ["-R", "a+rwX", path.join(dir, "origin.git")]);
+    // As the agent: a key of its own choosing in every place a reviewer might look, and a
+    // commit signed with it on its branch.
+    const script = [
+      "set -e",
+      "cd ~",
+      "mkdir -p .ssh .config/git",
+      // origin belongs to the test (root): git would refuse to read it otherwise.
+      "git config --global safe.directory '*'",
+      "ssh-keygen -q -t ed25519 -N '' -C mine -f .ssh/id_ed25519",
+      `printf '${MALLORY}@test.local namespaces="git" %s\\n' "$(cut -d' ' -f1,2 .ssh/id_ed25519.pub)" > .config/git/allowed_signers`,
+      `git clone --quiet ${path.join(dir, "origin.git")} work`,
+      "cd work",
+      `git config user.name Mallory && git config user.email ${MALLORY}@test.local`,
+      "git config gpg.format ssh && git config user.signingkey ~/.ssh/id_ed25519",
+      `git checkout --quiet -b ${MALLORY}/evil origin/main`,
+      "echo pwned > evil.txt && git add evil.txt && git commit --quiet -S -m 'Trust me'",
+      `git push --quiet origin ${MALLORY}/evil`,
+    ].join("\n");
+    const asAgent = spawnSync("runuser", ["-u", MALLORY, "--", "bash", "-c", script], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH, HOME: home, GIT_CONFIG_NOSYSTEM: "1", LC_ALL: "C" },
+    });
+    assert.equal(asAgent.status, 0, asAgent.stderr);
+
+    const evil = branch(reviewJson(MALLORY), `${MALLORY}/evil`);
+    assert.notEqual(evil.signature.status, "G", JSON.stringify(evil.signature));
+    assert.equal(evil.signature.kind, "ssh");
+    assert.equal(evil.notSignedByAgent, 1);
+  });
+
+  it("judges OpenPGP signatures by the declared fingerprint, never by the user id", () => {
+    const pgp = agentClone("pgp", "pgp@test.local");
+    git(pgp, "config", "gpg.format", "openpgp");
+    const signed = (home: string, key: string, name: string, subject: string) => {
+      git(pgp, "checkout", "--quiet", "-B", name, "origin/main");
+      writeFileSync(path.join(pgp, `${name.replace("/", "-")}.txt`), `${subject}\n`);
+      git(pgp, "add", ".");
+      const result = spawnSync(
+        "git",
+        ["-c", `user.signingkey=${key}`, "commit", "--quiet", "-S", "-m", subject],
+        { cwd: pgp, env: { ...env, GNUPGHOME: home }, encoding: "utf8" },
+      );
+      assert.equal(result.status, 0, result.stderr);
+    };
+    signed(pgpKey.home, pgpKey.fingerprint, "pgp/declared", "Signed with the declared key");
+    // Another key calling itself pgp (and one calling itself ada), both in the mayor's keyring.
+    const forged = gpgKey("forged", "Pgp <pgp@test.local>");
+    const adaLike = gpgKey("adalike", "ada@test.local");
+    signed(forged.home, forged.fingerprint, "pgp/forged", "Signed by a look-alike");
+    signed(adaLike.home, adaLike.fingerprint, "pgp/adalike", "Signed as ada");
+    git(pgp, "push", "--quiet", "origin", "pgp/declared", "pgp/forged", "pgp/adalike");
+    mayorImports(pgpKey.publicKey);
+    mayorImports(forged.publicKey);
+    mayorImports(adaLike.publicKey);
+
+    const review = reviewJson("pgp");
+    const declared = branch(review, "pgp/declared");
+    assert.equal(declared.signature.kind, "openpgp");
+    assert.equal(declared.signature.status, "G", JSON.stringify(declared.signature));
+    assert.equal(declared.signature.signer, "pgp@test.local");
+    assert.equal(declared.signature.otherAgent, false);
+    assert.equal(declared.notSignedByAgent, 0);
+    for (const name of ["pgp/forged", "pgp/adalike"]) {
+      const b = branch(review, name);
+      assert.equal(b.signature.status, "P", `${name}: ${JSON.stringify(b.signature)}`);
+      assert.match(b.signature.meaning, /^unverifiable: OpenPGP signature by key [0-9A-F]{40}/);
+      assert.equal(b.signature.otherAgent, false, `${name} is not another agent's`);
+      assert.equal(b.notSignedByAgent, 1);
+    }
+    // Without the mayor having the key at all: unverifiable, not bad and not good.
+    spawnSync("gpg", ["--batch", "--yes", "--delete-keys", forged.fingerprint], { env });
+    assert.equal(branch(reviewJson("pgp", "--no-fetch"), "pgp/forged").signature.status, "P");
+    const text = nuketown("review", "pgp", "--config", town, "--no-fetch");
+    assert.match(text.stdout, /^pgp\/forged\s+P\s/m);
+    assert.match(text.stdout, /P unverifiable/);
   });
 
   it("refuses an unknown agent and a directory that is not a repository", () => {

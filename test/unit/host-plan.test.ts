@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
   describeAction,
+  deviceGrants,
   type ObservedHost,
   planHost,
   presentPackages,
+  sha256,
 } from "../../src/host/plan.ts";
 import { renderArtifacts } from "../../src/host/render/index.ts";
 import { EMPTY_STATE, type HostState } from "../../src/host/state.ts";
@@ -34,10 +36,13 @@ const empty: ObservedHost = {
 /** What the host looks like right after a successful apply of `t`. */
 function converged(t: ResolvedTown): ObservedHost {
   const systemFiles = renderArtifacts(t).filter((a) => a.layer !== "identity");
+  const rules = systemFiles.find((a) => a.path === t.paths.udevRules);
   const state: HostState = {
     version: 1,
     approversGroup: t.approval.approversGroup,
     files: systemFiles.map((a) => a.path),
+    deviceGrants: deviceGrants(t),
+    ...(rules && { udevReloaded: sha256(rules.content) }),
     agents: Object.fromEntries(
       t.agents.map((a) => [
         a.name,

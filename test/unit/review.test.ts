@@ -7,11 +7,15 @@ import {
   agentRefspec,
   baseCandidates,
   COMMIT_FORMAT,
+  type CommitInfo,
   countSignatures,
   formatDiffStat,
+  judgeSignature,
+  openpgpFingerprint,
   parseCommits,
   parseLeftRight,
   parseNumstat,
+  parseSignatureKinds,
   remoteFor,
 } from "../../src/review/git.ts";
 import { parsePublicKeys, renderAllowedSigners } from "../../src/review/signers.ts";
@@ -73,7 +77,7 @@ describe("review: git plumbing", () => {
   });
 
   it("reads commits, numstat and ahead/behind counts", () => {
-    assert.equal(COMMIT_FORMAT.split("%x1f").length, 8);
+    assert.equal(COMMIT_FORMAT.split("%x1f").length, 10);
     const sha = "a".repeat(40);
     const commits = parseCommits(
       `${sha}\x1fAdd it\x1fAda\x1fada@test.local\x1f2025-01-01T00:00:00Z\x1fG\x1fada@test.local\x1fSHA256:k\n` +
@@ -88,6 +92,95 @@ describe("review: git plumbing", () => {
     assert.equal(formatDiffStat(stat), "3 files +4 -2");
     assert.equal(formatDiffStat({ files: 1, insertions: 0, deletions: 0 }), "1 file +0 -0");
     assert.deepEqual(parseLeftRight("2\t5\n"), { behind: 2, ahead: 5 });
+  });
+
+  it("tells SSH, OpenPGP and X.509 signatures apart by the armor of the raw commit", () => {
+    const [a, b, c, d] = ["a", "b", "c", "d"].map((x) => x.repeat(40));
+    const raw = [
+      `commit ${a}`,
+      "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+      "author Ada <ada@test.local> 1 +0000",
+      "gpgsig -----BEGIN SSH SIGNATURE-----",
+      " U1NIU0lH",
+      " -----END SSH SIGNATURE-----",
+      "",
+      "    gpgsig -----BEGIN PGP SIGNATURE----- (a subject, not a header)",
+      "",
+      `commit ${b}`,
+      "gpgsig -----BEGIN PGP SIGNATURE-----",
+      "",
+      `commit ${c}`,
+      "author Ada <ada@test.local> 1 +0000",
+      "",
+      "    unsigned",
+      `commit ${d}`,
+      "gpgsig -----BEGIN SIGNED MESSAGE-----",
+      "",
+    ].join("\n");
+    assert.deepEqual(
+      [...parseSignatureKinds(raw)],
+      [
+        [a, "ssh"],
+        [b, "openpgp"],
+        [c, "none"],
+        [d, "x509"],
+      ],
+    );
+  });
+
+  it("counts an OpenPGP signature as an agent's only by the fingerprint the town declares", () => {
+    const ADA_FPR = "0123456789ABCDEF0123456789ABCDEF01234567";
+    const commit = (signature: string, signer: string, fingerprint = ""): CommitInfo => ({
+      commit: "a".repeat(40),
+      subject: "s",
+      author: "Ada",
+      authorEmail: "ada@test.local",
+      date: "d",
+      signature,
+      signer,
+      key: "",
+      fingerprint,
+      primaryFingerprint: fingerprint,
+    });
+    const signers = [{ email: "ada@test.local", openpgp: ADA_FPR }, { email: "vox@test.local" }];
+    // The reviewer's keyring vouches for a key whose user id says ada: not enough.
+    const forged = judgeSignature(
+      commit("G", "ada@test.local", "F".repeat(40)),
+      "openpgp",
+      signers,
+    );
+    assert.equal(forged.status, "P");
+    assert.equal(forged.signer, "");
+    assert.match(forged.meaning, /^unverifiable: OpenPGP signature by key F{40}, which no agent/);
+    // The declared key, even without the keyring's trust (U).
+    assert.deepEqual(
+      judgeSignature(
+        commit("U", "Ada <ada@test.local>", ADA_FPR.toLowerCase()),
+        "openpgp",
+        signers,
+      ),
+      {
+        status: "G",
+        signer: "ada@test.local",
+        meaning: "good OpenPGP signature by the declared key",
+      },
+    );
+    assert.equal(judgeSignature(commit("E", "", ""), "openpgp", signers).status, "P");
+    assert.equal(judgeSignature(commit("B", "x", ADA_FPR), "openpgp", signers).status, "B");
+    assert.equal(judgeSignature(commit("G", "x", ADA_FPR), "x509", signers).status, "P");
+    // SSH: what the town's allowed-signers file said stands.
+    assert.deepEqual(judgeSignature(commit("G", "vox@test.local"), "ssh", signers), {
+      status: "G",
+      signer: "vox@test.local",
+      meaning: "good signature by the agent's key",
+    });
+    assert.equal(judgeSignature(commit("N", ""), "none", signers).status, "N");
+    assert.equal(openpgpFingerprint(`0x${ADA_FPR.toLowerCase()}`), ADA_FPR);
+    assert.equal(
+      openpgpFingerprint("ABCDEF0123456789"),
+      undefined,
+      "a key id is not a fingerprint",
+    );
   });
 
   it("keeps its pure parts away from the file system and processes", () => {
