@@ -105,8 +105,15 @@ export function renderLoginProfile(town: ResolvedTown): string | undefined {
 }
 
 /** The gate, the shim and the login profile, when any agent may use sudo. */
+/**
+ * Some agent reaches the approval gate (sudo, or secrets to unlock): only
+ * then are the gate, the shim and the sudoers fragment installed.
+ */
+export const usesGate = (town: ResolvedTown) =>
+  town.agents.some((a) => a.sudo.enable || a.secrets.unlockable.length > 0);
+
 export function renderProgramArtifacts(town: ResolvedTown): Artifact[] {
-  if (!town.agents.some((a) => a.sudo.enable || a.secrets.unlockable.length > 0)) return [];
+  if (!usesGate(town)) return [];
   const profile = renderLoginProfile(town);
   const wrapper = renderSudoWrapper(town);
   return [

@@ -1,6 +1,7 @@
 import { realpath } from "node:fs/promises";
 import path from "node:path";
 import { createTwoFilesPatch } from "diff";
+import { usesGate } from "../approval/wrappers.ts";
 import { EXIT, RefusedError } from "../errors.ts";
 import { applyPlan } from "../host/apply.ts";
 import { observeHost, systemdIsInit } from "../host/observe.ts";
@@ -76,10 +77,7 @@ export async function apply(opts: PlanOptions): Promise<number> {
       );
     }
     if (!opts.json) opts.out.write(renderPlan(hostPlan, observed));
-    if (
-      opts.root === undefined &&
-      town.agents.some((a) => a.sudo.enable || a.secrets.unlockable.length > 0)
-    ) {
+    if (opts.root === undefined && usesGate(town)) {
       await refuseMissingOrWritableProgram(town);
     }
     const report = await applyPlan(hostPlan, {

@@ -331,8 +331,7 @@ async function agentSigners(
 async function readRootRecord(file: string): Promise<string | undefined> {
   for (const p of [path.dirname(file), file]) {
     const info = await lstat(p).catch(() => undefined);
-    if (info?.uid !== 0 || (info.mode & 0o022) !== 0 || info.isSymbolicLink())
-      return undefined;
+    if (info?.uid !== 0 || (info.mode & 0o022) !== 0 || info.isSymbolicLink()) return undefined;
   }
   return readFile(file, "utf8").catch(() => undefined);
 }

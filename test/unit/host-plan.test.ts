@@ -9,6 +9,7 @@ import {
   sha256,
 } from "../../src/host/plan.ts";
 import { renderArtifacts } from "../../src/host/render/index.ts";
+import { renderUnits } from "../../src/host/render/units.ts";
 import { EMPTY_STATE, type HostState } from "../../src/host/state.ts";
 import { mountsBelow, parseGroup, parseMountinfo, parsePasswd } from "../../src/os/tables.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
@@ -16,8 +17,16 @@ import { minimalDeclaration, resolveOrThrow } from "../support/fixtures.ts";
 
 function town(): ResolvedTown {
   const decl = minimalDeclaration() as Record<string, any>;
-  decl.agents.bob = { uid: 1101 };
+  decl.agents.bob = {
+    uid: 1101,
+    sudo: { enable: true },
+    devices: [{ subsystem: "tty", attrs: { idVendor: "0483", idProduct: "5740" } }],
+  };
   return resolveOrThrow(decl);
+}
+
+function minimalTown(): ResolvedTown {
+  return resolveOrThrow(minimalDeclaration());
 }
 
 const empty: ObservedHost = {
@@ -195,6 +204,85 @@ describe("host planner", () => {
     ]);
   });
 
+  it("revokes the ACLs of a removed device grant and drops the rules file and sudoers with their last user", () => {
+    const observed = converged(town());
+    const decl = minimalDeclaration() as Record<string, any>;
+    decl.agents.bob = { uid: 1101 };
+    const summary = planHost(resolveOrThrow(decl), observed).actions.map(describeAction);
+    assert.deepEqual(summary, [
+      "~ /etc/nuketown/town.json (0644)",
+      "~ /etc/systemd/system/nuketown-agent-bob.service (0644)",
+      "- /etc/sudoers.d/nuketown",
+      "- /etc/udev/rules.d/70-nuketown.rules",
+      "- ACLs no longer granted: bob (1 device rule)",
+      "~ reload udev (rules removed)",
+    ]);
+    const revoke = planHost(resolveOrThrow(decl), observed).actions.find(
+      (a) => a.kind === "revoke-acls",
+    );
+    assert.deepEqual(revoke?.kind === "revoke-acls" && revoke.grants, [
+      {
+        agent: "bob",
+        uid: 1101,
+        devices: [
+          {
+            subsystem: "tty",
+            attrs: [
+              ["idProduct", "5740"],
+              ["idVendor", "0483"],
+            ],
+            permission: "rw",
+          },
+        ],
+      },
+    ]);
+    // A removed agent loses what it was granted, by uid.
+    const gone = planHost(minimalTown(), observed).actions.find((a) => a.kind === "revoke-acls");
+    assert.equal(gone?.kind === "revoke-acls" && gone.grants[0]?.uid, 1101);
+  });
+
+  it("finishes the devices layer of an apply cut short after the rules file was written", () => {
+    const observed = converged(town());
+    const { udevReloaded: _r, deviceGrants: _g, ...cut } = observed.state;
+    assert.deepEqual(planHost(town(), { ...observed, state: cut }).actions.map(describeAction), [
+      "~ reload udev rules",
+      "~ grant ACLs on devices already plugged in",
+    ]);
+  });
+
+  it("asks systemd what is enabled and lingering, and repairs what is not", () => {
+    const t = town();
+    const base = converged(t);
+    const units = renderUnits(t).map((u) => u.name);
+    const enabled = Object.fromEntries(units.map((u) => [u, "enabled"]));
+    const systemdHost = {
+      ...base,
+      systemd: true,
+      units: enabled,
+      linger: t.agents.map((a) => a.name),
+      state: { ...base.state, units },
+    };
+    assert.deepEqual(planHost(t, systemdHost).actions, []);
+    const cut = {
+      ...systemdHost,
+      units: { ...enabled, "nuketown-agent-bob.service": "disabled" },
+      linger: ["ada"],
+      state: { ...systemdHost.state, units: [...units, "nuketown-agent-old.service"] },
+    };
+    assert.deepEqual(planHost(t, cut).actions.map(describeAction), [
+      "+ lingering for bob",
+      "~ systemd; enable nuketown-agent-bob.service; disable nuketown-agent-old.service",
+    ]);
+  });
+
+  it("keeps secret records up to date without a change when the values stayed the same", () => {
+    const observed = converged(town());
+    const record = { file: "/s/agents.yaml", key: "a", fileHash: "new", valueHash: "v" };
+    const plan = planHost(town(), { ...observed, secrets: { ada: { ".config/t": record } } });
+    assert.deepEqual(plan.actions, []);
+    assert.deepEqual(plan.records, { ada: { ".config/t": record } });
+  });
+
   it("removes an agent dropped from the town, keeping persisted data unless purged", () => {
     const observed = converged(town());
     const smaller = resolveOrThrow(minimalDeclaration());
@@ -268,7 +356,11 @@ describe("host planner", () => {
     const decl = minimalDeclaration() as Record<string, any>;
     decl.basePackages = ["git", "jq"];
     decl.agents.ada.packages = ["sl", "git"];
-    decl.agents.bob = { uid: 1101 };
+    decl.agents.bob = {
+      uid: 1101,
+      sudo: { enable: true },
+      devices: [{ subsystem: "tty", attrs: { idVendor: "0483", idProduct: "5740" } }],
+    };
     const t = resolveOrThrow(decl);
     const plan = planHost(t, { ...converged(t), packages: { kind: "unsupported" } });
     assert.deepEqual(plan.actions, []);

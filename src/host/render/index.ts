@@ -3,7 +3,7 @@
  * `apply`. `nuketown render --out DIR` lays these out under DIR; the host
  * reconciler installs them (validated first) onto the live system.
  */
-import { renderProgramArtifacts } from "../../approval/wrappers.ts";
+import { renderProgramArtifacts, usesGate } from "../../approval/wrappers.ts";
 import { renderManifest } from "../../town/manifest.ts";
 import type { ResolvedAgent, ResolvedTown } from "../../town/types.ts";
 import type { Artifact } from "./artifact.ts";
@@ -17,16 +17,39 @@ import { renderUnits } from "./units.ts";
 
 export type { Artifact } from "./artifact.ts";
 
+/** The town grants some agent a device: only then is there a udev rules file. */
+export const grantsDevices = (town: ResolvedTown) => town.agents.some((a) => a.devices.length > 0);
+
 /**
  * All artifacts, sorted by path. With `programs`, also the approval gate,
  * the sudo shim and the login profile (they run the installed nuketown).
+ * The udev rules and the sudoers fragment exist only while some agent needs
+ * them, so removing the last device grant or sudo agent removes the file.
  */
 export function renderArtifacts(town: ResolvedTown, programs = false): Artifact[] {
   const artifacts: Artifact[] = [
     { path: town.paths.manifest, content: renderManifest(town), mode: "0644", layer: "manifest" },
-    { path: town.paths.udevRules, content: renderUdevRules(town), mode: "0644", layer: "devices" },
+    ...(grantsDevices(town)
+      ? [
+          {
+            path: town.paths.udevRules,
+            content: renderUdevRules(town),
+            mode: "0644",
+            layer: "devices",
+          } as const,
+        ]
+      : []),
     // sudo ignores fragments that are group- or world-writable; 0440 is what visudo expects.
-    { path: town.paths.sudoers, content: renderSudoers(town), mode: "0440", layer: "privileges" },
+    ...(usesGate(town)
+      ? [
+          {
+            path: town.paths.sudoers,
+            content: renderSudoers(town),
+            mode: "0440",
+            layer: "privileges",
+          } as const,
+        ]
+      : []),
     ...renderUnits(town).map(
       (unit): Artifact => ({
         path: `${town.paths.unitDir}/${unit.name}`,
