@@ -12,7 +12,10 @@ import { chmod, mkdir, rm } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
+import { readPasswd } from "../os/etc.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
+import { formatProblem } from "../town/problems.ts";
+import { missingHumanAccounts } from "../town/rules.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { TaskContainment } from "./containment.ts";
 import { ClientFrameSchema, parseFrame } from "./frames.ts";
@@ -229,6 +232,15 @@ export class AgentDaemon {
     const mayor = this.#town.mayor;
     if (!mayor) {
       this.#warn(`no mayor is declared: only ${this.#agent.name} can reach ${this.#agent.socket}`);
+      return;
+    }
+    // setfacl would only say "Invalid argument near character 3".
+    const users = await readPasswd().catch(() => undefined);
+    if (users && !users.some((u) => u.name === mayor.unixUser)) {
+      const [problem] = missingHumanAccounts(this.#town, (name) => name !== mayor.unixUser);
+      this.#warn(
+        `only ${this.#agent.name} can reach ${this.#agent.socket}: ${problem ? formatProblem(problem) : `no Unix account "${mayor.unixUser}" on this host`}`,
+      );
       return;
     }
     try {

@@ -2,11 +2,13 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ConfigError, EXIT } from "../errors.ts";
 import { renderArtifacts } from "../host/render/index.ts";
+import { readPasswd } from "../os/etc.ts";
 import { plural, type Streams, table } from "../output.ts";
 import { loadTown } from "../town/load.ts";
 import { parseManifest, renderManifest } from "../town/manifest.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import { formatProblem, type Problem } from "../town/problems.ts";
+import { missingHumanAccounts } from "../town/rules.ts";
 import {
   NIXOS_LAYERS,
   type ResolvedAgent,
@@ -58,11 +60,13 @@ export async function check(opts: CheckOptions): Promise<number> {
     }
     throw error;
   }
-  const { warnings } = loaded;
   const town: ResolvedTown =
     opts.managedBy === "nixos"
       ? { managed: { by: "nixos", layers: NIXOS_LAYERS }, ...loaded.town }
       : loaded.town;
+  // On the host it is for (no --hostname, not a NixOS build): humans without an account here.
+  const onThisHost = opts.writeManifest === undefined && opts.hostname === undefined;
+  const warnings = [...loaded.warnings, ...(onThisHost ? await hostWarnings(town) : [])];
   if (opts.writeManifest !== undefined)
     await writeFile(path.resolve(opts.cwd, opts.writeManifest), renderManifest(town));
   if (opts.json) {
@@ -72,6 +76,14 @@ export async function check(opts: CheckOptions): Promise<number> {
   writeWarnings(opts.err, warnings);
   opts.out.write(`${summary(town)}\n\n${agentTable(town)}\n`);
   return EXIT.ok;
+}
+
+/** What this host lacks for the town: the mayor's and approvers' Unix accounts. */
+async function hostWarnings(town: ResolvedTown): Promise<Problem[]> {
+  const users = await readPasswd().catch(() => undefined);
+  if (users === undefined) return [];
+  const names = new Set(users.map((u) => u.name));
+  return missingHumanAccounts(town, (name) => names.has(name));
 }
 
 export function writeWarnings(err: NodeJS.WritableStream, warnings: readonly Problem[]): void {

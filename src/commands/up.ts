@@ -1,6 +1,7 @@
 import { mkdir, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import { ownCgroup } from "../agent/containment.ts";
+import { usesGate } from "../approval/wrappers.ts";
 import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import {
@@ -12,11 +13,13 @@ import {
   dashboardRuns,
 } from "../host/render/units.ts";
 import { buildVersion, installedVersion, installProgram } from "../install/install.ts";
+import { readPasswd } from "../os/etc.ts";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { systemRunner } from "../os/process.ts";
 import type { Streams } from "../output.ts";
 import { PROGRAM_ROOT, runningInstall } from "../sources.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
+import { type ApproverReach, approverReach } from "../town/rules.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type ServiceSpec, Supervisor } from "../up/supervisor.ts";
 import { apply } from "./plan.ts";
@@ -44,6 +47,7 @@ export const upStatePath = (town: ResolvedTown) => path.join(town.runtimeDir, "u
 export async function up(opts: UpOptions): Promise<number> {
   requireRoot("up");
   const declared = await townFrom(opts);
+  const approvers = await reachableApprovers(declared);
   // Installed already (this very build): nothing to copy.
   if (
     runningInstall()?.prefix !== declared.install.prefix &&
@@ -63,9 +67,13 @@ export async function up(opts: UpOptions): Promise<number> {
   if (applied !== EXIT.ok) return applied;
   const town = await townFrom({ ...opts, err: nullStream });
 
+  opts.out.write(`${describeApprovers(approvers.reach)}\n`);
+  // approvald with nobody to reach it would only look like a town that can say yes.
+  if (approvers.nobody) opts.err.write(`nuketown up: refused: ${approvers.nobody}\n`);
+
   if (await systemdIsInit()) {
     const units = [
-      APPROVALD_UNIT,
+      ...(approvers.nobody ? [] : [APPROVALD_UNIT]),
       ...(dashboardRuns(town) ? [DASHBOARD_UNIT] : []),
       ...town.agents.map((a) => agentUnitName(a.name)),
       ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnitName(a.name)),
@@ -98,12 +106,16 @@ export async function up(opts: UpOptions): Promise<number> {
     log: path.join(logs, `${command}-${agent.name}.log`),
   });
   const specs: ServiceSpec[] = [
-    {
-      name: "approvald",
-      command: town.install.bin,
-      args: ["approvald", "--manifest", town.paths.manifest],
-      log: path.join(logs, "approvald.log"),
-    },
+    ...(approvers.nobody
+      ? []
+      : [
+          {
+            name: "approvald",
+            command: town.install.bin,
+            args: ["approvald", "--manifest", town.paths.manifest],
+            log: path.join(logs, "approvald.log"),
+          },
+        ]),
     ...(dashboardRuns(town)
       ? [
           {
@@ -174,6 +186,45 @@ export async function up(opts: UpOptions): Promise<number> {
   }
   await rm(upStatePath(town), { force: true });
   return EXIT.ok;
+}
+
+/**
+ * Who can answer the town's approvals on this host, and, when agents need
+ * approvals and no approver can reach any channel, why not: each approver,
+ * what is missing, and the fix.
+ */
+async function reachableApprovers(
+  town: ResolvedTown,
+): Promise<{ reach: ApproverReach[]; nobody?: string }> {
+  const names = new Set((await readPasswd()).map((u) => u.name));
+  const reach = approverReach(town, (name) => names.has(name));
+  if (!usesGate(town) || reach.some((r) => r.via.length > 0)) return { reach };
+  const why = town.humans
+    .filter((h) => h.approver)
+    .map((h) => {
+      const chat =
+        town.chat.transport === "local" || !town.approval.channels.includes("chat")
+          ? ""
+          : ` nor a ${town.chat.transport === "matrix" ? "Matrix" : "XMPP"} id the town bot can reach`;
+      return `humans.${h.name} has no Unix account "${h.unixUser}" here${chat}`;
+    });
+  return {
+    reach,
+    nobody: `nobody can approve the agents' sudo requests on this host (${
+      why.join("; ") || "no human is an approver"
+    }), so approvald is not started and their sudo fails closed. Create the account (useradd --create-home NAME) or set humans.NAME.unixUser to an account that exists, then run up again`,
+  };
+}
+
+function describeApprovers(reach: readonly ApproverReach[]): string {
+  const able = reach.filter((r) => r.via.length > 0);
+  const lines = able.map((r) => `  ${r.human.name}: ${r.via.join("; ")}`);
+  const unable = reach.filter((r) => r.via.length === 0).map((r) => r.human.name);
+  if (unable.length > 0)
+    lines.push(`  (${unable.join(", ")}: no Unix account or chat id here, so not reachable)`);
+  return able.length === 0
+    ? "nobody can approve here (no agent asks for approval)"
+    : `who can approve:\n${lines.join("\n")}`;
 }
 
 /** Where `up` puts the town's agent daemons' cgroups: below its own, `nuketown/<town>/<agent>`. */

@@ -8,7 +8,8 @@ import { createHash } from "node:crypto";
 import { SUDO_WRAPPER_MARK } from "../approval/wrappers.ts";
 import type { GroupEntry, MountEntry, PasswdEntry } from "../os/tables.ts";
 import { plural } from "../output.ts";
-import { formatPath, type Problem } from "../town/problems.ts";
+import { formatPath, formatProblem, type Problem } from "../town/problems.ts";
+import { missingHumanAccounts } from "../town/rules.ts";
 import type { ManagedLayer, ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import { type FileAccess, keyFileProblem } from "./key-file.ts";
 import type { Artifact } from "./render/artifact.ts";
@@ -346,12 +347,7 @@ export function planHost(
     const members = new Set(approversGroup?.members ?? []);
     const wanted = new Set<string>();
     for (const human of town.humans.filter((h) => h.approver)) {
-      if (!userByName.has(human.unixUser)) {
-        notes.push(
-          `humans.${human.name}: no Unix account "${human.unixUser}" on this host, so it cannot approve here`,
-        );
-        continue;
-      }
+      if (!userByName.has(human.unixUser)) continue;
       wanted.add(human.unixUser);
       if (!members.has(human.unixUser))
         actions.push({
@@ -366,6 +362,9 @@ export function planHost(
         actions.push({ layer: "accounts", kind: "remove-member", group: approvers, user: member });
     }
   }
+  // Said plainly here rather than as setfacl's or the socket's error later.
+  for (const problem of missingHumanAccounts(town, (name) => userByName.has(name)))
+    notes.push(formatProblem(problem));
   if (observed.systemd && !owned.has("accounts")) {
     // Observed, not inferred from a new account: an apply cut short after useradd still gets it.
     const lingering = new Set(observed.linger ?? []);

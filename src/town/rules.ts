@@ -6,7 +6,7 @@
  */
 import { formatPath, type PathPart, type Problem } from "./problems.ts";
 import type { TownParsed } from "./schema.ts";
-import type { CloudTier, ResolvedAgent, ResolvedTown } from "./types.ts";
+import type { CloudTier, ResolvedAgent, ResolvedHuman, ResolvedTown } from "./types.ts";
 
 const TIERS: readonly CloudTier[] = ["small", "standard", "large", "gpu"];
 export const tierRank = (tier: CloudTier): number => TIERS.indexOf(tier);
@@ -449,4 +449,76 @@ function checkChange(
   });
   if (change.autoApprove.length > 0 && !town.humans.some((h) => h.approver))
     at(["change", "autoApprove"], "change control needs at least one human with approver = true");
+}
+
+/** How a human can reach the town's approvals on this host. */
+export interface ApproverReach {
+  readonly human: ResolvedHuman;
+  /** Where they can answer: their Unix account's channels, and the chat network. */
+  readonly via: readonly string[];
+}
+
+/** The chat network the approval bot speaks on, with the human's id there, if any. */
+function chatReach(town: ResolvedTown, human: ResolvedHuman): string | undefined {
+  if (!town.approval.channels.includes("chat")) return undefined;
+  if (town.chat.transport === "matrix" && town.chat.matrix?.bot && human.matrix)
+    return `Matrix as ${human.matrix}`;
+  if (town.chat.transport === "xmpp" && town.chat.xmpp?.bot && human.xmpp)
+    return `XMPP as ${human.xmpp}`;
+  return undefined;
+}
+
+/**
+ * Each approver and how they can answer here: with a Unix account of their
+ * `unixUser` (in the approvers group: `nuketown approvals`, the desktop
+ * dialog, the dashboard), and through the town's chat bot with their chat id.
+ * An approver with neither is listed with no ways (pure: `hasAccount` says
+ * which accounts the host has).
+ */
+export function approverReach(
+  town: ResolvedTown,
+  hasAccount: (name: string) => boolean,
+): ApproverReach[] {
+  return town.humans
+    .filter((h) => h.approver)
+    .map((human) => {
+      const via: string[] = [];
+      if (hasAccount(human.unixUser)) {
+        const channels = ["nuketown approvals"];
+        if (town.approval.channels.includes("desktop") && town.mayor?.name === human.name)
+          channels.push("the desktop dialog");
+        if (town.approval.channels.includes("web")) channels.push("the dashboard");
+        via.push(`Unix account ${human.unixUser} (${channels.join(", ")})`);
+      }
+      const chat = chatReach(town, human);
+      if (chat) via.push(chat);
+      return { human, via };
+    });
+}
+
+/**
+ * The mayor and approvers this host has no Unix account for, each said
+ * plainly: who, which account is missing, what they cannot do without it,
+ * and the two ways to fix it. Warnings, not errors: a declaration may be
+ * checked on another machine than the one it is applied to.
+ */
+export function missingHumanAccounts(
+  town: ResolvedTown,
+  hasAccount: (name: string) => boolean,
+): Problem[] {
+  const problems: Problem[] = [];
+  for (const human of town.humans) {
+    const mayor = town.mayor?.name === human.name;
+    if (!(mayor || human.approver) || hasAccount(human.unixUser)) continue;
+    const cannot = [
+      ...(human.approver ? ["approve from a terminal, the desktop or the dashboard"] : []),
+      ...(mayor ? ["reach the agents' sockets (talk, portal)"] : []),
+    ].join(" nor ");
+    const where = formatPath(["humans", human.name, "unixUser"]);
+    problems.push({
+      path: formatPath(["humans", human.name]),
+      message: `no Unix account "${human.unixUser}" on this host, so ${human.name}${mayor ? " (the mayor)" : ""} cannot ${cannot} here: create it (useradd --create-home ${human.unixUser}) or set ${where} to the account ${human.name} logs in with`,
+    });
+  }
+  return problems;
 }

@@ -190,7 +190,8 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
         assert.equal(lstatSync(api).uid, uid);
       }
     }
-    assert.ok(existsSync(path.join(root, "etc", "sudoers.d", "nuketown")));
+    // No agent has sudo: no sudoers fragment at all (it comes and goes with them).
+    assert.ok(!existsSync(path.join(root, "etc", "sudoers.d", "nuketown")));
     assert.ok(existsSync(path.join(root, "etc", "nuketown", "town.json")));
   });
 

@@ -96,6 +96,10 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
     assert.match(output, /town nt-test-up is up: this process supervises the daemons/);
     assert.match(output, /nuketown approvals --watch/);
     assert.match(output, /nuketown talk nt-test-upagent/);
+    assert.match(
+      output,
+      /who can approve:\n {2}nt-test-upmayor: Unix account nt-test-upmayor \(nuketown approvals, the desktop dialog, the dashboard\)/,
+    );
     const state = await waitFor("both daemons", () => {
       const s = readUp();
       return s.services.every((svc) => svc.pid !== undefined) ? s : undefined;
@@ -209,5 +213,96 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
       assert.throws(() => process.kill(pid, 0), "a supervised daemon outlived up");
     }
     assert.ok(!existsSync(upState()), "up removes its record");
+  });
+});
+
+describe("nuketown up with nobody to approve", { skip: !isRoot() && "needs root" }, () => {
+  const AGENT = "nt-test-hh-up";
+  const GHOST = "nt-test-hh-ghost";
+  let root = "";
+  let upProcess: ChildProcess | undefined;
+  let output = "";
+
+  before(() => {
+    root = makeTempRoot("upnobody");
+    const runtime = path.join(root, "runtime.sh");
+    writeFileSync(runtime, '#!/bin/sh\necho \'{"type":"answer","text":"hi"}\'\n', { mode: 0o755 });
+    writeFileSync(
+      path.join(root, "town.toml"),
+      stringify({
+        name: "nt-test-hh-nobody",
+        agentsDir: path.join(root, "agents"),
+        persistDir: path.join(root, "persist"),
+        stateDir: path.join(root, "state"),
+        runtimeDir: path.join(root, "run"),
+        etcDir: path.join(root, "etc"),
+        install: { prefix: installForTest(root), sudoWrapper: path.join(root, "bin", "sudo") },
+        uidRange: { min: 60100, max: 60999 },
+        homes: { backend: "directory" },
+        basePackages: [],
+        approval: { group: `nt-test-hhnb-${process.pid}` },
+        // The mayor and only approver has no account on this host.
+        humans: { [GHOST]: { approver: true } },
+        agents: {
+          [AGENT]: {
+            uid: 60465,
+            sudo: { enable: true },
+            runtime: { kind: "command", command: runtime },
+          },
+        },
+      }),
+    );
+  });
+
+  after(async () => {
+    await stopChild(upProcess);
+    cleanupHost(root, [`nt-test-hhnb-${process.pid}`]);
+  });
+
+  it("says who is missing and how to fix it, and starts no approvald nobody can reach", async () => {
+    const check = spawnSync(BIN, ["check", path.join(root, "town.toml")], { encoding: "utf8" });
+    assert.equal(check.status, 0);
+    assert.match(
+      check.stderr,
+      new RegExp(
+        `warning: humans\\.${GHOST}: no Unix account "${GHOST}" on this host, so ${GHOST} \\(the mayor\\) cannot approve from a terminal, the desktop or the dashboard nor reach the agents' sockets \\(talk, portal\\) here: create it \\(useradd --create-home ${GHOST}\\) or set humans\\.${GHOST}\\.unixUser to the account ${GHOST} logs in with`,
+      ),
+    );
+
+    upProcess = spawn(BIN, ["up", path.join(root, "town.toml")], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    upProcess.stdout?.on("data", (d) => (output += d));
+    upProcess.stderr?.on("data", (d) => (output += d));
+    const deadline = Date.now() + 90_000;
+    while (!output.includes("is up:") && Date.now() < deadline) {
+      if (upProcess.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.match(output, /is up:/, output);
+    assert.match(output, new RegExp(`note: humans\\.${GHOST}: no Unix account "${GHOST}"`));
+    assert.match(
+      output,
+      new RegExp(
+        `refused: nobody can approve the agents' sudo requests on this host \\(humans\\.${GHOST} has no Unix account "${GHOST}" here\\), so approvald is not started`,
+      ),
+    );
+    assert.match(output, /useradd --create-home NAME\) or set humans\.NAME\.unixUser/);
+    const state = JSON.parse(readFileSync(path.join(root, "run", "up.json"), "utf8")) as UpState;
+    assert.ok(!state.services.some((s) => s.name === "approvald"), JSON.stringify(state));
+    // The agent daemon says plainly why the mayor cannot reach its socket (not setfacl's words).
+    const log = path.join(root, "state", "logs", `agent-${AGENT}.log`);
+    const deadlineLog = Date.now() + 20_000;
+    while (
+      Date.now() < deadlineLog &&
+      !(existsSync(log) && /can reach/.test(readFileSync(log, "utf8")))
+    )
+      await new Promise((r) => setTimeout(r, 200));
+    const agentLog = readFileSync(log, "utf8");
+    assert.match(
+      agentLog,
+      new RegExp(`only ${AGENT} can reach \\S+: humans\\.${GHOST}: no Unix account`),
+    );
+    assert.doesNotMatch(agentLog, /setfacl/);
   });
 });
