@@ -44,6 +44,8 @@ export interface ResidentOptions {
   readonly progressAfter?: number;
   /** Show typing and a busy presence once work has run this long (ms). */
   readonly busyAfter?: number;
+  /** The transport gave up for good (a refused credential): the service should exit non-zero. */
+  readonly onFatal?: (error: Error) => void;
 }
 
 interface Conversation {
@@ -101,6 +103,7 @@ export class ChatResident {
       },
       connection: (state, detail) =>
         this.#o.log(`${this.#transport.kind}: ${state}${detail ? ` (${detail})` : ""}`),
+      fatal: (error) => this.#o.onFatal?.(error),
     });
     await this.#setPresence("available", "ready").catch((error: Error) =>
       this.#o.log(`presence: ${error.message}`),

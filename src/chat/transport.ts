@@ -69,6 +69,15 @@ export interface SendOptions {
 
 export type PresenceState = "available" | "busy" | "away";
 
+/**
+ * A failure retrying cannot mend (the server refused the credential): the
+ * chat service reports it and exits non-zero. No imports here on purpose:
+ * the transports also run stripped to plain JavaScript on their own.
+ */
+export class TransportFatalError extends Error {
+  override readonly name = "TransportFatalError";
+}
+
 export type ConnectionState = "connecting" | "online" | "offline";
 
 export interface TransportHandlers {
@@ -76,6 +85,13 @@ export interface TransportHandlers {
   readonly reaction?: (reaction: ChatReaction) => void;
   /** Connection changes, for logs and status; the transport reconnects on its own. */
   readonly connection?: (state: ConnectionState, detail?: string) => void;
+  /**
+   * The transport cannot go on and will not retry (the server refused its
+   * credential: a revoked token, a logged-out device). The service should
+   * stop and exit non-zero, so systemd or `nuketown up` starts it again and
+   * says why, instead of staying up deaf.
+   */
+  readonly fatal?: (error: Error) => void;
 }
 
 export interface ChatTransport {

@@ -8,8 +8,9 @@ import path from "node:path";
 import { openTransport, readCredential } from "../chat/connect.ts";
 import { agentChatId, allowedFor } from "../chat/people.ts";
 import { ChatResident } from "../chat/resident.ts";
+import { TransportFatalError } from "../chat/transport.ts";
 import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
-import { ConfigError, RefusedError } from "../errors.ts";
+import { ConfigError, FailedError, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import { CHAT_SECRET_FILE } from "../town/rules.ts";
 import { agentOf, requireAgentUid } from "./town-source.ts";
@@ -60,13 +61,32 @@ export async function chat(opts: ChatOptions): Promise<number> {
       log,
     },
   );
-  const resident = new ChatResident({ town, agent, transport, stateDir, log });
-  await resident.start();
+  let fail: (error: Error) => void = () => {};
+  const failed = new Promise<Error>((resolve) => {
+    fail = resolve;
+  });
+  const resident = new ChatResident({
+    town,
+    agent,
+    transport,
+    stateDir,
+    log,
+    onFatal: (error) => fail(asFailure(error)),
+  });
+  await resident.start().catch((error: Error) => {
+    throw asFailure(error);
+  });
   opts.onReady?.(resident);
   return serveUntilDone(resident, watched, {
     name: `nuketown chat ${agent.name}`,
     log,
+    failed,
     ...(opts.until !== undefined && { until: opts.until }),
     ...(opts.watchIntervalMs !== undefined && { watchIntervalMs: opts.watchIntervalMs }),
   });
+}
+
+/** A transport's give-up as the CLI reports it: its message, exit 5 (systemd and up restart it). */
+function asFailure(error: Error): Error {
+  return error instanceof TransportFatalError ? new FailedError(error.message) : error;
 }

@@ -7,7 +7,7 @@ import { readMounts } from "../host/persist.ts";
 import { agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
 import { readState } from "../host/state.ts";
 import { systemRunner } from "../os/process.ts";
-import { type Streams, table } from "../output.ts";
+import { printable, type Streams, table } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import type { ServiceState } from "../up/supervisor.ts";
@@ -42,20 +42,12 @@ export async function status(opts: StatusOptions): Promise<number> {
         allowFailure: true,
       });
       const service = systemd
-        ? (
-            await systemRunner.run("systemctl", ["is-active", agentUnitName(agent.name)], {
-              allowFailure: true,
-            })
-          ).stdout.trim()
+        ? await unitState(agentUnitName(agent.name))
         : describeSupervised(supervised, `agent ${agent.name}`);
       const chat = !chatRuns(town, agent)
         ? "-"
         : systemd
-          ? (
-              await systemRunner.run("systemctl", ["is-active", chatUnitName(agent.name)], {
-                allowFailure: true,
-              })
-            ).stdout.trim()
+          ? await unitState(chatUnitName(agent.name))
           : describeSupervised(supervised, `chat ${agent.name}`);
       return {
         agent: agent.name,
@@ -158,9 +150,26 @@ function describeSupervised(supervised: Supervised | undefined, name: string): s
   const service = supervised.services.find((s) => s.name === name);
   if (!service) return "not supervised";
   const restarts = service.restarts > 0 ? `, ${service.restarts} restarts` : "";
+  // What the daemon said last as it exited (the log line comes from the agent's own process).
+  const lastExit = service.lastExit === undefined ? undefined : printable(service.lastExit);
   return service.pid
-    ? `up (pid ${service.pid}${restarts})`
-    : `down (${service.lastExit ?? "starting"}${restarts})`;
+    ? `up (pid ${service.pid}${restarts}${lastExit && restarts ? `; last exit: ${lastExit}` : ""})`
+    : `down (${lastExit ?? "starting"}${restarts})`;
+}
+
+/** `systemctl is-active`, and when it is not active, the last line its journal has. */
+async function unitState(unit: string): Promise<string> {
+  const state = (
+    await systemRunner.run("systemctl", ["is-active", unit], { allowFailure: true })
+  ).stdout.trim();
+  if (state === "active") return state;
+  const journal = await systemRunner
+    .run("journalctl", ["--unit", unit, "--lines", "1", "--output", "cat", "--no-pager"], {
+      allowFailure: true,
+    })
+    .catch(() => undefined);
+  const last = journal?.code === 0 ? journal.stdout.trim().split("\n").pop() : undefined;
+  return last ? `${state} (${printable(last.slice(0, 300))})` : state;
 }
 
 function humanBytes(bytes: number): string {

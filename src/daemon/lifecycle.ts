@@ -9,7 +9,7 @@
 import { readFile, type Stats, unwatchFile, watchFile } from "node:fs";
 import path from "node:path";
 import { type TownSourceOptions, townFrom } from "../commands/town-source.ts";
-import { EXIT } from "../errors.ts";
+import { EXIT, NuketownError } from "../errors.ts";
 import { DEFAULT_MANIFEST } from "../town/manifest.ts";
 import type { ResolvedTown } from "../town/types.ts";
 
@@ -42,6 +42,12 @@ export interface ServeOptions {
   readonly until?: Promise<unknown>;
   /** How often the town's file is checked; default 2 s. */
   readonly watchIntervalMs?: number;
+  /**
+   * Resolves when the service cannot go on (a chat credential refused): it is
+   * stopped and this exits with the error's code (5 unless it says), so its
+   * supervisor starts it again and the log's last line says why.
+   */
+  readonly failed?: Promise<Error>;
 }
 
 /**
@@ -55,8 +61,19 @@ export async function serveUntilDone(
 ): Promise<number> {
   const changed = townChange(watched.source, watched.original, opts.watchIntervalMs ?? 2000);
   try {
-    const why = await Promise.race([opts.until ?? stopSignal(), changed.promise]);
+    const failed = opts.failed?.then((error) => new Failure(error));
+    const why = await Promise.race([
+      opts.until ?? stopSignal(),
+      changed.promise,
+      ...(failed ? [failed] : []),
+    ]);
     await service.stop();
+    if (why instanceof Failure) {
+      const { error } = why;
+      const code = error instanceof NuketownError ? error.exitCode : EXIT.failed;
+      opts.log(`stopping (exit ${code}): ${error.message}`);
+      return code;
+    }
     if (why === CHANGED) {
       opts.log(
         `${watched.source} changed: stopping to start again with the new town (exit ${EXIT.townChanged})`,
@@ -70,6 +87,14 @@ export async function serveUntilDone(
 }
 
 const CHANGED = Symbol("town changed");
+
+/** The service gave up, with the error that says why. */
+class Failure {
+  readonly error: Error;
+  constructor(error: Error) {
+    this.error = error;
+  }
+}
 
 function readText(file: string): Promise<string | undefined> {
   return new Promise((resolve) =>

@@ -7,6 +7,7 @@
  * its first instruction, and what it leaves there is killed when it ends.
  */
 import { closeSync, openSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { GATED_EXEC_SCRIPT } from "../agent/cgroup.ts";
 import { delegateCgroup, destroyCgroup, moveToCgroup } from "../agent/containment.ts";
 import { type ChildProcess, startProcess } from "../os/process.ts";
@@ -244,7 +245,14 @@ export class Supervisor {
       // A child that never started (ENOENT, a missing cwd) has no exit to wait for.
       if (child.pid === undefined) died(`could not start: ${error.message}`);
     });
-    child.on("exit", (code, signal) => died(signal ? `killed by ${signal}` : `exited ${code}`));
+    child.on("exit", (code, signal) => {
+      if (signal || code === 0) {
+        died(signal ? `killed by ${signal}` : `exited ${code}`);
+        return;
+      }
+      // A daemon that gives up says why last (a refused chat token): that is the exit's reason.
+      void lastLogLine(spec.log).then((line) => died(`exited ${code}${line ? `: ${line}` : ""}`));
+    });
   }
 
   #died(service: Running, why: string): void {
@@ -278,6 +286,28 @@ export class Supervisor {
         this.#launch(service);
       }, delay);
     });
+  }
+}
+
+/** The last non-empty line of a log (its last 4 KiB), cut to 300 characters; "" when unreadable. */
+async function lastLogLine(file: string): Promise<string> {
+  try {
+    const handle = await open(file, "r");
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, 4096);
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, size - length);
+      const lines = buffer
+        .toString("utf8")
+        .split("\n")
+        .map((l) => l.trim());
+      return (lines.findLast((l) => l !== "") ?? "").slice(0, 300);
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return "";
   }
 }
 

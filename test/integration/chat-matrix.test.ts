@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { MatrixTransport, SYNC_STATE_FILE } from "../../src/chat/matrix/transport.ts";
+import { TransportFatalError } from "../../src/chat/transport.ts";
 import { Inbox, until } from "../support/chat-inbox.ts";
 import { freePort } from "../support/server-process.ts";
 import { type SynapseServer, startSynapse } from "../support/synapse.ts";
@@ -28,6 +29,8 @@ describe("Matrix transport", () => {
   let agent: Account;
   let human: Account;
   let stranger: Account;
+  /** An agent whose device a test logs out. */
+  let revoked: Account & { password: string };
   /** A room of three (so not direct): the human made it public under #lobby, the stranger joined. */
   let lobby: string;
   const temps: string[] = [];
@@ -70,11 +73,16 @@ describe("Matrix transport", () => {
     return api(who, "GET", route).then((content) => content.membership as string);
   }
 
-  function makeTransport(options: { stateDir: string; homeserver?: string; accessToken?: string }) {
+  function makeTransport(options: {
+    stateDir: string;
+    homeserver?: string;
+    accessToken?: string;
+    userId?: string;
+  }) {
     const log: string[] = [];
     const instance = new MatrixTransport({
       homeserver: options.homeserver ?? server().url,
-      userId: agent.userId,
+      userId: options.userId ?? agent.userId,
       accessToken: options.accessToken ?? agent.accessToken,
       rooms: [`#lobby:${server().serverName}`],
       inviters: new Set([human.userId]),
@@ -99,6 +107,7 @@ describe("Matrix transport", () => {
     agent = await server().register("agent");
     human = await server().register("human");
     stranger = await server().register("stranger");
+    revoked = await server().register("revoked");
     const created = await api(human, "POST", "/v3/createRoom", {
       preset: "public_chat",
       room_alias_name: "lobby",
@@ -663,6 +672,46 @@ describe("Matrix transport", () => {
     } finally {
       child.kill("SIGKILL");
     }
+  });
+
+  it("gives up for good, through the fatal handler, when its device is logged out while it runs", async () => {
+    // A device of its own, so the agent's token of the other tests stays valid.
+    const login = await fetch(`${server().url}/_matrix/client/v3/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: revoked.userId },
+        password: revoked.password,
+      }),
+    });
+    const device = (await login.json()) as { access_token: string };
+    assert.ok(login.ok, JSON.stringify(device));
+    const { transport } = makeTransport({
+      stateDir: await tempDir(),
+      accessToken: device.access_token,
+      userId: revoked.userId,
+    });
+    const inbox = new Inbox();
+    let fatal: Error | undefined;
+    await transport.start({ ...inbox.handlers, fatal: (error) => (fatal = error) });
+    // The human side's admin action: the device is logged out (its token revoked).
+    const started = Date.now();
+    await api(
+      { userId: revoked.userId, accessToken: device.access_token },
+      "POST",
+      "/v3/logout",
+      {},
+    );
+    const error = await until(() => fatal, "the fatal handler", 45_000);
+    const seconds = (Date.now() - started) / 1000;
+    assert.ok(error instanceof TransportFatalError, String(error));
+    assert.match(error.message, /refused the access token of @revoked/);
+    assert.match(error.message, /M_UNKNOWN_TOKEN/);
+    assert.ok(
+      inbox.states.some((s) => s.state === "offline" && s.detail === "access token refused"),
+    );
+    process.stderr.write(`# logged out -> fatal in ${seconds.toFixed(1)} s\n`);
   });
 
   it("rejects a start with a token the homeserver refuses, naming the account", async () => {

@@ -5,7 +5,7 @@
  * its daemon and `command` runtime; its sudo is approved in chat.
  */
 import assert from "node:assert/strict";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { ChatMessage } from "../../src/chat/transport.ts";
@@ -255,6 +255,56 @@ for (const spec of TOWNS) {
       assert.ok(!existsSync(marker), "the home is blank again");
       await town.mayor.transport.send(town.direct, "after the reset");
       await town.mayor.waitFor("an answer", fromAgent(town.direct, /you said: after the reset/));
+    });
+
+    // Last: it takes the agent off the chat network for good.
+    it("exits non-zero when its token is revoked, and status says why", {
+      skip: spec.kind !== "matrix" && "Matrix tokens",
+    }, async () => {
+      const matrix = town.matrix ?? assert.fail("a Matrix town");
+      const upState = path.join(town.root, "run", "up.json");
+      type Service = { name: string; restarts: number; lastExit?: string };
+      const chatService = () =>
+        (JSON.parse(readFileSync(upState, "utf8")) as { services: Service[] }).services.find(
+          (s) => s.name === `chat ${town.agent}`,
+        );
+      const restarts = chatService()?.restarts ?? 0;
+      // An admin logs the agent's device out: its token no longer works.
+      const loggedOut = await fetch(`${matrix.url}/_matrix/client/v3/logout`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${matrix.agentToken}`,
+          "content-type": "application/json",
+        },
+        body: "{}",
+      });
+      assert.equal(loggedOut.status, 200);
+      const started = Date.now();
+      let exited: Service | undefined;
+      await until(
+        "the chat service to exit with the reason",
+        () => {
+          const service = chatService();
+          if (
+            service &&
+            service.restarts > restarts &&
+            /refused the access token/.test(service.lastExit ?? "")
+          )
+            exited = service;
+          return exited !== undefined;
+        },
+        20_000,
+        town.logs,
+      );
+      const seconds = (Date.now() - started) / 1000;
+      assert.match(exited?.lastExit ?? "", /^exited 5: /);
+      const status = JSON.parse(
+        mustRun(BIN, ["status", "--manifest", town.manifest, "--json"]),
+      ) as { agents: { agent: string; chat: string }[] };
+      const chat = status.agents.find((a) => a.agent === town.agent)?.chat ?? "";
+      assert.match(chat, /exited 5: .*refused the access token of @/, chat);
+      assert.match(chat, /put a new token where chat\.matrix\.tokenSecret points/);
+      process.stderr.write(`# token revoked -> chat exited 5 within ${seconds.toFixed(1)} s\n`);
     });
   });
 }

@@ -73,8 +73,15 @@ export interface ChatTown {
   readonly rooms: { readonly one: string; readonly two: string; readonly approvals: string };
   /** The mayor's direct chat with the agent. */
   readonly direct: string;
-  /** Over Matrix: the homeserver and the mayor's token, to read what the mayor's client does not show (edits). */
-  readonly matrix?: { readonly url: string; readonly mayorToken: string };
+  /**
+   * Over Matrix: the homeserver and the mayor's token, to read what the mayor's
+   * client does not show (edits); the agent's, to revoke it.
+   */
+  readonly matrix?: {
+    readonly url: string;
+    readonly mayorToken: string;
+    readonly agentToken: string;
+  };
   /** Every prompt the agent's runtime was called with, one per line. */
   runtimeCalls(): string[];
   /** What `nuketown up` and the daemons logged so far. */
@@ -315,7 +322,11 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
       rooms,
       direct,
       ...(kind === "matrix" && {
-        matrix: { url: (server as SynapseServer).url, mayorToken: accounts.mayor.secret },
+        matrix: {
+          url: (server as SynapseServer).url,
+          mayorToken: accounts.mayor.secret,
+          agentToken: accounts.agent.secret,
+        },
       }),
       runtimeCalls: () =>
         readIf(runtimeLog)

@@ -48,6 +48,27 @@ describe("the supervisor", () => {
     }
   });
 
+  it("records why a daemon gave up: its exit code and the last line it logged", async () => {
+    const supervisor = new Supervisor(
+      [
+        {
+          name: "deaf",
+          command: "/bin/sh",
+          args: ["-c", "echo starting; echo 'fatal: the token was refused' >&2; exit 5"],
+          log: path.join(dir, "deaf.log"),
+        },
+      ],
+      { minDelayMs: 10_000, maxDelayMs: 10_000 },
+    );
+    supervisor.start();
+    try {
+      assert.ok(await waitFor(() => supervisor.state()[0]?.lastExit !== undefined));
+      assert.equal(supervisor.state()[0]?.lastExit, "exited 5: fatal: the token was refused");
+    } finally {
+      await supervisor.stop();
+    }
+  });
+
   it("survives a launch that throws (an unwritable log) and keeps retrying", async () => {
     const events: string[] = [];
     const supervisor = new Supervisor(

@@ -63,6 +63,7 @@ import {
   type SendOptions,
   type SentMessage,
   splitText,
+  TransportFatalError,
   type TransportHandlers,
   type TransportOptions,
 } from "../transport.ts";
@@ -463,6 +464,9 @@ export class MatrixTransport implements ChatTransport {
             `matrix: the homeserver no longer accepts the access token of ${this.self}; sync stopped`,
           );
           this.#setConnection("offline", "access token refused");
+          // The SDK has stopped for good: staying up would be staying deaf.
+          const fatal = this.#handlers?.fatal;
+          if (fatal && this.#running) fatal(credentialError(this.self, this.#options, data?.error));
         } else this.#setConnection("offline", data?.error ? describe(data.error) : undefined);
         break;
       case SyncState.Stopped:
@@ -1005,8 +1009,8 @@ function stoppedError(user: string): Error {
 }
 
 function credentialError(user: string, options: MatrixOptions, error: unknown): Error {
-  return new Error(
-    `matrix: ${options.homeserver} refused the access token of ${user} (${describe(error)})`,
+  return new TransportFatalError(
+    `matrix: ${options.homeserver} refused the access token of ${user} (${describe(error)}): it was revoked or its device logged out; put a new token where chat.matrix.tokenSecret points and apply`,
   );
 }
 
