@@ -840,7 +840,7 @@ in
                             type = types.nullOr types.str;
                             default = null;
                             defaultText = literalMD "root for an allow rule; any user for ask and deny";
-                            description = "Only match when running as this user.";
+                            description = "Only match when running as this user, compared by uid: every name of that uid is the same target (a rule about root covers `toor`; an allow rule without runAs approves uid 0 only).";
                           };
                           reason = mkOption {
                             type = types.nullOr types.str;

@@ -311,8 +311,12 @@ export function buildProgram(): Command {
       .command("approve")
       .description("approve a waiting request")
       .argument("<id>")
-      .option("--reason <text>"),
-  ).action(async (id: string, opts: TownOpts & { reason?: string }) => {
+      .option("--reason <text>")
+      .option(
+        "--hash <hex>",
+        "the request's hash as you saw it (8+ hex digits): approve only that",
+      ),
+  ).action(async (id: string, opts: TownOpts & { reason?: string; hash?: string }) => {
     const { decide } = await import("./commands/approval.ts");
     process.exitCode = await decide({ ...opts, id, approve: true, ...streams() });
   });
@@ -321,8 +325,9 @@ export function buildProgram(): Command {
       .command("deny")
       .description("deny a waiting request")
       .argument("<id>")
-      .option("--reason <text>", "told to the agent"),
-  ).action(async (id: string, opts: TownOpts & { reason?: string }) => {
+      .option("--reason <text>", "told to the agent")
+      .option("--hash <hex>", "the request's hash as you saw it (8+ hex digits)"),
+  ).action(async (id: string, opts: TownOpts & { reason?: string; hash?: string }) => {
     const { decide } = await import("./commands/approval.ts");
     process.exitCode = await decide({ ...opts, id, approve: false, ...streams() });
   });

@@ -14,6 +14,7 @@ import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { readPasswd } from "../os/etc.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
+import { printable } from "../output.ts";
 import { formatProblem } from "../town/problems.ts";
 import { missingHumanAccounts } from "../town/rules.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -133,7 +134,10 @@ export class AgentDaemon {
     this.#agent = options.agent;
     this.#runner = options.runner ?? systemRunner;
     this.#clock = options.clock ?? (() => new Date());
-    this.#log = options.log ?? (() => {});
+    const log = options.log ?? (() => {});
+    // Lines carry text others chose (a task's source and project, a runtime's error): one line
+    // each, with control characters escaped, so none can forge a log line or drive a terminal.
+    this.#log = (line) => log(printable(line).replace(/\n/g, "\\n"));
     this.#env = options.env ?? process.env;
     this.#queue = new TaskQueue(options.agent.runtime.maxParallel);
     this.#containment = options.containment;

@@ -20,6 +20,8 @@ export interface HumanAnswer {
   /** Who answered, as the channel verified it (Unix user, chat id). */
   readonly human: string;
   readonly reason?: string;
+  /** The request's hash (or its first 8+ hex digits) as the human was shown it: the answer is bound to it. */
+  readonly hash?: string;
 }
 
 export type DecideResult = { ok: true } | { ok: false; error: string };

@@ -109,6 +109,8 @@ export class ControlClient {
     approve: boolean,
     reason?: string,
     channel: "terminal" | "web" = "terminal",
+    /** The request's hash as the human saw it: the daemon refuses the answer for any other. */
+    hash?: string,
   ): Promise<void> {
     const reply = await this.#ask({
       type: "decide",
@@ -116,6 +118,7 @@ export class ControlClient {
       decision: approve ? "approve" : "deny",
       ...(reason !== undefined && { reason }),
       ...(channel !== "terminal" && { channel }),
+      ...(hash !== undefined && { hash }),
     });
     if (reply.type !== "ok") throw new NuketownError(String(reply.error), EXIT.refused);
   }

@@ -16,6 +16,7 @@ import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
 import { parseGroup, parseMountinfo, parsePasswd } from "../os/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
+import { DenialBursts } from "./bursts.ts";
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
 import { readApprovalMode } from "./mode.ts";
 import { evaluatePolicy } from "./policy.ts";
@@ -44,6 +45,8 @@ export interface DaemonOptions {
   readonly decryptor?: SecretDecryptor;
   /** Runs mount (the tmpfs for unlocked secrets). */
   readonly runner?: Runner;
+  /** How long a burst of denials is folded into one record (bursts.ts). */
+  readonly denialWindowMs?: number;
 }
 
 /** Requests one agent may have waiting for a human at once. */
@@ -71,6 +74,7 @@ export class ApprovalDaemon {
   /** Unlocked secrets by path, with the timer that locks them again. */
   #mountedTmpfs = false;
   readonly #unlocked = new Map<string, { agent: string; secret: string; timer: NodeJS.Timeout }>();
+  readonly #bursts: DenialBursts;
 
   constructor(options: DaemonOptions) {
     this.#town = options.town;
@@ -82,6 +86,20 @@ export class ApprovalDaemon {
     this.#authDir = path.join(options.town.runtimeDir, "control-auth");
     this.#decryptor = options.decryptor;
     this.#runner = options.runner ?? systemRunner;
+    this.#bursts = new DenialBursts({
+      record: async (summary) => {
+        await this.#audit.append("denials.suppressed", { ...summary });
+      },
+      clock: this.#clock,
+      ...(options.denialWindowMs !== undefined && { windowMs: options.denialWindowMs }),
+      onError: (error) => this.#report("summarising denials", error),
+    });
+  }
+
+  /** Append a record about `agent`: a burst of its denials is summed up first, so its records stay in order. */
+  async #auditAbout(agent: string, event: string, data: Record<string, unknown>): Promise<void> {
+    await this.#bursts.end(agent);
+    await this.#audit.append(event, data);
   }
 
   get pending(): PendingRequest[] {
@@ -125,6 +143,7 @@ export class ApprovalDaemon {
       });
     }
     for (const socket of this.#subscribers) socket.destroy();
+    await this.#bursts.endAll();
     for (const file of [...this.#unlocked.keys()])
       await this.#lockFile(file, "the approval daemon stopped");
     // Nothing unlocked outlives the daemon, not even the empty tmpfs.
@@ -177,7 +196,9 @@ export class ApprovalDaemon {
         const work =
           frame.type === "lock"
             ? this.#onLock(socket, frame.agent, frame.secret)
-            : this.#onRequest(socket, frame.request);
+            : frame.type === "refused"
+              ? this.#onRefused(socket, frame)
+              : this.#onRequest(socket, frame.request);
         work.catch((error: Error) => {
           socket.end(encodeFrame({ type: "error", error: `internal error: ${error.message}` }));
         });
@@ -213,33 +234,58 @@ export class ApprovalDaemon {
       hash: commandHash(request),
       expires: new Date(now.getTime() + timeout * 1000).toISOString(),
     };
-    await this.#audit.append("request", auditView(pending));
+    const name = request.agent.name;
+    const answer = request.change ? undefined : await this.#answerAtOnce(request, agent);
+    // A denial no human made, inside a burst of them: counted, not recorded one by one.
+    if (
+      answer?.decision === "denied" &&
+      (await this.#bursts.denied(name, request.argv, answer.reason))
+    ) {
+      socket.end(encodeFrame({ type: "decision", id: pending.id, hash: pending.hash, ...answer }));
+      return;
+    }
+    if (answer?.decision === "denied") await this.#audit.append("request", auditView(pending));
+    else await this.#auditAbout(name, "request", auditView(pending));
+    if (request.change)
+      return this.#onChange(socket, pending, agent, (a) => this.#immediate(socket, pending, a));
+    if (answer) return this.#immediate(socket, pending, answer);
+    return this.#askHumans(socket, pending, timeout);
+  }
 
-    const immediate = async (answer: Decision) => {
-      const decision = await this.#carryOut(pending, answer);
-      await this.#audit.append("decision", {
-        id: pending.id,
-        ...decision,
-        agent: pending.agent.name,
-      });
-      socket.end(encodeFrame({ type: "decision", id: pending.id, ...decision }));
-    };
-    if (request.change) return this.#onChange(socket, pending, agent, immediate);
+  /** A decision made without a human: carried out, audited, sent. */
+  async #immediate(socket: net.Socket, pending: PendingRequest, answer: Decision): Promise<void> {
+    const decision = await this.#carryOut(pending, answer);
+    await this.#audit.append("decision", {
+      id: pending.id,
+      ...decision,
+      agent: pending.agent.name,
+    });
+    socket.end(encodeFrame({ type: "decision", id: pending.id, hash: pending.hash, ...decision }));
+  }
+
+  /**
+   * What the daemon, the policy or test mode answer at once; undefined when a
+   * human must be asked.
+   */
+  async #answerAtOnce(
+    request: ApprovalRequest,
+    agent: ResolvedTown["agents"][number] | undefined,
+  ): Promise<Decision | undefined> {
     const unlockable =
       request.unlock && agent?.secrets.unlockable.find((u) => u.name === request.unlock?.secret);
     if (request.unlock && !unlockable) {
-      return immediate({
+      return {
         decision: "denied",
         by: { kind: "daemon" },
         reason: `${request.agent.name} has no unlockable secret "${request.unlock.secret}"`,
-      });
+      };
     }
     if (!agent || (!request.unlock && !agent.sudo.enable)) {
-      return immediate({
+      return {
         decision: "denied",
         by: { kind: "daemon" },
         reason: `${request.agent.name} may not use sudo in this town`,
-      });
+      };
     }
 
     // An agent cannot flood the humans (or the desktop) with questions.
@@ -247,49 +293,73 @@ export class ApprovalDaemon {
       (w) => w.request.agent.name === agent.name,
     ).length;
     if (waiting >= MAX_PENDING_PER_AGENT) {
-      return immediate({
+      return {
         decision: "denied",
         by: { kind: "limit" },
         reason: `${agent.name} already has ${waiting} requests waiting for a human`,
-      });
+      };
     }
     // Policy rules are about commands; an unlock always asks (or test mode answers).
     const policy = request.unlock
       ? ({ action: "ask", source: "default" } as const)
-      : evaluatePolicy(agent.sudo.policy, {
-          argv: request.argv,
-          runAs: request.runAs.user,
-          resolvedCommand: request.command,
-        });
+      : evaluatePolicy(
+          agent.sudo.policy,
+          {
+            argv: request.argv,
+            runAs: request.runAs.user,
+            ...(request.runAs.uid !== undefined && { runAsUid: request.runAs.uid }),
+            resolvedCommand: request.command,
+          },
+          // Targets by uid: a rule about root is about every name of uid 0.
+          { accounts: await this.#accounts() },
+        );
     if (policy.action === "deny") {
       const rule = policy.source === "rule" ? { rule: policy.rule } : {};
-      return immediate({
+      return {
         decision: "denied",
         by: { kind: "policy", ...rule },
         reason: policy.reason ?? "denied by policy",
-      });
+      };
     }
     const mode = await readApprovalMode(this.#town);
     if (mode !== "off") {
       const approve = mode === "auto-approve";
-      return immediate({
+      return {
         decision: approve ? "approved" : "denied",
         by: { kind: "test-mode" },
         reason: `TEST MODE (${mode}): no human was asked`,
-      });
+      };
     }
     // Rules match argv and user, not groups: a request for another group
     // (-g disk, -g shadow…) always goes to a human.
     if (policy.action === "allow" && request.runAs.group === undefined) {
       const rule = policy.source === "rule" ? { rule: policy.rule } : {};
-      return immediate({
+      return {
         decision: "approved",
         by: { kind: "policy", ...rule },
         reason: policy.reason ?? "allowed by policy",
-      });
+      };
     }
+    return undefined;
+  }
 
-    return this.#askHumans(socket, pending, timeout);
+  /** The passwd table, for policy targets by uid; empty (names compared) when it cannot be read. */
+  async #accounts(): Promise<{ name: string; uid: number }[]> {
+    const text = await readFile(path.join(this.#etc, "passwd"), "utf8").catch(() => "");
+    return parsePasswd(text);
+  }
+
+  /** An approved command the gate refused to run: it changed after the human saw it. */
+  async #onRefused(
+    socket: net.Socket,
+    frame: { id: string; agent: { name: string; uid: number }; reason: string },
+  ): Promise<void> {
+    await this.#auditAbout(frame.agent.name, "refused", {
+      id: frame.id,
+      agent: frame.agent.name,
+      reason: frame.reason,
+    });
+    socket.end(encodeFrame({ type: "ok", id: frame.id }));
   }
 
   /**
@@ -364,6 +434,12 @@ export class ApprovalDaemon {
       };
     if (answer.human === waiting.request.agent.name)
       return { ok: false, error: "an agent cannot approve its own request" };
+    // The answer is bound to the request the human saw: a hash they were shown that is not this one's counts for nothing.
+    if (answer.hash !== undefined && !waiting.request.hash.startsWith(answer.hash.toLowerCase()))
+      return {
+        ok: false,
+        error: `request ${id} has hash ${waiting.request.hash.slice(0, 16)}, not the ${answer.hash.slice(0, 16)} you were shown: review it again (nuketown approvals)`,
+      };
     const reason =
       answer.reason ??
       (answer.approve ? `approved by ${answer.human}` : `denied by ${answer.human}`);
@@ -385,7 +461,7 @@ export class ApprovalDaemon {
     this.#pending.delete(id);
     clearTimeout(waiting.timer);
     const decision = await this.#carryOut(waiting.request, answer);
-    await this.#audit.append("decision", {
+    await this.#auditAbout(waiting.request.agent.name, "decision", {
       id,
       ...decision,
       agent: waiting.request.agent.name,
@@ -393,7 +469,9 @@ export class ApprovalDaemon {
     });
     await this.#writeJournal();
     if (!waiting.socket.destroyed)
-      waiting.socket.end(encodeFrame({ type: "decision", id, ...decision }));
+      waiting.socket.end(
+        encodeFrame({ type: "decision", id, hash: waiting.request.hash, ...decision }),
+      );
     this.#broadcast({ type: "event", event: "decision", id, ...decision });
     for (const c of this.#channels) c.resolved(waiting.request, decision);
   }
@@ -585,6 +663,7 @@ export class ApprovalDaemon {
           approve: frame.decision === "approve",
           human,
           ...(frame.reason !== undefined && { reason: frame.reason }),
+          ...(frame.hash !== undefined && { hash: frame.hash }),
         },
         frame.channel ?? "terminal",
       );
@@ -643,7 +722,16 @@ function auditView(request: PendingRequest) {
     cwd: request.cwd,
     runAs: request.runAs,
     hash: request.hash,
-    ...(request.tty !== undefined && { tty: request.tty }),
+    // The gate reads it from the kernel (sudo's controlling terminal), never from the agent's fds.
+    ...(request.tty !== undefined && { tty: request.tty, ttyFrom: "sudo's controlling terminal" }),
+    ...(request.writable !== undefined && {
+      agentWritable: request.writable.map((f) => ({
+        index: f.index,
+        path: f.path,
+        sha256: f.sha256,
+        why: f.why,
+      })),
+    }),
     ...(request.change && {
       change: {
         id: request.change.id,

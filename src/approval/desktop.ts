@@ -19,7 +19,7 @@ import {
 import { type PasswdEntry, parsePasswd } from "../os/tables.ts";
 import type { ResolvedHuman, ResolvedTown } from "../town/types.ts";
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
-import type { Decision, PendingRequest } from "./protocol.ts";
+import { type Decision, type PendingRequest, writableLines } from "./protocol.ts";
 
 /** Where a user's dialogs can be shown, and the environment a client needs to get there. */
 export interface GraphicalSession {
@@ -408,6 +408,8 @@ export function dialogArguments(
           "",
           `in <tt>${m(request.cwd)}</tt>`,
           `program <tt>${m(request.command)}</tt>`,
+          // The agent could change these: their contents are part of the hash approved here.
+          ...writableLines(request, showArgument).map((l) => `<b>⚠ ${m(l)}</b>`),
           ...(request.shell
             ? [
                 `through ${m(request.runAs.user)}'s ${request.shell === "login" ? "login " : ""}shell`,
@@ -588,7 +590,7 @@ export class DesktopChannel implements ApprovalChannel {
       }
       return;
     }
-    const answer = await decide({ approve, human: this.#mayor.name });
+    const answer = await decide({ approve, human: this.#mayor.name, hash: request.hash });
     if (!answer.ok) this.#log(`desktop: request ${request.id}: ${answer.error}`);
   }
 }

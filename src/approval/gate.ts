@@ -5,18 +5,44 @@
  * yes runs exactly the approved argv as the requested user, in the agent's
  * working directory, never through a shell, with a clean environment. On
  * no, a timeout, or an unreachable daemon it fails closed.
+ *
+ * A program or file argument the agent could change is flagged
+ * (writable.ts) and its contents hashed into the request: the human approves
+ * that hash. Right before the command starts the gate derives the request
+ * again (program, contents, cwd, target) and refuses (exit 18) unless it
+ * hashes the same. An agent-writable program then runs from a root-owned
+ * copy made while hashing, so nothing the agent writes after the check
+ * (into a script its interpreter is still reading, say) runs as root.
  */
-import { existsSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { startProcess } from "../os/process.ts";
-import { parseGroup, parsePasswd } from "../os/tables.ts";
+import {
+  parseGroup,
+  parsePasswd,
+  parseProcStat,
+  parseSubordinateIds,
+  ttyDeviceName,
+} from "../os/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
 // Types only from protocol.ts: its zod schemas would weigh down the bundled gate (wire/framing.ts is plain).
 import { encodeFrame, LineSplitter } from "../wire/framing.ts";
+import { commandHash, SHORT_SHA256 } from "./binding.ts";
+import { fileSystemProbe, hashFile, rootCopy } from "./contents.ts";
 import { resolveCommand, SECURE_PATH } from "./policy.ts";
 import type { ApprovalRequest, Decision } from "./protocol.ts";
 import { parseGateArguments, shellArgv } from "./sudo-args.ts";
+import {
+  type AgentIdentity,
+  fileArguments,
+  MAX_WRITABLE_FILES,
+  sameFiles,
+  type WritableFile,
+  type WritableProbe,
+  whyAgentWritable,
+} from "./writable.ts";
 
 /** Distinct exit codes, so an agent (and its runtime) can tell why it did not run. */
 export const GATE_EXIT = {
@@ -29,6 +55,8 @@ export const GATE_EXIT = {
   testModeDenied: 16,
   /** Too many of the agent's requests already wait for a human: no human said no. */
   tooManyWaiting: 17,
+  /** Approved, but what was approved changed before it could start (a script rewritten): nothing ran. */
+  changed: 18,
   notFound: 127,
 } as const;
 
@@ -57,12 +85,17 @@ export async function runGate(gate: GateEnvironment): Promise<number> {
   try {
     if (gate.argv[0] === "--unlock" || gate.argv[0] === "--lock")
       return await secretAccess(gate, say);
-    const { request, target } = prepare(gate);
-    const decision = await ask(gate.town.paths.requestSocket, request, (id) =>
+    const prepared = await prepare(gate);
+    const { request } = prepared;
+    const decision = await ask(gate.town.paths.requestSocket, request, (id) => {
       say(
         `waiting for a human to approve request ${id}: ${JSON.stringify(request.argv)} as ${request.runAs.user}`,
-      ),
-    );
+      );
+      for (const file of request.writable ?? [])
+        say(
+          `  ${file.index === 0 ? "the program" : `argument ${file.index}`} ${JSON.stringify(file.path)} is agent-writable: approved as sha256 ${file.sha256.slice(0, SHORT_SHA256)}; changed, it will not run`,
+        );
+    });
     if (decision.by.kind === "test-mode") say(`*** ${decision.reason} ***`);
     if (decision.decision !== "approved") {
       say(`sudo ${decision.decision}: ${decision.reason}${describeBy(decision)}`);
@@ -70,7 +103,7 @@ export async function runGate(gate: GateEnvironment): Promise<number> {
     }
     if (decision.by.kind === "policy")
       say(`allowed by policy${decision.by.rule === undefined ? "" : ` rule ${decision.by.rule}`}`);
-    return await execute(request, target, gate);
+    return await execute(prepared, decision, gate);
   } catch (error) {
     if (error instanceof GateExit) {
       say(error.message);
@@ -170,6 +203,17 @@ interface Target {
   readonly user: string;
 }
 
+/** A request as asked, with what the gate needs to derive it again before it runs. */
+interface Prepared {
+  readonly request: ApprovalRequest;
+  /** commandHash(request): what the human approves. */
+  readonly hash: string;
+  readonly target: Target;
+  readonly who: AgentIdentity;
+  readonly probe: WritableProbe;
+  readonly etc: string;
+}
+
 /**
  * The agent on the other side of sudo. Trust SUDO_* only when sudo really
  * made us root: an agent running the gate directly is not root, and sudo's
@@ -189,7 +233,7 @@ function callingAgent(gate: GateEnvironment, needsSudo: boolean) {
   return agent;
 }
 
-function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Target } {
+async function prepare(gate: GateEnvironment): Promise<Prepared> {
   const agent = callingAgent(gate, true);
   let parsed: ReturnType<typeof parseGateArguments>;
   try {
@@ -251,28 +295,177 @@ function prepare(gate: GateEnvironment): { request: ApprovalRequest; target: Tar
       `${argv[0]}: command not found in ${SECURE_PATH.join(":")}`,
     );
   }
+  // As sudo does: a program named by path must be there now, not appear once a human said yes.
+  if (!existsSync(command)) throw new GateExit(GATE_EXIT.notFound, `${argv[0]}: command not found`);
+  const sudo = sudoProcess();
+  const who = agentIdentity(agent, etc, sudo?.pid);
+  const probe = fileSystemProbe(path.join(path.dirname(gate.town.install.setfacl), "getfacl"));
+  const writable = await agentFiles(argv, command, cwd, who, probe);
+  const tty = sudo && ttyDeviceName(sudo.ttyNr);
   const request: ApprovalRequest = {
     agent: { name: agent.name, uid: agent.uid },
     argv,
     command,
     cwd,
-    runAs: { user: target.name, ...(parsed.group !== undefined && { group: parsed.group }) },
-    ...(ttyName() !== undefined && { tty: ttyName() }),
+    runAs: {
+      user: target.name,
+      ...(parsed.group !== undefined && { group: parsed.group }),
+      uid: target.uid,
+    },
+    ...(tty !== undefined && { tty }),
     ...(shell && { shell }),
+    ...(writable.length > 0 && { writable }),
   };
   return {
     request,
+    hash: commandHash(request),
     target: { uid: target.uid, gid, home: target.home, shell: target.shell, user: target.name },
+    who,
+    probe,
+    etc,
   };
 }
 
-function ttyName(): string | undefined {
-  try {
-    const link = readlinkSync("/proc/self/fd/2");
-    return link.startsWith("/dev/") ? link : undefined;
-  } catch {
-    return undefined;
+/**
+ * The sudo the agent ran, as the kernel sees it: the gate's nearest
+ * ancestors that are root's processes named sudo (sudo's monitor, then sudo
+ * itself), the last of them. Its controlling terminal is where the agent
+ * typed, whatever file descriptors it handed on; its groups are the agent's.
+ */
+function sudoProcess(proc = "/proc"): { pid: number; ttyNr: number } | undefined {
+  let found: { pid: number; ttyNr: number } | undefined;
+  let pid = process.ppid;
+  for (let depth = 0; depth < 8 && pid > 1; depth++) {
+    try {
+      const info = parseProcStat(readFileSync(`${proc}/${pid}/stat`, "utf8"));
+      const exe = readlinkSync(`${proc}/${pid}/exe`);
+      // A setuid sudo's /proc entry is root's; an agent's own program called "sudo" is the agent's.
+      if (!info || path.basename(exe) !== "sudo" || statSync(`${proc}/${pid}`).uid !== 0) break;
+      found = { pid, ttyNr: info.ttyNr };
+      pid = info.ppid;
+    } catch {
+      break;
+    }
   }
+  return found;
+}
+
+/** The agent's uid, groups (declared, and those its sudo runs with) and subordinate ids. */
+function agentIdentity(
+  agent: { name: string; uid: number; gid: number },
+  etc: string,
+  sudoPid: number | undefined,
+): AgentIdentity {
+  const read = (file: string) => {
+    try {
+      return readFileSync(file, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  const gids = new Set([agent.gid]);
+  for (const group of parseGroup(read(`${etc}/group`)))
+    if (group.members.includes(agent.name)) gids.add(group.gid);
+  if (sudoPid !== undefined) {
+    const line = /^Groups:(.*)$/m.exec(read(`/proc/${sudoPid}/status`))?.[1] ?? "";
+    for (const gid of line.trim().split(/\s+/)) if (/^\d+$/.test(gid)) gids.add(Number(gid));
+  }
+  return {
+    uid: agent.uid,
+    gids,
+    subuids: parseSubordinateIds(read(`${etc}/subuid`), agent),
+    subgids: parseSubordinateIds(read(`${etc}/subgid`), agent),
+  };
+}
+
+/** The program (index 0) and file arguments that are regular files the agent could change, hashed. */
+async function agentFiles(
+  argv: readonly string[],
+  command: string,
+  cwd: string,
+  who: AgentIdentity,
+  probe: WritableProbe,
+): Promise<WritableFile[]> {
+  const files: WritableFile[] = [];
+  for (const candidate of [{ index: 0, path: command }, ...fileArguments(argv, cwd)]) {
+    const info = await stat(candidate.path).catch(() => undefined);
+    if (!info?.isFile()) continue;
+    const why = await whyAgentWritable(candidate.path, who, probe);
+    if (why === undefined) continue;
+    if (files.length === MAX_WRITABLE_FILES)
+      throw new GateExit(
+        GATE_EXIT.refused,
+        `the command names more than ${MAX_WRITABLE_FILES} files the agent could change: too many to show a human`,
+      );
+    let sha256: string;
+    try {
+      sha256 = await hashFile(candidate.path);
+    } catch (error) {
+      throw new GateExit(
+        GATE_EXIT.refused,
+        `cannot read ${candidate.path}: ${(error as Error).message}`,
+      );
+    }
+    files.push({ ...candidate, sha256, why });
+  }
+  return files;
+}
+
+/**
+ * Derive the request again, as it stands now: undefined when it hashes as
+ * approved, else what changed, for the agent and the audit.
+ */
+async function changedSince(prepared: Prepared): Promise<string | undefined> {
+  const { request, target } = prepared;
+  // The directory is bound by identity: the gate is still in the one the human saw, renamed or
+  // not, and the command inherits it. Relative file arguments are derived again against where it is now.
+  let cwd: string;
+  try {
+    cwd = process.cwd();
+  } catch {
+    return `the working directory ${request.cwd} is gone`;
+  }
+  const command = resolveCommand(request.argv[0] as string, request.cwd, (p) => existsSync(p));
+  if (command !== request.command)
+    return `${JSON.stringify(request.argv[0])} now names ${command ?? "nothing"}, not ${request.command}`;
+  const account = parsePasswd(readFileSync(`${prepared.etc}/passwd`, "utf8")).find(
+    (u) => u.name === target.user,
+  );
+  if (
+    account?.uid !== target.uid ||
+    account.home !== target.home ||
+    (request.runAs.group === undefined && account.gid !== target.gid)
+  )
+    return `the account ${target.user} changed`;
+  let files: WritableFile[];
+  try {
+    files = await agentFiles(request.argv, command, cwd, prepared.who, prepared.probe);
+  } catch (error) {
+    return error instanceof GateExit ? error.message : (error as Error).message;
+  }
+  const before = request.writable ?? [];
+  if (!sameFiles(before, files)) return describeFileChange(before, files);
+  return commandHash({ ...request, writable: files.length > 0 ? files : undefined }) ===
+    prepared.hash
+    ? undefined
+    : "the request no longer hashes as approved";
+}
+
+function describeFileChange(before: readonly WritableFile[], now: readonly WritableFile[]): string {
+  const short = (sha: string) => sha.slice(0, SHORT_SHA256);
+  const changes: string[] = [];
+  for (const file of before) {
+    const again = now.find((f) => f.index === file.index && f.path === file.path);
+    if (!again) changes.push(`${file.path} is gone or no longer the same file`);
+    else if (again.sha256 !== file.sha256)
+      changes.push(
+        `${file.path} changed after it was shown (sha256 ${short(file.sha256)} → ${short(again.sha256)})`,
+      );
+  }
+  for (const file of now)
+    if (!before.some((f) => f.index === file.index && f.path === file.path))
+      changes.push(`${file.path} is a file the agent could change that the human was not shown`);
+  return changes.join("; ") || "the agent-writable files changed";
 }
 
 /** Send the request; wait for the decision. A dead or silent daemon means no. */
@@ -280,7 +473,7 @@ function ask(
   socketPath: string,
   request: ApprovalRequest,
   onPending: (id: string) => void,
-): Promise<Decision> {
+): Promise<Decision & { id?: string; hash?: string }> {
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(socketPath);
     let decided = false;
@@ -290,6 +483,7 @@ function ask(
         const frame = JSON.parse(line) as {
           type: string;
           id?: string;
+          hash?: string;
           error?: string;
           expires?: string;
         } & Partial<Decision>;
@@ -317,6 +511,8 @@ function ask(
             by: frame.by,
             reason: frame.reason ?? "",
             ...(frame.path !== undefined && { path: frame.path }),
+            ...(frame.id !== undefined && { id: frame.id }),
+            ...(frame.hash !== undefined && { hash: frame.hash }),
           });
           socket.end();
         } else if (frame.type === "error") {
@@ -374,8 +570,94 @@ function exitFor(decision: Decision): number {
   return GATE_EXIT.deniedByHuman;
 }
 
-/** Run the approved argv: argv[0] as approved, resolved command, no shell, clean environment. */
-function execute(request: ApprovalRequest, target: Target, gate: GateEnvironment): Promise<number> {
+/**
+ * Tell the daemon an approved command did not run, for the audit. Best
+ * effort: the agent is told either way, and nothing waits long for it.
+ */
+function reportRefused(
+  socketPath: string,
+  request: ApprovalRequest,
+  id: string,
+  reason: string,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = net.createConnection(socketPath);
+    const done = () => {
+      socket.destroy();
+      resolve();
+    };
+    setTimeout(done, 2000).unref();
+    socket.on("connect", () =>
+      socket.write(encodeFrame({ type: "refused", id, agent: request.agent, reason })),
+    );
+    socket.on("data", done);
+    socket.on("error", done);
+    socket.on("close", done);
+  });
+}
+
+/**
+ * Check that what runs is what was approved, then run it: argv[0] as
+ * approved, the resolved command (an agent-writable one from its root-owned
+ * copy), no shell, clean environment.
+ */
+async function execute(
+  prepared: Prepared,
+  decision: { id?: string; hash?: string },
+  gate: GateEnvironment,
+): Promise<number> {
+  const { request, target } = prepared;
+  const refuse = async (problem: string) => {
+    if (decision.id !== undefined)
+      await reportRefused(gate.town.paths.requestSocket, request, decision.id, problem);
+    return new GateExit(
+      GATE_EXIT.changed,
+      `not run: ${problem}. What was approved is not what would run now; nothing ran. Ask again.`,
+    );
+  };
+  // The daemon says which hash it approved: never run on a yes to another request.
+  if (decision.hash !== undefined && decision.hash !== prepared.hash)
+    throw await refuse(
+      `approved hash ${decision.hash.slice(0, 12)} is not this request's ${prepared.hash.slice(0, 12)}`,
+    );
+  const problem = await changedSince(prepared);
+  if (problem !== undefined) throw await refuse(problem);
+  let program = request.command;
+  let removeCopy: (() => Promise<void>) | undefined;
+  const approved = request.writable?.find((f) => f.index === 0);
+  if (approved) {
+    let copy: Awaited<ReturnType<typeof rootCopy>>;
+    try {
+      copy = await rootCopy(request.command, path.join(gate.town.stateDir, "gate"));
+    } catch (error) {
+      throw new GateExit(
+        GATE_EXIT.refused,
+        `cannot copy ${request.command} to run it: ${(error as Error).message}; nothing ran`,
+      );
+    }
+    if (copy.sha256 !== approved.sha256) {
+      await copy.remove();
+      throw await refuse(
+        `${request.command} changed after it was shown (sha256 ${approved.sha256.slice(0, SHORT_SHA256)} → ${copy.sha256.slice(0, SHORT_SHA256)})`,
+      );
+    }
+    program = copy.copy;
+    removeCopy = copy.remove;
+  }
+  try {
+    return await run(request, program, target, gate);
+  } finally {
+    await removeCopy?.();
+  }
+}
+
+/** Run `program` (the approved command, or its copy) with argv as approved. */
+function run(
+  request: ApprovalRequest,
+  program: string,
+  target: Target,
+  gate: GateEnvironment,
+): Promise<number> {
   const env: NodeJS.ProcessEnv = {
     PATH: SECURE_PATH.join(":"),
     HOME: target.home,
@@ -395,7 +677,7 @@ function execute(request: ApprovalRequest, target: Target, gate: GateEnvironment
   const argv0 = login && asRoot ? `-${path.basename(first ?? "sh")}` : first;
   const args = login && !asRoot ? ["-l", ...rest] : rest;
   // setpriv sets uid, gid and the target's supplementary groups, then execs: still no shell.
-  const program = asRoot ? request.command : "setpriv";
+  const executable = asRoot ? program : "setpriv";
   const programArgs = asRoot
     ? args
     : [
@@ -405,11 +687,11 @@ function execute(request: ApprovalRequest, target: Target, gate: GateEnvironment
         String(target.gid),
         "--init-groups",
         "--",
-        request.command,
+        program,
         ...args,
       ];
   return new Promise((resolve) => {
-    const child = startProcess(program, programArgs, {
+    const child = startProcess(executable, programArgs, {
       argv0: asRoot ? argv0 : undefined,
       // No cwd: the child inherits the directory the gate entered before asking.
       env,

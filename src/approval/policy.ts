@@ -24,6 +24,10 @@
  * An allow rule without `runAs` approves running as root only: running as
  * another user (an agent, a human) is another request, which another rule
  * (or a human) answers. Ask and deny rules without `runAs` match any target.
+ * Targets are compared by uid, not by name: a rule about `root` is about
+ * every name of uid 0 (`toor`), a rule about `ada` about every name that
+ * shares ada's uid. Names are looked up in the `accounts` given (the
+ * passwd table); only a name found nowhere is compared as a name.
  *
  * A deny rule matches more, never less, than it says, because a deny that
  * is easy to step around is no deny (an allow rule matches exactly as it is
@@ -59,6 +63,8 @@ export interface PolicyRequest {
   readonly argv: readonly string[];
   /** The target user's name (the gate turns `#uid` into a name first). */
   readonly runAs: string;
+  /** The target user's uid, as the gate resolved it; else looked up in `accounts` by name. */
+  readonly runAsUid?: number;
   /** argv[0] resolved by `resolveCommand`: the absolute path that would run. */
   readonly resolvedCommand: string;
 }
@@ -72,21 +78,41 @@ export interface PolicyDecision {
   readonly source: "rule" | "default";
 }
 
+export interface PolicyOptions {
+  /** Where bare pattern names may resolve. @default SECURE_PATH */
+  readonly securePath?: readonly string[];
+  /** The accounts (passwd), to compare targets by uid. @default none: names are compared */
+  readonly accounts?: readonly { readonly name: string; readonly uid: number }[];
+}
+
 /**
  * The first rule that matches `request` decides; otherwise the policy's
- * default. A rule with `runAs` only matches requests for that target user.
- * `securePath` is where bare pattern names may resolve.
+ * default. A rule with `runAs` only matches requests for that target user,
+ * by uid.
  */
 export function evaluatePolicy(
   policy: { readonly default: PolicyAction; readonly rules: readonly PolicyRule[] },
   request: PolicyRequest,
-  securePath: readonly string[] = SECURE_PATH,
+  options: PolicyOptions = {},
 ): PolicyDecision {
+  const securePath = options.securePath ?? SECURE_PATH;
+  const accounts = options.accounts ?? [];
+  const uidOf = (name: string): number | undefined =>
+    /^#\d+$/.test(name) ? Number(name.slice(1)) : accounts.find((a) => a.name === name)?.uid;
+  const requestUid = request.runAsUid ?? uidOf(request.runAs);
+  const isTarget = (rule: PolicyRule): boolean => {
+    // Root only, by uid: whatever the name of uid 0 is on this host.
+    if (rule.runAs === undefined)
+      return requestUid !== undefined ? requestUid === 0 : request.runAs === "root";
+    const ruleUid = uidOf(rule.runAs);
+    return ruleUid !== undefined && requestUid !== undefined
+      ? ruleUid === requestUid
+      : rule.runAs === request.runAs;
+  };
   const command = (element: string, argv0: string) =>
     matchesCommand(element, argv0, request.resolvedCommand, securePath);
   for (const [index, rule] of policy.rules.entries()) {
-    const target = rule.runAs ?? (rule.action === "allow" ? "root" : undefined);
-    if (target !== undefined && target !== request.runAs) continue;
+    if ((rule.runAs !== undefined || rule.action === "allow") && !isTarget(rule)) continue;
     const matches =
       rule.action === "deny"
         ? matchesDeny(rule.argv, request.argv, request.resolvedCommand)

@@ -4,10 +4,11 @@
  * validated here with zod, so the daemon answers a malformed frame with an
  * error and keeps serving.
  */
-import { createHash } from "node:crypto";
 import { z } from "zod";
 
 import { MAX_FRAME_BYTES, type ParsedFrame, PROTOCOL_VERSION } from "../wire/framing.ts";
+
+import { MAX_WRITABLE_FILES } from "./writable.ts";
 
 export {
   encodeFrame,
@@ -16,8 +17,10 @@ export {
   type ParsedFrame,
   PROTOCOL_VERSION,
 } from "../wire/framing.ts";
+export { commandHash, writableLines } from "./binding.ts";
 
 const text = z.string().max(4096);
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
 /** What the gate asks for, on the request socket. Identity comes from sudo, via the gate. */
 export const RequestSchema = z.strictObject({
@@ -26,8 +29,29 @@ export const RequestSchema = z.strictObject({
   /** argv[0] resolved against the secure path: what would really run. */
   command: text,
   cwd: text,
-  runAs: z.strictObject({ user: text, group: text.optional() }),
+  /** `uid`: the target's uid, as the gate resolved it (policy matches it, not the name). */
+  runAs: z.strictObject({
+    user: text,
+    group: text.optional(),
+    uid: z.int().nonnegative().optional(),
+  }),
+  /** The controlling terminal of the agent's sudo, as the kernel has it (never the agent's fds). */
   tty: text.optional(),
+  /**
+   * The program (index 0) and file arguments the agent could change, each
+   * with the sha256 of its contents: part of the hash the human approves.
+   */
+  writable: z
+    .array(
+      z.strictObject({
+        index: z.int().nonnegative(),
+        path: text,
+        sha256,
+        why: text,
+      }),
+    )
+    .max(MAX_WRITABLE_FILES)
+    .optional(),
   /** -i / -s: argv is run through the target's shell. */
   shell: z.enum(["login", "non-login"]).optional(),
   /** `nuketown unlock NAME`: not a command, a declared secret to decrypt for the agent. */
@@ -82,6 +106,14 @@ export const GateFrameSchema = z.discriminatedUnion("type", [
     type: z.literal("request"),
     request: RequestSchema,
   }),
+  // An approved command the gate did not run: what was approved changed before it could start.
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal("refused"),
+    id: text,
+    agent: z.strictObject({ name: text, uid: z.int().nonnegative() }),
+    reason: text,
+  }),
   // `nuketown lock [NAME]`: remove unlocked secrets now; giving access up needs no approval.
   z.strictObject({
     v: z.literal(PROTOCOL_VERSION),
@@ -109,32 +141,14 @@ export const ControlFrameSchema = z.discriminatedUnion("type", [
     reason: text.optional(),
     /** Where the human decided, for the audit: the control socket serves the terminal and the web. */
     channel: z.enum(["terminal", "web"]).optional(),
+    /** The request's hash as the human was shown it (at least 8 hex digits): the answer counts only for it. */
+    hash: z
+      .string()
+      .regex(/^[0-9a-f]{8,64}$/)
+      .optional(),
   }),
 ]);
 export type ControlFrame = z.infer<typeof ControlFrameSchema>;
-
-/**
- * The hash a human approves: of the exact argv, resolved command, cwd and
- * target. Shown in every channel, so two requests that look alike on
- * screen can be told apart.
- */
-export function commandHash(request: ApprovalRequest): string {
-  const canonical = JSON.stringify([
-    request.agent.uid,
-    request.argv,
-    request.command,
-    request.cwd,
-    request.runAs.user,
-    request.runAs.group ?? null,
-    request.shell ?? null,
-    request.unlock?.secret ?? null,
-    // Only for changes, so the hashes of commands stay what they were.
-    ...(request.change
-      ? [[request.change.id, request.change.host, request.change.base, request.change.commit]]
-      : []),
-  ]);
-  return createHash("sha256").update(canonical).digest("hex");
-}
 
 /** One line → a validated frame, or the reason it is not one. */
 export function parseFrame<T>(line: string, schema: z.ZodType<T>): ParsedFrame<T> {

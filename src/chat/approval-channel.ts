@@ -11,7 +11,7 @@
  */
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "../approval/channel.ts";
 import { MAX_SHOWN_ARGV, showArgument } from "../approval/desktop.ts";
-import type { Decision, PendingRequest } from "../approval/protocol.ts";
+import { type Decision, type PendingRequest, writableLines } from "../approval/protocol.ts";
 import { changeLines } from "../change/present.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import { type ChatDecision, reactionDecision, replyDecision } from "./decisions.ts";
@@ -253,6 +253,8 @@ export class ChatApprovalChannel implements ApprovalChannel {
     const result = await posted.decide({
       approve: decision.approve,
       human: human?.unixUser ?? who.name,
+      // What the post showed: the answer counts for that hash only.
+      hash: posted.request.hash,
       reason:
         decision.reason ??
         `${decision.approve ? "approved" : "denied"} by ${who.name} in chat (${who.chatId})`,
@@ -291,6 +293,7 @@ export function requestText(
               ? ` · through ${request.runAs.user}'s ${request.shell === "login" ? "login " : ""}shell`
               : ""
           }`,
+          ...writableLines(request, showArgument).map((l) => `⚠ ${l}`),
         ];
   return [
     ...what,

@@ -3,13 +3,13 @@ import { ControlClient } from "../approval/client.ts";
 import { ApprovalDaemon } from "../approval/daemon.ts";
 import { approvingMayor, DesktopChannel } from "../approval/desktop.ts";
 import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
-import type { PendingRequest } from "../approval/protocol.ts";
+import { type PendingRequest, writableLines } from "../approval/protocol.ts";
 import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { changeLines, changeSummary } from "../change/present.ts";
 import { ChatApprovalChannel } from "../chat/approval-channel.ts";
 import { openTransport } from "../chat/connect.ts";
 import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
-import { EXIT, RefusedError } from "../errors.ts";
+import { EXIT, NuketownError, RefusedError } from "../errors.ts";
 import { createDecryptor, type SecretDecryptor } from "../host/secrets.ts";
 import { readGroup } from "../os/etc.ts";
 import { ensureDir } from "../os/files.ts";
@@ -133,6 +133,10 @@ const requestRow = (r: PendingRequest) => [
   r.expires,
 ];
 
+/** The warnings under a request: each program or file argument the agent could change. */
+const writableNotes = (r: PendingRequest) =>
+  writableLines(r, printable).map((line) => `  ${r.id}: ⚠ ${line}\n`);
+
 /** `nuketown approvals [--watch]`: what waits for a human. */
 export async function approvals(opts: TownOptions & { readonly watch?: boolean }): Promise<number> {
   const town = await townFrom(opts);
@@ -142,7 +146,7 @@ export async function approvals(opts: TownOptions & { readonly watch?: boolean }
     opts.out.write(
       requests.length === 0
         ? "no requests waiting\n"
-        : `${table(["id", "agent", "as", "command", "cwd", "hash", "expires"], requests.map(requestRow))}\n`,
+        : `${table(["id", "agent", "as", "command", "cwd", "hash", "expires"], requests.map(requestRow))}\n${requests.flatMap(writableNotes).join("")}`,
     );
   };
   if (!opts.watch) {
@@ -162,7 +166,7 @@ export async function approvals(opts: TownOptions & { readonly watch?: boolean }
                   .map((l) => `  ${printable(l)}\n`)
                   .join("")}`
               : ""
-          }  approve: nuketown approve ${r.id}   deny: nuketown deny ${r.id} --reason ...\n`,
+          }${writableNotes(r).join("")}  approve: nuketown approve ${r.id} --hash ${r.hash.slice(0, 12)}   deny: nuketown deny ${r.id} --reason ...\n`,
         );
       } else {
         opts.out.write(`${event.id}: ${event.decision} — ${event.reason}\n`);
@@ -174,14 +178,29 @@ export async function approvals(opts: TownOptions & { readonly watch?: boolean }
   return EXIT.ok;
 }
 
-/** `nuketown approve ID` / `nuketown deny ID --reason R`. */
+/**
+ * `nuketown approve ID [--hash H]` / `nuketown deny ID --reason R`. With
+ * `--hash` (the hash `approvals` showed, 8 to 64 hex digits) the answer counts
+ * only if the request still has that hash.
+ */
 export async function decide(
-  opts: TownOptions & { readonly id: string; readonly approve: boolean; readonly reason?: string },
+  opts: TownOptions & {
+    readonly id: string;
+    readonly approve: boolean;
+    readonly reason?: string;
+    readonly hash?: string;
+  },
 ): Promise<number> {
+  const hash = opts.hash?.toLowerCase();
+  if (hash !== undefined && !/^[0-9a-f]{8,64}$/.test(hash))
+    throw new NuketownError(
+      `--hash ${JSON.stringify(opts.hash)}: give 8 to 64 hex digits of the request's hash`,
+      EXIT.invalid,
+    );
   const town = await townFrom(opts);
   const client = await ControlClient.connect(town.paths.controlSocket);
   try {
-    await client.decide(opts.id, opts.approve, opts.reason);
+    await client.decide(opts.id, opts.approve, opts.reason, "terminal", hash);
   } finally {
     client.close();
   }

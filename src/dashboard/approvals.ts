@@ -7,7 +7,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ControlClient } from "../approval/client.ts";
-import type { PendingRequest } from "../approval/protocol.ts";
+import { type PendingRequest, writableLines } from "../approval/protocol.ts";
 import { parsePasswd } from "../os/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
 import type { ApprovalItem } from "./pages.ts";
@@ -39,6 +39,7 @@ export function approvalItem(request: PendingRequest): ApprovalItem {
     hash: request.hash,
     expires: request.expires,
     time: request.time,
+    agentWritable: [] as string[],
   };
   if (change)
     return {
@@ -60,7 +61,13 @@ export function approvalItem(request: PendingRequest): ApprovalItem {
       risk: "ask",
       details: [`unlock the secret ${request.unlock.secret}`],
     };
-  return { ...base, kind: "command", risk: "ask", details: [] };
+  return {
+    ...base,
+    kind: "command",
+    risk: "ask",
+    details: [],
+    agentWritable: writableLines(request),
+  };
 }
 
 export type DecideOutcome = { ok: true } | { ok: false; status: number; error: string };
@@ -154,6 +161,8 @@ export class WebApprovals {
     id: string,
     approve: boolean,
     reason?: string,
+    /** The hash the page showed with the buttons. */
+    hash?: string,
   ): Promise<DecideOutcome> {
     const declared = this.#town.humans.find((h) => h.name === human);
     if (!declared?.approver)
@@ -165,7 +174,7 @@ export class WebApprovals {
     let client: ControlClient | undefined;
     try {
       client = await ControlClient.connect(this.#town.paths.controlSocket, { proveAs: uid });
-      await client.decide(id, approve, reason, "web");
+      await client.decide(id, approve, reason, "web", hash);
       return { ok: true };
     } catch (error) {
       return { ok: false, status: 409, error: (error as Error).message };

@@ -54,6 +54,8 @@ export interface ApprovalItem {
   readonly risk: "high" | "low" | "ask";
   /** For a change: its summary lines (explanation, commit, diffstat, reasons). */
   readonly details: readonly string[];
+  /** One line per program or file argument the agent could change, with its content hash. */
+  readonly agentWritable: readonly string[];
 }
 
 export interface ChatLine {
@@ -237,10 +239,21 @@ ${
 }
 <dl class="facts"><dt>runs</dt><dd><code>${item.command}</code></dd><dt>in</dt><dd><code>${item.cwd}</code></dd><dt>id</dt><dd><code>${item.id}</code></dd><dt>hash</dt><dd><code title="${item.hash}">${item.hash.slice(0, 16)}…</code></dd></dl>
 ${
+  item.agentWritable.length > 0
+    ? html`<ul class="agent-writable">${join(
+        item.agentWritable.map(
+          (line) =>
+            html`<li><span class="badge warn">agent-writable</span> ${line.replace(/^agent-writable /, "")}</li>`,
+        ),
+        "",
+      )}</ul>`
+    : ""
+}
+${
   viewer.approver
     ? html`<div class="decide">
-<form method="post" action="/approvals/${item.id}/approve" data-ajax><input type="hidden" name="csrf" value="${viewer.csrf}"><button class="approve">Approve</button></form>
-<form method="post" action="/approvals/${item.id}/deny" data-ajax><input type="hidden" name="csrf" value="${viewer.csrf}"><input name="reason" placeholder="reason (told to the agent)" maxlength="500" aria-label="reason"><button class="deny">Deny</button></form>
+<form method="post" action="/approvals/${item.id}/approve" data-ajax><input type="hidden" name="csrf" value="${viewer.csrf}"><input type="hidden" name="hash" value="${item.hash}"><button class="approve">Approve</button></form>
+<form method="post" action="/approvals/${item.id}/deny" data-ajax><input type="hidden" name="csrf" value="${viewer.csrf}"><input type="hidden" name="hash" value="${item.hash}"><input name="reason" placeholder="reason (told to the agent)" maxlength="500" aria-label="reason"><button class="deny">Deny</button></form>
 <span class="error" data-error></span>
 </div>`
     : html`<p class="muted">${viewer.human} is not an approver in this town: only approvers can decide.</p>`

@@ -483,7 +483,9 @@ export class Dashboard {
       const [, id = "", verb] = decide;
       const approve = verb === "approve";
       const reason = form.get("reason")?.trim().slice(0, 500) || undefined;
-      const outcome = await this.#approvals.decide(human, id, approve, reason);
+      // The hash the page showed: an answer counts only for the request the human saw.
+      const hash = /^[0-9a-f]{8,64}$/.exec(form.get("hash") ?? "")?.[0];
+      const outcome = await this.#approvals.decide(human, id, approve, reason, hash);
       this.#record("dashboard.decide", {
         human,
         id,

@@ -80,3 +80,50 @@ export function mountsBelow(mounts: readonly MountEntry[], dir: string): MountEn
     .filter((m) => m.mountPoint === dir || m.mountPoint.startsWith(`${dir}/`))
     .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
 }
+
+/** `/etc/subuid` or `/etc/subgid`: the [first, count] ranges of a user, named by name or uid. */
+export function parseSubordinateIds(
+  text: string,
+  user: { readonly name: string; readonly uid: number },
+): [number, number][] {
+  return lines(text).flatMap((line) => {
+    const [owner, first, count] = line.split(":");
+    if (owner !== user.name && owner !== String(user.uid)) return [];
+    const range: [number, number] = [Number(first), Number(count)];
+    return Number.isSafeInteger(range[0]) && Number.isSafeInteger(range[1]) ? [range] : [];
+  });
+}
+
+/** The fields of `/proc/<pid>/stat` that say who started a process and on which terminal. */
+export interface ProcStat {
+  readonly pid: number;
+  readonly comm: string;
+  readonly ppid: number;
+  /** The controlling terminal's device number, 0 for none. */
+  readonly ttyNr: number;
+}
+
+export function parseProcStat(text: string): ProcStat | undefined {
+  // comm is in parentheses and may itself hold ") ": the last one ends it.
+  const open = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open < 0 || close < open) return undefined;
+  const [, ppid, , , ttyNr] = text
+    .slice(close + 2)
+    .trim()
+    .split(" ");
+  const pid = Number(text.slice(0, open).trim());
+  if (!Number.isInteger(pid) || ppid === undefined || ttyNr === undefined) return undefined;
+  return { pid, comm: text.slice(open + 1, close), ppid: Number(ppid), ttyNr: Number(ttyNr) };
+}
+
+/** A controlling terminal's device number as the name of its device, as `ps` shows it. */
+export function ttyDeviceName(ttyNr: number): string | undefined {
+  if (!Number.isInteger(ttyNr) || ttyNr <= 0) return undefined;
+  const major = (ttyNr >> 8) & 0xfff;
+  const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+  if (major >= 136 && major <= 143) return `/dev/pts/${(major - 136) * 256 + minor}`;
+  if (major === 4) return minor < 64 ? `/dev/tty${minor}` : `/dev/ttyS${minor - 64}`;
+  if (major === 5 && minor === 1) return "/dev/console";
+  return `/dev/char/${major}:${minor}`;
+}

@@ -142,7 +142,8 @@ const PolicyRuleSchema = z.strictObject({
       'Patterns matched element by element against the command (`*` and `?` globs); a final "**" matches any remaining arguments (in an allow rule, none that is an option: write the options an allow rule accepts).',
   }),
   runAs: unixName().optional().meta({
-    description: "Only match when running as this user.",
+    description:
+      "Only match when running as this user, compared by uid: every name of that uid is the same target (a rule about root covers `toor`; an allow rule without runAs approves uid 0 only).",
     "x-default": "root for an allow rule; any user for ask and deny",
   }),
   reason: line()

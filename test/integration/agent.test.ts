@@ -520,6 +520,41 @@ s.on("error",(e)=>{process.stdout.write("ERR "+e.code);process.exitCode=2;});`;
     conn.end();
   });
 
+  it("escapes what a task's sender chose before it reaches the daemon's log", async () => {
+    // As the agent, on its own socket: a source that would retitle the terminal, clear it,
+    // and start a forged line of the log.
+    const source = "chat\u001b]0;pwned\u0007\u001b[2J\u202e\nnuketown agent forged: task finished";
+    const frame = JSON.stringify({
+      v: 1,
+      type: "task",
+      ref: "esc",
+      project: "widget",
+      prompt: "please crash-now",
+      source,
+    });
+    const sent = asAgent(A, [
+      process.execPath,
+      "-e",
+      `const s = require("net").connect(${JSON.stringify(socket(A))}, () => s.write(${JSON.stringify(`${frame}\n`)}));
+       s.on("data", (d) => { process.stdout.write(d); s.end(); });`,
+    ]);
+    assert.match(sent.stdout, /"type":"accepted"/, sent.stderr);
+    let line: string | undefined;
+    for (let i = 0; i < 100 && line === undefined; i++) {
+      line = (daemons.get(A)?.log() ?? "").split("\n").find((l) => l.includes("from chat"));
+      if (line === undefined) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(line, daemons.get(A)?.log());
+    assert.ok(
+      line.includes("from chat\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}\\nnuketown agent forged"),
+      line,
+    );
+    const everything = daemons.get(A)?.log() ?? "";
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding them is the point.
+    assert.doesNotMatch(everything, /[\u001b\u0007\u202e]/);
+    assert.ok(!everything.split("\n").some((l) => l.startsWith("nuketown agent forged")));
+  });
+
   it("refuses to run as anyone but the agent, and next to a running daemon", () => {
     const asRoot = spawnSync(BIN, ["agent", A, "--manifest", manifest], { encoding: "utf8" });
     assert.equal(asRoot.status, 3, asRoot.stderr);

@@ -183,6 +183,8 @@ describe("the chat approval channel", () => {
       approve: false,
       human: "mayor",
       reason: "not during the demo",
+      // Bound to the request the post showed.
+      hash: "ab".repeat(32),
     });
 
     await t.ask(request("ee55aa"));
@@ -204,7 +206,12 @@ describe("the chat approval channel", () => {
     assert.equal(t.answers.at(-1)?.approve, true);
     t.say({ sender: "@mayor:town.local", body: "deny not now" });
     await t.settle();
-    assert.deepEqual(t.answers.at(-1), { approve: false, human: "mayor", reason: "not now" });
+    assert.deepEqual(t.answers.at(-1), {
+      approve: false,
+      human: "mayor",
+      reason: "not now",
+      hash: "ab".repeat(32),
+    });
     assert.equal(t.answers.length, 3);
   });
 

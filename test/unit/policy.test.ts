@@ -104,6 +104,55 @@ describe("an allow rule approves no more than it says", () => {
   });
 });
 
+describe("targets are matched by uid, not by name", () => {
+  // An injected passwd table: toor is a second name of uid 0, vox-alias one of vox's uid.
+  const accounts = [
+    { name: "root", uid: 0 },
+    { name: "toor", uid: 0 },
+    { name: "vox", uid: 1101 },
+    { name: "vox-alias", uid: 1101 },
+    { name: "ada", uid: 1100 },
+  ];
+  const decide = (rules: PolicyRule[], runAs: string, runAsUid?: number) =>
+    evaluatePolicy(
+      policy(rules),
+      { ...request(["id", "-un"], undefined, runAs), ...(runAsUid !== undefined && { runAsUid }) },
+      { accounts },
+    ).action;
+
+  it("an allow rule without runAs is root-only by uid: every name of uid 0, no other uid", () => {
+    const rootOnly: PolicyRule[] = [{ action: "allow", argv: ["id", "-un"] }];
+    assert.equal(decide(rootOnly, "root"), "allow");
+    assert.equal(decide(rootOnly, "toor"), "allow", "toor is root");
+    assert.equal(decide(rootOnly, "toor", 0), "allow");
+    assert.equal(decide(rootOnly, "vox"), "ask");
+    assert.equal(decide(rootOnly, "vox-alias", 1101), "ask");
+    // A name that is root's by the passwd table but not by the gate's uid (changed meanwhile): the uid counts.
+    assert.equal(decide(rootOnly, "root", 1101), "ask");
+  });
+
+  it("a deny rule about root catches another name of uid 0", () => {
+    const denyRoot: PolicyRule[] = [{ action: "deny", argv: ["**"], runAs: "root" }];
+    assert.equal(decide(denyRoot, "toor"), "deny");
+    assert.equal(decide(denyRoot, "toor", 0), "deny");
+    assert.equal(decide(denyRoot, "ada"), "ask");
+  });
+
+  it("a rule written for one name applies to every name of its uid", () => {
+    const allowVox: PolicyRule[] = [{ action: "allow", argv: ["id", "-un"], runAs: "vox" }];
+    assert.equal(decide(allowVox, "vox-alias", 1101), "allow");
+    const denyAlias: PolicyRule[] = [{ action: "deny", argv: ["**"], runAs: "vox-alias" }];
+    assert.equal(decide(denyAlias, "vox", 1101), "deny");
+    assert.equal(decide(denyAlias, "ada", 1100), "ask");
+  });
+
+  it("compares names only where the table knows neither", () => {
+    const unknown: PolicyRule[] = [{ action: "deny", argv: ["**"], runAs: "ghost" }];
+    assert.equal(decide(unknown, "ghost"), "deny");
+    assert.equal(decide(unknown, "ada", 1100), "ask");
+  });
+});
+
 describe("a deny rule is not stepped around", () => {
   const deny: PolicyRule[] = [
     { action: "deny", argv: ["rm", "-rf", "/"], reason: "the whole disk" },
