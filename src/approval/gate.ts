@@ -588,7 +588,10 @@ function reportRefused(
     };
     setTimeout(done, 2000).unref();
     socket.on("connect", () =>
-      socket.write(encodeFrame({ type: "refused", id, agent: request.agent, reason })),
+      // The protocol's text fields hold 4096 characters: a long list of paths is cut, not lost.
+      socket.write(
+        encodeFrame({ type: "refused", id, agent: request.agent, reason: reason.slice(0, 4000) }),
+      ),
     );
     socket.on("data", done);
     socket.on("error", done);

@@ -347,7 +347,8 @@ describe("desktop approval channel", { skip: !isRoot() && "needs root" }, () => 
       // THEN the channel approves in the name of the mayor's human
       assert.deepEqual(await within(10_000, "Approve", next(1)), {
         id: first.id,
-        answer: { approve: true, human: "mayor-human" },
+        // Bound to the hash the dialog showed.
+        answer: { approve: true, human: "mayor-human", hash: first.hash },
       });
       await windowGone(first);
 
@@ -361,7 +362,7 @@ describe("desktop approval channel", { skip: !isRoot() && "needs root" }, () => 
       // THEN it is denied
       assert.deepEqual(await within(10_000, "Escape", next(2)), {
         id: second.id,
-        answer: { approve: false, human: "mayor-human" },
+        answer: { approve: false, human: "mayor-human", hash: second.hash },
       });
 
       // GIVEN a third request; WHEN it is decided elsewhere
