@@ -4,8 +4,8 @@
  * root-owned copy an agent-writable program runs from.
  */
 import { createHash } from "node:crypto";
-import { constants, type Stats } from "node:fs";
-import { chmod, lstat, mkdir, mkdtemp, open, readlink, rm } from "node:fs/promises";
+import { constants, lstatSync, readlinkSync, type Stats } from "node:fs";
+import { chmod, lstat, mkdir, mkdtemp, open, rm } from "node:fs/promises";
 import path from "node:path";
 import { systemRunner } from "../os/process.ts";
 import type { AgentIdentity, Inode, WritableProbe } from "./writable.ts";
@@ -27,11 +27,18 @@ const kindOf = (info: Stats): Inode["kind"] =>
 export function fileSystemProbe(getfacl: string): WritableProbe {
   const acls = new Map<string, Promise<boolean>>();
   return {
+    // Synchronous: a few lstat calls cost microseconds, the thread pool's round trips a lot more.
     async lstat(file) {
-      const info = await lstat(file).catch(() => undefined);
+      const info = lstatSync(file, { throwIfNoEntry: false });
       return info && { uid: info.uid, gid: info.gid, mode: info.mode & 0o7777, kind: kindOf(info) };
     },
-    readlink: (file) => readlink(file).catch(() => undefined),
+    async readlink(file) {
+      try {
+        return readlinkSync(file);
+      } catch {
+        return undefined;
+      }
+    },
     aclWrite(file, who) {
       const cached = acls.get(file);
       if (cached) return cached;

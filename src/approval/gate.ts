@@ -15,7 +15,6 @@
  * (into a script its interpreter is still reading, say) runs as root.
  */
 import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { stat } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { startProcess } from "../os/process.ts";
@@ -388,7 +387,7 @@ async function agentFiles(
 ): Promise<WritableFile[]> {
   const files: WritableFile[] = [];
   for (const candidate of [{ index: 0, path: command }, ...fileArguments(argv, cwd)]) {
-    const info = await stat(candidate.path).catch(() => undefined);
+    const info = statSync(candidate.path, { throwIfNoEntry: false });
     if (!info?.isFile()) continue;
     const why = await whyAgentWritable(candidate.path, who, probe);
     if (why === undefined) continue;

@@ -46,6 +46,10 @@ const GATE_HINTS: Readonly<Record<number, string>> = {
   [GATE_EXIT.unreachable]: "the approval daemon is not running (nuketown approvald)",
   [GATE_EXIT.refused]: "sudo is not enabled for you, or the request was malformed",
   [GATE_EXIT.testModeDenied]: "the town is in test mode auto-deny",
+  [GATE_EXIT.tooManyWaiting]:
+    "too many of your requests already wait for a human; wait for their answers",
+  [GATE_EXIT.changed]:
+    "a file you can change (the script, or a file argument) changed after a human saw it, so nothing ran; ask again with the file as it should run",
   [GATE_EXIT.notFound]: "the command is not on the secure path; give its absolute path",
 };
 
