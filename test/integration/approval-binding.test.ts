@@ -246,6 +246,16 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
     assert.ok(existsSync(`${markers}/unchanged`));
   });
 
+  it("runs an agent-writable script as another user from the copy too", async () => {
+    assert.equal((await sh("printf '#!/bin/sh\\nid -un\\n' > who.sh && chmod 755 who.sh")).code, 0);
+    const running = asAgent(["sudo", "-u", TARGET, "./who.sh"]);
+    const request = await pending();
+    assert.equal((await nuketownAs(MAYOR, ["approve", request.id])).code, 0);
+    const result = await running;
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, `${TARGET}\n`);
+  });
+
   it("runs the approved bytes even when the agent rewrites the script while it runs", async () => {
     // bash reads a script as it goes: without the copy, what the agent writes during the sleep would run.
     const version = (n: number) => `#!/bin/bash\nsleep 2\ntouch ${markers}/v${n}-ran\n`;
