@@ -248,12 +248,13 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
 
   it("runs an agent-writable script as another user from the copy too", async () => {
     assert.equal((await sh("printf '#!/bin/sh\\nid -un\\n' > who.sh && chmod 755 who.sh")).code, 0);
-    const running = asAgent(["sudo", "-u", TARGET, "./who.sh"]);
+    // (Not TARGET: a deny rule covers its uid.)
+    const running = asAgent(["sudo", "-u", MAYOR, "./who.sh"]);
     const request = await pending();
     assert.equal((await nuketownAs(MAYOR, ["approve", request.id])).code, 0);
     const result = await running;
     assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, `${TARGET}\n`);
+    assert.equal(result.stdout, `${MAYOR}\n`);
   });
 
   it("runs the approved bytes even when the agent rewrites the script while it runs", async () => {
