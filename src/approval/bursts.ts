@@ -18,8 +18,11 @@ export interface DenialSummary {
   readonly count: number;
   readonly first: string;
   readonly last: string;
-  /** How often each reason came, the most frequent first; at most MAX_REASONS (then `other`). */
-  readonly reasons: Readonly<Record<string, number>>;
+  /**
+   * How often each reason came, the most frequent first; at most MAX_REASONS
+   * (then `other`). A list, not an object: a reason is no key of the record.
+   */
+  readonly reasons: readonly { readonly reason: string; readonly count: number }[];
   /** The first few distinct argvs. */
   readonly samples: readonly (readonly string[])[];
   readonly windowMs: number;
@@ -134,7 +137,9 @@ export class DenialBursts {
       count: burst.count,
       first: burst.first,
       last: burst.last,
-      reasons: Object.fromEntries([...burst.reasons].sort((a, b) => b[1] - a[1])),
+      reasons: [...burst.reasons]
+        .sort((a, b) => b[1] - a[1])
+        .map(([reason, count]) => ({ reason, count })),
       samples: burst.samples,
       windowMs: this.#windowMs,
     });
