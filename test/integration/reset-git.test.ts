@@ -4,63 +4,42 @@
  * own hooks, fsmonitor command or upload-pack. As root, with a real git.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
+import { before, describe, it } from "node:test";
 import { commitTo, type SeededRepo, seededRepo } from "../support/git-repo.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-rgit";
 const UID = 60741;
-const APPROVERS = `nt-test-appr-rg-${process.pid}`;
-
-function nuketown(args: string[]) {
-  const result = spawnSync(BIN, args, { encoding: "utf8" });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
 
 describe("a reset and the agent's persisted clone", { skip: !isRoot() && "needs root" }, () => {
-  let root = "";
+  const town = testTown({ label: "reset-git", uids: uidsOf(import.meta.filename) });
+  const nuketown = (args: string[]) => town.nuketown(args);
   let config = "";
   let clone = "";
   let marker = "";
   let repo: SeededRepo;
 
   before(() => {
-    root = makeTempRoot("reset-git");
+    const root = town.root;
     mkdirSync(path.join(root, "agents"), { mode: 0o755 });
     repo = seededRepo(root, "site");
     const bare = repo.bare;
-    config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-reset-git",
-        domain: "test.local",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        approval: { group: APPROVERS },
-        basePackages: ["git"],
-        agents: { [AGENT]: { uid: UID, persist: ["projects"], repos: [bare] } },
-      }),
-    );
+    town.declare({
+      domain: "test.local",
+      basePackages: ["git"],
+      agents: { [AGENT]: { uid: UID, persist: ["projects"], repos: [bare] } },
+    });
+    config = town.config;
     const applied = nuketown(["apply", config]);
     assert.equal(applied.code, 0, applied.stdout + applied.stderr);
     clone = path.join(root, "agents", AGENT, "projects", "site");
     assert.ok(existsSync(path.join(clone, ".git")), "the round cloned the declared repo");
     marker = path.join(root, "planted-ran");
   });
-
-  after(() => cleanupHost(root, [APPROVERS]));
 
   it("runs none of the clone's hooks, fsmonitor, ssh or upload-pack, and leaves no process of the agent", () => {
     // What an agent can do to its own persisted clone.
