@@ -6,27 +6,18 @@
  * is removed afterwards, and only if this test installed it.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, run } from "../support/host.ts";
+import { mkdirSync, readFileSync } from "node:fs";
+import { before, describe, it } from "node:test";
+import { isRoot, run } from "../support/host.ts";
+import { testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-pkgs";
-const APPROVERS = `nt-test-appr-pk-${process.pid}`;
 const UNKNOWN = "nt-test-no-such-package";
 /** Tiny, harmless, with no dependencies a Debian host lacks; the first one not installed is used. */
 const CANDIDATES = ["sl", "hello", "cowsay"];
 
 const isDebian = run("sh", ["-c", "command -v apt-get && command -v dpkg-query"]).code === 0;
-
-function nuketown(args: string[]) {
-  const result = spawnSync(BIN, args, { encoding: "utf8" });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
 
 const installed = (pkg: string) =>
   // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format.
@@ -40,14 +31,15 @@ function hasCandidate(pkg: string): boolean {
 describe("packages layer with the real apt-get", {
   skip: (!isRoot() && "needs root") || (!isDebian && "needs apt-get and dpkg"),
 }, () => {
-  let root = "";
+  const town = testTown({ label: "packages", uids: uidsOf(import.meta.filename) });
+  const nuketown = (args: string[]) => town.nuketown(args);
   let config = "";
   let pkg = "";
   let installedByTest = false;
   let declaration: Record<string, any> = {};
-  const write = () => writeFileSync(config, stringify(declaration));
-  const agentsMd = () => readFileSync(path.join(root, "agents", AGENT, "AGENTS.md"), "utf8");
-  const stateOf = () => JSON.parse(readFileSync(path.join(root, "state", "state.json"), "utf8"));
+  const write = () => town.write(declaration);
+  const agentsMd = () => readFileSync(town.path("agents", AGENT, "AGENTS.md"), "utf8");
+  const stateOf = () => JSON.parse(readFileSync(town.path("state", "state.json"), "utf8"));
 
   before(() => {
     const chosen = CANDIDATES.find((p) => !installed(p));
@@ -59,36 +51,21 @@ describe("packages layer with the real apt-get", {
     }
     assert.ok(hasCandidate(pkg), `apt-get cannot find ${pkg} even after apt-get update`);
 
-    root = makeTempRoot("packages");
-    config = path.join(root, "town.toml");
+    config = town.config;
     // The directory backend makes missing parents of a home root-only: make agentsDir first.
-    mkdirSync(path.join(root, "agents"), { mode: 0o755 });
-    declaration = {
-      name: "nt-test-packages",
+    mkdirSync(town.path("agents"), { mode: 0o755 });
+    declaration = town.declare({
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
-      homes: { backend: "directory" },
-      approval: { group: APPROVERS },
       basePackages: ["git"],
       agents: { [AGENT]: { uid: 60710, role: "tester", packages: [pkg] } },
-    };
-    write();
-  });
-
-  after(() => {
-    try {
+    });
+    // At cleanup, before the town goes: the package, if this test installed it.
+    town.defer(() => {
       if (installedByTest && installed(pkg)) {
         const removed = run("apt-get", ["remove", "-y", "-q", pkg]);
         if (removed.code !== 0) process.stderr.write(`apt-get remove ${pkg}: ${removed.stderr}`);
       }
-    } finally {
-      cleanupHost(root, [APPROVERS]);
-    }
+    });
   });
 
   it("plans the missing package for the agent that wants it, installs it, and lists it as installed", () => {
