@@ -4,18 +4,15 @@
  * one that dies, and `nuketown status` shows them.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { before, describe, it } from "node:test";
+import { isRoot } from "../support/host.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const MAYOR = "nt-test-upmayor";
-const APPROVERS = `nt-test-upap-${process.pid}`;
 
 interface UpState {
   pid: number;
@@ -23,10 +20,15 @@ interface UpState {
 }
 
 describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "up",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60502 },
+    install: true,
+  });
   let root = "";
-  let config = "";
-  let upProcess: ChildProcess | undefined;
-  let output = "";
+  let upProcess: Daemon | undefined;
+  const output = () => upProcess?.output() ?? "";
   const upState = () => path.join(root, "run", "up.json");
   const readUp = () => JSON.parse(readFileSync(upState(), "utf8")) as UpState;
 
@@ -39,65 +41,35 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
       } catch {}
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`timed out waiting for ${what}; up said:\n${output}`);
+    throw new Error(`timed out waiting for ${what}; up said:\n${output()}`);
   }
 
   before(() => {
-    root = makeTempRoot("up");
-    mustRun("useradd", [
-      "--uid",
-      "60502",
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      `${root}/mayor`,
-      MAYOR,
-    ]);
+    root = town.root;
     const runtime = path.join(root, "runtime.sh");
     writeFileSync(runtime, '#!/bin/sh\necho \'{"type":"answer","text":"hello"}\'\n', {
       mode: 0o755,
     });
-    config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-up",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root) },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        approval: { group: APPROVERS },
-        humans: { [MAYOR]: { approver: true } },
-        agents: {
-          "nt-test-upagent": {
-            uid: 60501,
-            persist: ["projects"],
-            runtime: { kind: "command", command: runtime },
-          },
+    town.declare({
+      humans: { [MAYOR]: { approver: true } },
+      agents: {
+        "nt-test-upagent": {
+          uid: 60501,
+          persist: ["projects"],
+          runtime: { kind: "command", command: runtime },
         },
-      }),
-    );
-  });
-
-  after(async () => {
-    await stopChild(upProcess);
-    cleanupHost(root, [MAYOR, APPROVERS]);
+      },
+    });
   });
 
   it("applies the town, starts every daemon, and says where to look", async () => {
-    upProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
-    upProcess.stdout?.on("data", (d) => (output += d));
-    upProcess.stderr?.on("data", (d) => (output += d));
-    await waitFor("the guide", () => (output.includes("is up:") ? true : undefined), 60_000);
-    assert.match(output, /town nt-test-up is up: this process supervises the daemons/);
-    assert.match(output, /nuketown approvals --watch/);
-    assert.match(output, /nuketown talk nt-test-upagent/);
+    upProcess = town.up();
+    await waitFor("the guide", () => (output().includes("is up:") ? true : undefined), 60_000);
+    assert.match(output(), /town nt-test-up is up: this process supervises the daemons/);
+    assert.match(output(), /nuketown approvals --watch/);
+    assert.match(output(), /nuketown talk nt-test-upagent/);
     assert.match(
-      output,
+      output(),
       /who can approve:\n {2}nt-test-upmayor: Unix account nt-test-upmayor \(nuketown approvals, the desktop dialog, the dashboard\)/,
     );
     const state = await waitFor("both daemons", () => {
@@ -125,7 +97,7 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
   });
 
   it("runs the installed copy, root-owned, and moves every daemon onto a new version and back with --rollback", async () => {
-    const prefix = testPrefix(root);
+    const prefix = town.prefix;
     const manifest = path.join(root, "etc", "nuketown", "town.json");
     const lib = path.join(prefix, "lib", "nuketown");
     const versionA = readlinkSync(path.join(lib, "current"));
@@ -206,8 +178,8 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
     const pids = readUp()
       .services.map((s) => s.pid)
       .filter((p): p is number => p !== undefined);
-    const exited = new Promise((resolve) => upProcess?.once("exit", resolve));
-    upProcess?.kill("SIGTERM");
+    const exited = new Promise((resolve) => upProcess?.child.once("exit", resolve));
+    upProcess?.child.kill("SIGTERM");
     await exited;
     for (const pid of pids) {
       assert.throws(() => process.kill(pid, 0), "a supervised daemon outlived up");
@@ -219,44 +191,29 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
 describe("nuketown up with nobody to approve", { skip: !isRoot() && "needs root" }, () => {
   const AGENT = "nt-test-hh-up";
   const GHOST = "nt-test-hh-ghost";
+  const town = testTown({ label: "upnobody", uids: uidsOf(import.meta.filename), install: true });
   let root = "";
-  let upProcess: ChildProcess | undefined;
-  let output = "";
+  let upProcess: Daemon | undefined;
+  const output = () => upProcess?.output() ?? "";
 
   before(() => {
-    root = makeTempRoot("upnobody");
+    root = town.root;
     const runtime = path.join(root, "runtime.sh");
     writeFileSync(runtime, '#!/bin/sh\necho \'{"type":"answer","text":"hi"}\'\n', { mode: 0o755 });
-    writeFileSync(
-      path.join(root, "town.toml"),
-      stringify({
-        name: "nt-test-hh-nobody",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root), sudoWrapper: path.join(root, "bin", "sudo") },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        basePackages: [],
-        approval: { group: `nt-test-hhnb-${process.pid}` },
-        // The mayor and only approver has no account on this host.
-        humans: { [GHOST]: { approver: true } },
-        agents: {
-          [AGENT]: {
-            uid: 60465,
-            sudo: { enable: true },
-            runtime: { kind: "command", command: runtime },
-          },
+    town.declare({
+      name: "nt-test-hh-nobody",
+      install: { sudoWrapper: path.join(root, "bin", "sudo") },
+      basePackages: [],
+      // The mayor and only approver has no account on this host.
+      humans: { [GHOST]: { approver: true } },
+      agents: {
+        [AGENT]: {
+          uid: 60465,
+          sudo: { enable: true },
+          runtime: { kind: "command", command: runtime },
         },
-      }),
-    );
-  });
-
-  after(async () => {
-    await stopChild(upProcess);
-    cleanupHost(root, [`nt-test-hhnb-${process.pid}`]);
+      },
+    });
   });
 
   it("says who is missing and how to fix it, and starts no approvald nobody can reach", async () => {
@@ -269,25 +226,21 @@ describe("nuketown up with nobody to approve", { skip: !isRoot() && "needs root"
       ),
     );
 
-    upProcess = spawn(BIN, ["up", path.join(root, "town.toml")], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    upProcess.stdout?.on("data", (d) => (output += d));
-    upProcess.stderr?.on("data", (d) => (output += d));
+    upProcess = town.up();
     const deadline = Date.now() + 90_000;
-    while (!output.includes("is up:") && Date.now() < deadline) {
-      if (upProcess.exitCode !== null) break;
+    while (!output().includes("is up:") && Date.now() < deadline) {
+      if (upProcess.child.exitCode !== null) break;
       await new Promise((r) => setTimeout(r, 200));
     }
-    assert.match(output, /is up:/, output);
-    assert.match(output, new RegExp(`note: humans\\.${GHOST}: no Unix account "${GHOST}"`));
+    assert.match(output(), /is up:/, output());
+    assert.match(output(), new RegExp(`note: humans\\.${GHOST}: no Unix account "${GHOST}"`));
     assert.match(
-      output,
+      output(),
       new RegExp(
         `refused: nobody can approve the agents' sudo requests on this host \\(humans\\.${GHOST} has no Unix account "${GHOST}" here\\), so approvald is not started`,
       ),
     );
-    assert.match(output, /useradd --create-home NAME\) or set humans\.NAME\.unixUser/);
+    assert.match(output(), /useradd --create-home NAME\) or set humans\.NAME\.unixUser/);
     const state = JSON.parse(readFileSync(path.join(root, "run", "up.json"), "utf8")) as UpState;
     assert.ok(!state.services.some((s) => s.name === "approvald"), JSON.stringify(state));
     // The agent daemon says plainly why the mayor cannot reach its socket (not setfacl's words).
