@@ -9,23 +9,19 @@
  * delegated cgroup (the fallback: the task's marker in /proc/<pid>/environ).
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
 import { locateCgroup } from "../../src/agent/cgroup.ts";
 import { AgentClient, type TaskEvent, type TaskOutcome } from "../../src/agent/client.ts";
 import { townCgroup } from "../../src/commands/up.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
-import { installForTest } from "../support/install.ts";
+import { isRoot, mustRun } from "../support/host.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const TOWN = "nt-test-contain";
 const AGENT = "nt-test-ct1";
 const UID = 60701;
-const APPROVERS = `nt-test-ctap-${process.pid}`;
 
 /** This process's cgroup v2 (`up`, its child, makes the town's cgroups below it). */
 const OWN_CGROUP = (() => {
@@ -104,15 +100,16 @@ async function waitFor<T>(what: string, probe: () => T | undefined, ms = 20_000)
 }
 
 describe("everything a task starts dies with it", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({ label: "contain", uids: uidsOf(import.meta.filename), install: true });
   let root = "";
-  let config = "";
   let manifest = "";
   let cgroups = "";
-  let upProcess: ChildProcess | undefined;
-  let daemon: ChildProcess | undefined;
-  let output = "";
+  let upProcess: Daemon | undefined;
   const clients: AgentClient[] = [];
-  const socket = () => path.join(root, "run", "agents", AGENT, "agent.sock");
+  town.defer(() => {
+    for (const client of clients) client.close();
+  });
+  const socket = () => town.socket(AGENT);
 
   /**
    * Run a task; while it runs, note its two escaped children (`during`) as
@@ -151,35 +148,22 @@ describe("everything a task starts dies with it", { skip: !isRoot() && "needs ro
   }
 
   before(() => {
-    root = makeTempRoot("contain");
+    root = town.root;
     const runtime = path.join(root, "runtime.sh");
     writeFileSync(runtime, RUNTIME, { mode: 0o755 });
-    config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: TOWN,
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root) },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        approval: { group: APPROVERS },
-        agents: {
-          [AGENT]: {
-            uid: UID,
-            persist: ["projects"],
-            runtime: { kind: "command", command: runtime, timeout: 2 },
-          },
+    town.declare({
+      name: TOWN,
+      agents: {
+        [AGENT]: {
+          uid: UID,
+          persist: ["projects"],
+          runtime: { kind: "command", command: runtime, timeout: 2 },
         },
-      }),
-    );
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    const applied = spawnSync(BIN, ["apply", config], { encoding: "utf8" });
-    assert.equal(applied.status, 0, applied.stderr + applied.stdout);
+      },
+    });
+    manifest = town.manifest;
+    const applied = town.nuketown(["apply", town.config]);
+    assert.equal(applied.code, 0, applied.stderr + applied.stdout);
     // A project for the tasks: a clone of nothing, made by the agent.
     const project = path.join(root, "agents", AGENT, "projects", "widget");
     const git = [
@@ -207,11 +191,8 @@ describe("everything a task starts dies with it", { skip: !isRoot() && "needs ro
     ]);
   });
 
-  after(async () => {
-    for (const client of clients) client.close();
-    await stopChild(upProcess);
-    await stopChild(daemon);
-    cleanupHost(root, [APPROVERS]);
+  // After the town's cleanup.
+  after(() => {
     if (cgroups !== "") assert.equal(existsSync(cgroups), false, `${cgroups} is left`);
   });
 
@@ -221,11 +202,9 @@ describe("everything a task starts dies with it", { skip: !isRoot() && "needs ro
     before(async () => {
       assert.ok(OWN_CGROUP.ok);
       cgroups = townCgroup(OWN_CGROUP.dir, { name: TOWN });
-      upProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
-      upProcess.stdout?.on("data", (d) => (output += d));
-      upProcess.stderr?.on("data", (d) => (output += d));
+      upProcess = town.up();
       await waitFor("the agent's socket", () => (existsSync(socket()) ? true : undefined), 60_000);
-      assert.match(output, /agent daemons run in cgroups under /);
+      assert.match(upProcess.output(), /agent daemons run in cgroups under /);
     });
 
     it("runs the agent daemon in its cgroup, delegated to the agent", () => {
@@ -278,8 +257,8 @@ describe("everything a task starts dies with it", { skip: !isRoot() && "needs ro
     });
 
     it("removes the daemons' cgroups when up stops", async () => {
-      const exited = new Promise((resolve) => upProcess?.once("exit", resolve));
-      upProcess?.kill("SIGTERM");
+      const exited = new Promise((resolve) => upProcess?.child.once("exit", resolve));
+      upProcess?.child.kill("SIGTERM");
       await exited;
       assert.equal(existsSync(path.join(cgroups, AGENT)), false);
       assert.equal(existsSync(cgroups), false);
@@ -288,15 +267,13 @@ describe("everything a task starts dies with it", { skip: !isRoot() && "needs ro
 
   describe("started by hand, without a delegated cgroup: by process group and marker", () => {
     before(async () => {
-      let log = "";
-      daemon = spawn("runuser", ["-u", AGENT, "--", BIN, "agent", AGENT, "--manifest", manifest], {
-        cwd: root,
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      daemon.stdout?.on("data", (d) => (log += d));
-      daemon.stderr?.on("data", (d) => (log += d));
-      await waitFor("the daemon", () => (log.includes("listening on") ? true : undefined));
-      assert.match(log, /tasks run without a cgroup \(its cgroup .* is not delegated to it\)/);
+      const daemon = town.spawn(
+        ["runuser", "-u", AGENT, "--", BIN, "agent", AGENT, "--manifest", manifest],
+        { cwd: root },
+      );
+      const log = daemon.output;
+      await waitFor("the daemon", () => (log().includes("listening on") ? true : undefined));
+      assert.match(log(), /tasks run without a cgroup \(its cgroup .* is not delegated to it\)/);
     });
 
     it("times out, with everything the runtime started gone", async () => {
