@@ -18,19 +18,17 @@ import {
 } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
+import { before, describe, it } from "node:test";
 import { AgentClient, type TaskEvent, type TaskOutcome } from "../../src/agent/client.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { BIN, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const A = "nt-test-ag1";
 const B = "nt-test-ag2";
 const UIDS: Readonly<Record<string, number>> = { [A]: 60301, [B]: 60302 };
 const MAYOR = "nt-test-ag-mayor";
 const STRANGER = "nt-test-ag-strngr";
-const APPROVERS = `nt-test-agap-${process.pid}`;
 
 /** The test runtime: its behaviour is chosen by words in the prompt. */
 const RUNTIME = `#!/bin/sh
@@ -51,6 +49,11 @@ printf '{"type":"answer","text":"committed %s on %s"}\\n' "$(git rev-parse HEAD)
 `;
 
 describe("the agent daemon, as real agents", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "agent",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60303, [STRANGER]: 60304 },
+  });
   let root = "";
   let manifest = "";
   let runtime = "";
@@ -110,30 +113,13 @@ describe("the agent daemon, as real agents", { skip: !isRoot() && "needs root" }
   }
 
   before(async () => {
-    root = makeTempRoot("agent");
-    for (const [name, uid] of [
-      [MAYOR, 60303],
-      [STRANGER, 60304],
-    ] as const) {
-      mustRun("useradd", [
-        "--uid",
-        String(uid),
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        `${root}/humans/${name}`,
-        name,
-      ]);
-    }
-    const keyFile = path.join(root, "state", "age", "keys.txt");
-    mkdirSync(path.dirname(keyFile), { recursive: true });
+    root = town.root;
+    town.ageKey();
     mkdirSync(path.join(root, "secrets"));
-    mustRun("age-keygen", ["-o", keyFile]);
-    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
     for (const agent of [A, B]) {
       const key = path.join(root, "secrets", `${agent}-ssh`);
       mustRun("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", agent, "-f", key]);
-      mustRun("age", ["--encrypt", "-r", recipient, "-o", `${key}.age`, key]);
+      town.encrypt(`secrets/${agent}-ssh.age`, readFileSync(key, "utf8"));
     }
 
     // The declared repo: a bare repository the agents can read.
@@ -152,53 +138,42 @@ describe("the agent daemon, as real agents", { skip: !isRoot() && "needs root" }
     writeFileSync(runtime, RUNTIME);
     chmodSync(runtime, 0o755);
 
-    const config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-agents",
-        domain: "test.local",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        uidRange: { min: 60300, max: 60399 },
-        homes: { backend: "directory" },
-        approval: { group: APPROVERS },
-        mayor: MAYOR,
-        humans: { [MAYOR]: { approver: true }, [STRANGER]: {} },
-        agents: Object.fromEntries(
-          [A, B].map((name) => [
-            name,
-            {
-              uid: UIDS[name],
-              persist: ["projects"],
-              secrets: { sshKey: { file: `secrets/${name}-ssh.age` } },
-              repos: [
-                { url: bare, path: "projects/widget" },
-                { url: bare, path: "projects/gadget" },
-              ],
-              runtime: {
-                kind: "command",
-                command: runtime,
-                maxParallel: 2,
-                timeout: name === B ? 2 : 30,
-              },
+    town.declare({
+      name: "nt-test-agents",
+      domain: "test.local",
+      uidRange: { min: 60300, max: 60399 },
+      mayor: MAYOR,
+      humans: { [MAYOR]: { approver: true }, [STRANGER]: {} },
+      agents: Object.fromEntries(
+        [A, B].map((name) => [
+          name,
+          {
+            uid: UIDS[name]!,
+            persist: ["projects"],
+            secrets: { sshKey: { file: `secrets/${name}-ssh.age` } },
+            repos: [
+              { url: bare, path: "projects/widget" },
+              { url: bare, path: "projects/gadget" },
+            ],
+            runtime: {
+              kind: "command",
+              command: runtime,
+              maxParallel: 2,
+              timeout: name === B ? 2 : 30,
             },
-          ]),
-        ),
-      }),
-    );
-    const applied = spawnSync(BIN, ["apply", config], { encoding: "utf8" });
-    assert.equal(applied.status, 0, applied.stderr + applied.stdout);
-    manifest = path.join(root, "etc", "nuketown", "town.json");
+          },
+        ]),
+      ),
+    });
+    const applied = town.nuketown(["apply", town.config]);
+    assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+    manifest = town.manifest;
     // The first task of A clones its project itself.
     assert.equal(asAgent(A, ["rm", "-rf", path.join(home(A), "projects", "widget")]).code, 0);
     await Promise.all([startDaemon(A), startDaemon(B)]);
   });
 
-  after(async () => {
+  town.defer(async () => {
     for (const client of clients) client.close();
     await Promise.all(
       [...daemons.values()].map(
@@ -214,7 +189,6 @@ describe("the agent daemon, as real agents", { skip: !isRoot() && "needs root" }
           }),
       ),
     );
-    cleanupHost(root, [MAYOR, STRANGER, APPROVERS]);
   });
 
   it("runs a task as the agent in a clone of its project and commits signed on <agent>/<topic>", async () => {
