@@ -4,34 +4,23 @@
  * approves through the control socket.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import {
-  copyFileSync,
-  existsSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
+import { before, describe, it } from "node:test";
 import { parseMountinfo } from "../../src/os/tables.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { testPrefix } from "../support/install.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
 const mountInfo = () => parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-sudoer";
 const SLOW = "nt-test-slowpoke";
 const MAYOR = "nt-test-mayor";
 const STRANGER = "nt-test-stranger";
-const APPROVERS = `nt-test-ap-${process.pid}`;
-const SUDOERS = `/etc/sudoers.d/nt-test-${process.pid}`;
 
 interface Outcome {
   code: number | null;
@@ -40,11 +29,20 @@ interface Outcome {
 }
 
 describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "approval",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60202, [STRANGER]: 60203 },
+    install: true,
+  });
   let root = "";
   let manifest = "";
   let shimDir = "";
-  let daemon: ChildProcess | undefined;
-  let daemonLog = "";
+  let daemon: Daemon | undefined;
+  const daemons: Daemon[] = [];
+  town.defer(() => {
+    if (process.env.NT_TEST_VERBOSE) for (const d of daemons) process.stderr.write(d.output());
+  });
 
   /** Run as a Unix user, with the shim first on PATH, like the agent's service does. */
   const asUser = (user: string, argv: string[], input?: string): Promise<Outcome> =>
@@ -81,48 +79,13 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
   }
 
   before(async () => {
-    root = makeTempRoot("approval");
-    for (const [name, uid] of [
-      [MAYOR, 60202],
-      [STRANGER, 60203],
-    ] as const) {
-      mustRun("useradd", [
-        "--uid",
-        String(uid),
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        `${root}/humans/${name}`,
-        name,
-      ]);
-    }
-    const keyFile = path.join(root, "state", "age", "keys.txt");
-    mustRun("mkdir", ["-p", path.dirname(keyFile)]);
-    mustRun("age-keygen", ["-o", keyFile]);
-    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
-    writeFileSync(path.join(root, "api-token"), "the api token\n");
-    mustRun("age", [
-      "--encrypt",
-      "-r",
-      recipient,
-      "-o",
-      path.join(root, "api-token.age"),
-      path.join(root, "api-token"),
-    ]);
-    rmSync(path.join(root, "api-token"));
+    root = town.root;
+    town.ageKey();
+    town.encrypt("api-token.age", "the api token\n");
 
-    const declaration = {
-      name: "nt-test-approval",
+    town.declare({
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
-      homes: { backend: "directory" },
-      approval: { group: APPROVERS, timeout: 30 },
-      install: { prefix: installForTest(root) },
+      approval: { timeout: 30 },
       humans: { [MAYOR]: { approver: true }, [STRANGER]: { approver: false } },
       agents: {
         [AGENT]: {
@@ -145,34 +108,14 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
         },
         [SLOW]: { uid: 60204, sudo: { enable: true, timeout: 1 } },
       },
-    };
-    const config = path.join(root, "town.toml");
-    writeFileSync(config, stringify(declaration));
-    mustRun(BIN, ["apply", config]);
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    shimDir = path.join(testPrefix(root), "libexec", "nuketown", "shim");
+    });
+    town.apply();
+    manifest = town.manifest;
+    shimDir = town.shimDir;
     // The fragment apply rendered (and checked with visudo) goes where sudo reads it.
-    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
-    mustRun("chmod", ["0440", SUDOERS]);
-    mustRun("visudo", ["-c"]);
-
-    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    daemon.stderr?.on("data", (d) => {
-      daemonLog += d;
-    });
-    const controlSocket = path.join(root, "run", "control.sock");
-    for (let i = 0; i < 100 && !existsSync(controlSocket); i++)
-      await new Promise((r) => setTimeout(r, 100));
-    assert.ok(existsSync(controlSocket), "the daemon is listening");
-  });
-
-  after(async () => {
-    await stopChild(daemon, 5000);
-    if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemonLog);
-    rmSync(SUDOERS, { force: true });
-    cleanupHost(root, [MAYOR, STRANGER, APPROVERS]);
+    town.sudoers();
+    daemon = await town.approvald();
+    daemons.push(daemon);
   });
 
   it("runs `sudo id -u` as root once the mayor approves through the control socket", async () => {
@@ -417,18 +360,14 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
   it("fails closed when the daemon dies: the waiting gate says no, and the restarted daemon records it", async () => {
     const agent = asUser(AGENT, ["sudo", "id", "-u"]);
     const id = await pendingId();
-    daemon?.kill("SIGKILL");
+    daemon?.child.kill("SIGKILL");
     const result = await agent;
     assert.equal(result.code, 14);
     assert.match(result.stderr, /went away before deciding; sudo denied/);
     assert.equal(result.stdout, "");
 
-    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    daemon.stderr?.on("data", (d) => {
-      daemonLog += d;
-    });
+    daemon = town.spawn([BIN, "approvald", "--manifest", manifest], { graceMs: 5000 });
+    daemons.push(daemon);
     const log = path.join(root, "state", "audit.jsonl");
     let text = "";
     for (let i = 0; i < 100; i++) {
@@ -499,7 +438,7 @@ describe("sudo through the approval gate", { skip: !isRoot() && "needs root" }, 
 
   it("restarts (exit 75) when the town changes, so a revoked rule takes effect at once", async () => {
     const exited = new Promise<number | null>((resolve) =>
-      daemon?.once("exit", (code) => resolve(code)),
+      daemon?.child.once("exit", (code) => resolve(code)),
     );
     const text = readFileSync(manifest, "utf8");
     writeFileSync(`${manifest}.new`, `${text}\n`);
