@@ -20,10 +20,9 @@
  * approves with `nuketown approve`.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import {
   chmodSync,
-  copyFileSync,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -32,21 +31,17 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { isRoot, mustRun } from "../support/host.ts";
 import { NIXPKGS_LIB } from "../support/nix.ts";
+import { BIN, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const NIXER = "nt-test-nixer";
 const TOOLER = "nt-test-tooler";
 const MAYOR = "nt-test-cmayor";
-const APPROVERS = `nt-test-cap-${process.pid}`;
-const SUDOERS = `/etc/sudoers.d/nt-test-change-${process.pid}`;
 
 interface Outcome {
   code: number | null;
@@ -86,14 +81,18 @@ let t = lib.types; in
 `;
 
 describe("change control of a NixOS config repo", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "change",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60810 },
+    install: true,
+  });
   let root = "";
   let repo = "";
   let clone = "";
   let system = "";
   let manifest = "";
   let shimDir = "";
-  let daemon: ChildProcess | undefined;
-  let daemonLog = "";
 
   const run = (
     argv: string[],
@@ -171,17 +170,7 @@ describe("change control of a NixOS config repo", { skip: !isRoot() && "needs ro
   }
 
   before(async () => {
-    root = makeTempRoot("change");
-    chmodSync(root, 0o755);
-    mustRun("useradd", [
-      "--uid",
-      "60810",
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      `${root}/humans/${MAYOR}`,
-      MAYOR,
-    ]);
+    root = town.root;
     repo = path.join(root, "config");
     clone = path.join(root, "clone");
     system = path.join(root, "system");
@@ -258,18 +247,9 @@ esac`,
     mustRun("ln", ["-sfn", path.join(system, "generations", "1"), path.join(system, "current")]);
     writeFileSync(path.join(system, "ran.log"), "");
 
-    const declaration = {
-      name: "nt-test-change",
+    town.declare({
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
-      homes: { backend: "directory" },
-      approval: { group: APPROVERS, timeout: 60 },
-      install: { prefix: installForTest(root) },
+      approval: { timeout: 60 },
       humans: { [MAYOR]: { approver: true } },
       agents: {
         [NIXER]: {
@@ -295,30 +275,15 @@ esac`,
           },
         },
       },
-    };
-    const config = path.join(root, "town.toml");
-    writeFileSync(config, stringify(declaration));
-    mustRun(BIN, ["apply", config]);
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    shimDir = path.join(testPrefix(root), "libexec", "nuketown", "shim");
-    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
-    mustRun("chmod", ["0440", SUDOERS]);
-    mustRun("visudo", ["-c"]);
-    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
-      stdio: ["ignore", "ignore", "pipe"],
     });
-    daemon.stderr?.on("data", (d) => (daemonLog += d));
-    const controlSocket = path.join(root, "run", "control.sock");
-    for (let i = 0; i < 100 && !existsSync(controlSocket); i++)
-      await new Promise((r) => setTimeout(r, 100));
-    assert.ok(existsSync(controlSocket), "approvald is listening");
-  });
-
-  after(async () => {
-    await stopChild(daemon, 5000);
-    if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemonLog);
-    rmSync(SUDOERS, { force: true });
-    cleanupHost(root, [MAYOR, APPROVERS]);
+    town.apply();
+    manifest = town.manifest;
+    shimDir = town.shimDir;
+    town.sudoers();
+    const daemon = await town.approvald();
+    town.defer(() => {
+      if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemon.output());
+    });
   });
 
   it("a high-risk change (a sudo rule) is verified by a real evaluation, waits for a human, and is applied", async () => {
