@@ -7,25 +7,22 @@
  * test's temp dir, so a test run leaves the checkout as it was.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
-import { stringify } from "smol-toml";
 import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const CHROMIUM = "/usr/bin/chromium";
 const AGENT = "nt-test-clerk";
 const MAYOR = "nt-test-dmayor";
 const OTHER = "nt-test-dother";
-const APPROVERS = `nt-test-dbap-${process.pid}`;
-const SUDOERS = `/etc/sudoers.d/nt-test-dash-${process.pid}`;
 const SHOTS =
   process.env.UPDATE_SCREENSHOTS === "1"
     ? path.join(REPO_ROOT, "docs", "screenshots")
@@ -42,14 +39,27 @@ interface Outcome {
 const skip = !isRoot() ? "needs root" : !existsSync(CHROMIUM) ? "needs chromium" : false;
 
 describe("the dashboard in a real browser", { skip }, () => {
+  const town = testTown({
+    label: "dashboard",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60861, [OTHER]: 60862 },
+    install: true,
+  });
   let root = "";
   let manifest = "";
   let shimDir = "";
   let url = "";
-  let upProcess: ChildProcess | undefined;
-  let upOutput = "";
+  let upProcess: Daemon | undefined;
+  const upOutput = () => upProcess?.output() ?? "";
   let browser: Browser | undefined;
   const contexts: BrowserContext[] = [];
+  town.defer(async () => {
+    for (const context of contexts) await context.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    if (process.env.KEEP_LOGS)
+      run("cp", ["-r", path.join(root, "state", "logs"), process.env.KEEP_LOGS]);
+    if (process.env.UPDATE_SCREENSHOTS !== "1") rmSync(SHOTS, { recursive: true, force: true });
+  });
 
   async function until(what: string, probe: () => boolean | Promise<boolean>, ms = 30_000) {
     const deadline = Date.now() + ms;
@@ -57,7 +67,7 @@ describe("the dashboard in a real browser", { skip }, () => {
       if (await probe()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`timed out waiting for ${what}\nup:\n${upOutput.slice(-4000)}`);
+    throw new Error(`timed out waiting for ${what}\nup:\n${upOutput().slice(-4000)}`);
   }
 
   /** The agent runs a command through its sudo shim, like its service would. */
@@ -117,21 +127,7 @@ describe("the dashboard in a real browser", { skip }, () => {
   };
 
   before(async () => {
-    root = makeTempRoot("dashboard");
-    for (const [name, uid] of [
-      [MAYOR, 60861],
-      [OTHER, 60862],
-    ] as const) {
-      mustRun("useradd", [
-        "--uid",
-        String(uid),
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        `${root}/humans/${name}`,
-        name,
-      ]);
-    }
+    root = town.root;
     mustRun("git", ["init", "--quiet", "--bare", "--initial-branch=main", `${root}/demo.git`]);
     const seed = path.join(root, "seed");
     mustRun("git", ["init", "--quiet", "--initial-branch=main", seed]);
@@ -163,46 +159,29 @@ describe("the dashboard in a real browser", { skip }, () => {
       ].join("\n"),
       { mode: 0o755 },
     );
-    const config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-hall",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root) },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        approval: { group: APPROVERS, timeout: 60, channels: ["terminal", "web"] },
-        humans: { [MAYOR]: { approver: true }, [OTHER]: { approver: false } },
-        agents: {
-          [AGENT]: {
-            uid: 60863,
-            role: "clerk",
-            persist: ["projects"],
-            repos: [path.join(root, "demo.git")],
-            runtime: { kind: "command", command: runtime },
-            sudo: { enable: true, policy: { default: "ask" } },
-            chat: { allow: [MAYOR] },
-          },
+    town.declare({
+      name: "nt-test-hall",
+      approval: { timeout: 60, channels: ["terminal", "web"] },
+      humans: { [MAYOR]: { approver: true }, [OTHER]: { approver: false } },
+      agents: {
+        [AGENT]: {
+          uid: 60863,
+          role: "clerk",
+          persist: ["projects"],
+          repos: [path.join(root, "demo.git")],
+          runtime: { kind: "command", command: runtime },
+          sudo: { enable: true, policy: { default: "ask" } },
+          chat: { allow: [MAYOR] },
         },
-      }),
-    );
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    shimDir = path.join(testPrefix(root), "libexec", "nuketown", "shim");
-    upProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
-    upProcess.stdout?.on("data", (d) => (upOutput += d));
-    upProcess.stderr?.on("data", (d) => (upOutput += d));
-    const socket = path.join(root, "run", "agents", AGENT, "agent.sock");
-    await until("the agent daemon", () => existsSync(socket), 90_000);
+      },
+    });
+    manifest = town.manifest;
+    shimDir = town.shimDir;
+    upProcess = town.up();
+    await until("the agent daemon", () => existsSync(town.socket(AGENT)), 90_000);
     // The fragment apply rendered (and checked with visudo) goes where sudo reads it.
-    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
-    mustRun("chmod", ["0440", SUDOERS]);
-    mustRun("visudo", ["-c"]);
-    await until("the mayor's sign-in link from up", () => /\/login\?token=v1\./.test(upOutput));
+    town.sudoers();
+    await until("the mayor's sign-in link from up", () => /\/login\?token=v1\./.test(upOutput()));
     url = (
       JSON.parse(readFileSync(path.join(root, "run", "dashboard.json"), "utf8")) as {
         url: string;
@@ -211,17 +190,6 @@ describe("the dashboard in a real browser", { skip }, () => {
     // 7377, or a free port when another town on this machine holds it.
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
-  });
-
-  after(async () => {
-    for (const context of contexts) await context.close().catch(() => {});
-    await browser?.close().catch(() => {});
-    await stopChild(upProcess);
-    rmSync(SUDOERS, { force: true });
-    if (process.env.KEEP_LOGS)
-      run("cp", ["-r", path.join(root, "state", "logs"), process.env.KEEP_LOGS]);
-    cleanupHost(root, [MAYOR, OTHER, APPROVERS]);
-    if (process.env.UPDATE_SCREENSHOTS !== "1") rmSync(SHOTS, { recursive: true, force: true });
   });
 
   it("keeps each human's secret to them, and lets nobody in without a token", async () => {
