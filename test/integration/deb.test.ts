@@ -12,14 +12,14 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
+import { before, describe, it } from "node:test";
 import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, run, testUser } from "../support/host.ts";
+import { isRoot, run, testUser } from "../support/host.ts";
+import { testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
 const AGENT = "nt-test-debagent";
 const MAYOR = "nt-test-debmayor";
-const APPROVERS = `nt-test-debap-${process.pid}`;
 const LIB = "/usr/lib/nuketown";
 const COMMAND = "/usr/bin/nuketown";
 const VERSION: string = JSON.parse(
@@ -47,9 +47,22 @@ const apt = (args: string[]) =>
   });
 
 describe("the Debian package", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "deb",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60812 },
+  });
   let root = "";
   let deb = "";
   let installed = false;
+  // Whatever happened: what this test installed is purged, before the town goes.
+  town.defer(() => {
+    const status = packageStatus();
+    if (installed && status !== undefined && !status.endsWith("not-installed")) {
+      const purged = apt(["purge", "nuketown"]);
+      if (purged.status !== 0) run("dpkg", ["--purge", "nuketown"]);
+    }
+  });
 
   before((t) => {
     // Never on top of a nuketown this test did not install: refuse, loudly.
@@ -64,7 +77,7 @@ describe("the Debian package", { skip: !isRoot() && "needs root" }, () => {
         `refusing to test the Debian package: ${foreign.join(", ")} already on this machine and not made by this test; remove it (apt-get purge nuketown) or run this test elsewhere`,
       );
     }
-    root = makeTempRoot("deb");
+    root = town.root;
     const built = spawnSync(
       process.execPath,
       [
@@ -89,18 +102,6 @@ describe("the Debian package", { skip: !isRoot() && "needs root" }, () => {
     assert.doesNotMatch(built.stdout, /lintian is not installed/);
     deb = path.join(root, "build", `nuketown_${VERSION}_amd64.deb`);
     assert.ok(existsSync(deb), built.stdout);
-  });
-
-  after(() => {
-    try {
-      const status = packageStatus();
-      if (installed && status !== undefined && !status.endsWith("not-installed")) {
-        const purged = apt(["purge", "nuketown"]);
-        if (purged.status !== 0) run("dpkg", ["--purge", "nuketown"]);
-      }
-    } finally {
-      cleanupHost(root, [MAYOR, APPROVERS]);
-    }
   });
 
   it("installs with apt-get install ./nuketown_<version>_amd64.deb, root-owned, and nuketown doctor passes", () => {
@@ -135,42 +136,19 @@ describe("the Debian package", { skip: !isRoot() && "needs root" }, () => {
       installed && packageStatus() === "install ok installed",
       "installed by the test above",
     );
-    const useradd = run("useradd", [
-      "--uid",
-      "60812",
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      `${root}/mayor`,
-      MAYOR,
-    ]);
-    assert.equal(useradd.code, 0, useradd.stderr);
-    const config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-deb",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        // The package's program; the town's own gate and shim stay in the temp root.
-        install: {
-          prefix: "/usr",
-          gate: path.join(root, "libexec", "sudo-gate"),
-          shimDir: path.join(root, "libexec", "shim"),
-          sudoWrapper: path.join(root, "local-bin", "sudo"),
-        },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        basePackages: [],
-        approval: { group: APPROVERS },
-        humans: { [MAYOR]: { approver: true } },
-        agents: { [AGENT]: { uid: 60811, persist: ["projects"], sudo: { enable: true } } },
-      }),
-    );
-    const applied = run(COMMAND, ["apply", config]);
+    town.declare({
+      // The package's program; the town's own gate and shim stay in the temp root.
+      install: {
+        prefix: "/usr",
+        gate: path.join(root, "libexec", "sudo-gate"),
+        shimDir: path.join(root, "libexec", "shim"),
+        sudoWrapper: path.join(root, "local-bin", "sudo"),
+      },
+      basePackages: [],
+      humans: { [MAYOR]: { approver: true } },
+      agents: { [AGENT]: { uid: 60811, persist: ["projects"], sudo: { enable: true } } },
+    });
+    const applied = run(COMMAND, ["apply", town.config]);
     assert.equal(applied.code, 0, `${applied.stdout}\n${applied.stderr}`);
     const manifest = path.join(root, "etc", "nuketown", "town.json");
     assert.match(
