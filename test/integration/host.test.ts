@@ -14,60 +14,36 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import {
-  cleanupHost,
-  isRoot,
-  makeTempRoot,
-  mountPoints,
-  mustRun,
-  run,
-  testGroup,
-  testUser,
-} from "../support/host.ts";
+import { isRoot, mountPoints, mustRun, run, testGroup, testUser } from "../support/host.ts";
+import { testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
-// Unique per run: other test files may run at the same time.
-const APPROVERS = `nt-test-appr-${process.pid}`;
 const AGENTS = { "nt-test-a": 60101, "nt-test-b": 60102, "nt-test-c": 60103 } as const;
 
-function nuketown(args: string[]) {
-  const result = spawnSync(BIN, args, { encoding: "utf8" });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
 describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({ label: "host", uids: uidsOf(import.meta.filename) });
+  const nuketown = (args: string[]) => town.nuketown(args);
   let root = "";
   let config = "";
   let declaration: Record<string, any> = {};
   let hasSops = false;
-  const write = () => writeFileSync(config, stringify(declaration));
+  const write = () => town.write(declaration);
   const home = (agent: string) => path.join(root, "agents", agent);
 
   before(() => {
-    root = makeTempRoot("host");
-    config = path.join(root, "town.toml");
+    root = town.root;
+    config = town.config;
     mkdirSync(path.join(root, "secrets"));
-    const keyFile = path.join(root, "state", "age", "keys.txt");
-    mkdirSync(path.dirname(keyFile), { recursive: true });
-    mustRun("age-keygen", ["-o", keyFile]);
+    const keyFile = town.ageKey();
     const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
     for (const agent of Object.keys(AGENTS)) {
       const key = path.join(root, "secrets", `${agent}-ssh`);
       mustRun("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", agent, "-f", key]);
-      mustRun("age", ["--encrypt", "-r", recipient, "-o", `${key}.age`, key]);
+      town.encrypt(`secrets/${agent}-ssh.age`, readFileSync(key, "utf8"));
     }
-    writeFileSync(path.join(root, "secrets", "token"), "s3cret token\n");
-    mustRun("age", [
-      "--encrypt",
-      "-r",
-      recipient,
-      "-o",
-      path.join(root, "secrets", "token.age"),
-      path.join(root, "secrets", "token"),
-    ]);
+    town.encrypt("secrets/token.age", "s3cret token\n");
 
     // sops is built by scripts/install-sops.sh (CI runs it); without it the sops secret is left out, loudly.
     hasSops = run("sh", ["-c", "command -v sops"]).code === 0;
@@ -89,17 +65,10 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
       throw new Error("sops is not installed: run scripts/install-sops.sh");
     }
 
-    declaration = {
+    declaration = town.declare({
       name: "nt-test-town",
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
       homes: { backend: "image", image: { size: "256M" } },
-      approval: { group: APPROVERS },
       agents: Object.fromEntries(
         Object.entries(AGENTS).map(([name, uid]) => [
           name,
@@ -123,11 +92,8 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
           },
         ]),
       ),
-    };
-    write();
+    });
   });
-
-  after(() => cleanupHost(root, ["nt-test-foreign", APPROVERS]));
 
   it("applies a town: accounts, homes on the image, persisted binds, identity and secrets", (t) => {
     if (!hasSops)
@@ -252,7 +218,7 @@ describe("host reconciler on a real btrfs image", { skip: !isRoot() && "needs ro
   });
 
   it("refuses a declaration that claims a foreign account, and changes nothing", () => {
-    mustRun("useradd", ["--uid", "60150", "--user-group", "--no-create-home", "nt-test-foreign"]);
+    town.account("nt-test-foreign", 60150);
     const before = readFileSync(path.join(root, "state", "state.json"), "utf8");
     const claimed = structuredClone(declaration);
     claimed.agents["nt-test-foreign"] = { uid: 60150 };
