@@ -16,16 +16,14 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, testUser } from "../support/host.ts";
+import { before, describe, it } from "node:test";
+import { isRoot, testUser } from "../support/host.ts";
 import { installForTest, testPrefix } from "../support/install.ts";
+import { BIN, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-uninst";
 const MAYOR = "nt-test-uninstmy";
-const APPROVERS = `nt-test-unap-${process.pid}`;
 
 const nuketown = (args: string[]) => spawnSync(BIN, args, { encoding: "utf8" });
 const exited = (child: ChildProcess) =>
@@ -37,16 +35,20 @@ const exited = (child: ChildProcess) =>
   });
 
 describe("nuketown install and uninstall", { skip: !isRoot() && "needs root" }, () => {
+  // Not installed by the town: the first test installs into the prefix itself.
+  const town = testTown({
+    label: "install",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60562 },
+  });
   let root = "";
   let prefix = "";
   const lib = () => path.join(prefix, "lib", "nuketown");
 
   before(() => {
-    root = makeTempRoot("install");
+    root = town.root;
     prefix = testPrefix(root);
   });
-
-  after(() => cleanupHost(root, [MAYOR, APPROVERS]));
 
   it("lets one install at a time into a prefix: a second one meanwhile is refused and changes nothing", async () => {
     const installArgs = (version: string) => [
@@ -115,37 +117,16 @@ describe("nuketown install and uninstall", { skip: !isRoot() && "needs root" }, 
     };
 
     before(() => {
-      mustRun("useradd", [
-        "--uid",
-        "60802",
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        `${root}/mayor`,
-        MAYOR,
-      ]);
       installForTest(root);
-      const config = path.join(root, "town.toml");
-      writeFileSync(
-        config,
-        stringify({
-          name: "nt-test-uninstall",
-          agentsDir: path.join(root, "agents"),
-          persistDir: path.join(root, "persist"),
-          stateDir: path.join(root, "state"),
-          runtimeDir: path.join(root, "run"),
-          etcDir: path.join(root, "etc"),
-          install: { prefix },
-          uidRange: { min: 60100, max: 60999 },
-          homes: { backend: "directory" },
-          basePackages: [],
-          approval: { group: APPROVERS },
-          humans: { [MAYOR]: { approver: true } },
-          agents: { [AGENT]: { uid: 60801, persist: ["projects"], sudo: { enable: true } } },
-        }),
-      );
-      mustRun(BIN, ["apply", config]);
-      manifest = path.join(root, "etc", "nuketown", "town.json");
+      town.declare({
+        name: "nt-test-uninstall",
+        install: { prefix },
+        basePackages: [],
+        humans: { [MAYOR]: { approver: true } },
+        agents: { [AGENT]: { uid: 60561, persist: ["projects"], sudo: { enable: true } } },
+      });
+      town.apply();
+      manifest = town.manifest;
       const unitDir = path.join(root, "etc", "systemd", "system");
       units = readdirSync(unitDir).map((u) => path.join(unitDir, u));
       writeFileSync(persisted(), "kept\n");
