@@ -8,22 +8,18 @@
  * /etc/profile read them, under nt-test names, and removed after.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
+import { before, describe, it } from "node:test";
 import { agentLoginArgv, shellLine } from "../../src/portal/tmux.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { testPrefix } from "../support/install.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-sessag";
 const MAYOR = "nt-test-sessmy";
-const APPROVERS = `nt-test-sessap-${process.pid}`;
-const SUDOERS = `/etc/sudoers.d/nt-test-sessions-${process.pid}`;
-const PROFILE = `/etc/profile.d/nt-test-sessions-${process.pid}.sh`;
 const TMUX = `nt-test-sessions-${process.pid}`;
 
 interface Outcome {
@@ -33,11 +29,18 @@ interface Outcome {
 }
 
 describe("sudo in every session of an agent", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "sessions",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: 60822 },
+    install: true,
+  });
+  town.defer(() => run("tmux", ["-L", TMUX, "kill-server"]));
   let root = "";
   let manifest = "";
   let wrapperDir = "";
-  let daemon: ChildProcess | undefined;
-  let daemonLog = "";
+  let daemon: Daemon | undefined;
+  const daemonLog = () => daemon?.output() ?? "";
   /** A caller's PATH with the wrapper's directory where /usr/local/bin is on a real host. */
   const callerPath = () =>
     `${wrapperDir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`;
@@ -82,67 +85,25 @@ describe("sudo in every session of an agent", { skip: !isRoot() && "needs root" 
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`no request showed up (${last}); approvald said:\n${daemonLog}`);
+    throw new Error(`no request showed up (${last}); approvald said:\n${daemonLog()}`);
   }
 
   before(async () => {
-    root = makeTempRoot("sessions");
-    mustRun("useradd", [
-      "--uid",
-      "60822",
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      `${root}/mayor`,
-      MAYOR,
-    ]);
+    root = town.root;
     wrapperDir = path.join(root, "local-bin");
-    const config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-sessions",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: {
-          prefix: installForTest(root),
-          sudoWrapper: path.join(wrapperDir, "sudo"),
-        },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        basePackages: [],
-        approval: { group: APPROVERS, timeout: 60 },
-        humans: { [MAYOR]: { approver: true } },
-        agents: { [AGENT]: { uid: 60821, sudo: { enable: true } } },
-      }),
-    );
-    mustRun(BIN, ["apply", config]);
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    // Where sudo and login shells read them on a real host.
-    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
-    mustRun("chmod", ["0440", SUDOERS]);
-    mustRun("visudo", ["-c"]);
-    copyFileSync(path.join(root, "etc", "profile.d", "nuketown.sh"), PROFILE);
-
-    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
-      stdio: ["ignore", "ignore", "pipe"],
+    town.declare({
+      install: { sudoWrapper: path.join(wrapperDir, "sudo") },
+      basePackages: [],
+      approval: { timeout: 60 },
+      humans: { [MAYOR]: { approver: true } },
+      agents: { [AGENT]: { uid: 60821, sudo: { enable: true } } },
     });
-    daemon.stderr?.on("data", (d) => (daemonLog += d));
-    const control = path.join(root, "run", "control.sock");
-    for (let i = 0; i < 100 && !existsSync(control); i++)
-      await new Promise((r) => setTimeout(r, 100));
-    assert.ok(existsSync(control), "approvald is listening");
-  });
-
-  after(async () => {
-    run("tmux", ["-L", TMUX, "kill-server"]);
-    await stopChild(daemon, 5000);
-    rmSync(SUDOERS, { force: true });
-    rmSync(PROFILE, { force: true });
-    cleanupHost(root, [MAYOR, APPROVERS]);
+    town.apply();
+    manifest = town.manifest;
+    // Where sudo and login shells read them on a real host.
+    town.sudoers();
+    town.profile();
+    daemon = await town.approvald();
   });
 
   it("runuser -l <agent> -c 'sudo id -u': the login session finds the shim, and prints 0 once the mayor approves", async () => {
