@@ -4,26 +4,28 @@
  * `command` runtime answers through the agent daemon.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest } from "../support/install.ts";
+import { before, describe, it } from "node:test";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-talker";
 const MAYOR = "nt-test-talkmayor";
-const APPROVERS = `nt-test-tkap-${process.pid}`;
 const TMUX = `nt-test-talk-${process.pid}`;
 
 describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "talk",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: { uid: 60602, makeHome: true } },
+    install: true,
+  });
   let root = "";
   let manifest = "";
-  let upProcess: ChildProcess | undefined;
-  let upOutput = "";
+  let upProcess: Daemon | undefined;
+  town.defer(() => tmux("kill-server"));
   const tmux = (...args: string[]) =>
     run("runuser", ["-u", MAYOR, "--", "tmux", "-L", TMUX, ...args]);
   const screen = () => tmux("capture-pane", "-p", "-t", "talk").stdout;
@@ -34,15 +36,13 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
       if (probe()) return;
       await new Promise((r) => setTimeout(r, 150));
     }
-    throw new Error(`timed out waiting for ${what}\nscreen:\n${screen()}\nup:\n${upOutput}`);
+    throw new Error(
+      `timed out waiting for ${what}\nscreen:\n${screen()}\nup:\n${upProcess?.output()}`,
+    );
   }
 
   before(async () => {
-    root = makeTempRoot("talk");
-    const mayorHome = path.join(root, "mayor");
-    mkdirSync(mayorHome);
-    mustRun("useradd", ["--uid", "60602", "--user-group", "--home-dir", mayorHome, MAYOR]);
-    mustRun("chown", [`${MAYOR}:`, mayorHome]);
+    root = town.root;
     mustRun("git", [
       "init",
       "--quiet",
@@ -82,43 +82,20 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
       ].join("\n"),
       { mode: 0o755 },
     );
-    const config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-talk",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root) },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        approval: { group: APPROVERS },
-        humans: { [MAYOR]: { approver: true } },
-        agents: {
-          [AGENT]: {
-            uid: 60601,
-            persist: ["projects"],
-            repos: [path.join(root, "demo.git")],
-            runtime: { kind: "command", command: runtime },
-          },
+    town.declare({
+      humans: { [MAYOR]: { approver: true } },
+      agents: {
+        [AGENT]: {
+          uid: 60601,
+          persist: ["projects"],
+          repos: [path.join(root, "demo.git")],
+          runtime: { kind: "command", command: runtime },
         },
-      }),
-    );
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    upProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
-    upProcess.stdout?.on("data", (d) => (upOutput += d));
-    upProcess.stderr?.on("data", (d) => (upOutput += d));
-    const socket = path.join(root, "run", "agents", AGENT, "agent.sock");
-    await until("the agent daemon's socket", () => existsSync(socket), 60_000);
-  });
-
-  after(async () => {
-    tmux("kill-server");
-    await stopChild(upProcess);
-    cleanupHost(root, [MAYOR, APPROVERS]);
+      },
+    });
+    manifest = town.manifest;
+    upProcess = town.up();
+    await until("the agent daemon's socket", () => existsSync(town.socket(AGENT)), 60_000);
   });
 
   it("answers a line typed by the mayor in a terminal, and keeps the conversation", async () => {
@@ -163,8 +140,7 @@ describe("nuketown talk", { skip: !isRoot() && "needs root" }, () => {
 
   it("cancels with /cancel and Ctrl-C, goes on after a refused request, shows control characters escaped", async () => {
     const historyFile = path.join(
-      root,
-      "mayor",
+      town.accountHome(MAYOR),
       ".local",
       "state",
       "nuketown",
