@@ -8,23 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import {
-  chmodSync,
-  chownSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import type { ReviewedBranch } from "../../src/commands/review.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
 import { isRoot } from "../support/host.ts";
+import { BIN, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 /** A real account: the agent that rewrites the keys in its own home. */
 const MALLORY = "nt-test-rev";
 const MALLORY_UID = 60462;
@@ -37,6 +28,8 @@ interface Review {
 }
 
 describe("nuketown review", () => {
+  // Declared only, so no root needed; the one real account is made by the test that needs it.
+  const testbed = testTown({ label: "review", uids: uidsOf(import.meta.filename) });
   let dir = "";
   let env: NodeJS.ProcessEnv = {};
   let town = "";
@@ -116,7 +109,7 @@ describe("nuketown review", () => {
   let pgpKey: ReturnType<typeof gpgKey>;
 
   before(() => {
-    dir = mkdtempSync(path.join(tmpdir(), "nuketown-review-"));
+    dir = testbed.root;
     mkdirSync(path.join(dir, "home"));
     mkdirSync(path.join(dir, "keys"));
     env = {
@@ -145,48 +138,39 @@ describe("nuketown review", () => {
       { mode: 0o644 },
     );
     pgpKey = gpgKey("pgp", "Pgp <pgp@test.local>");
-    town = path.join(dir, "town.json");
-    writeFileSync(
-      town,
-      JSON.stringify({
-        name: "reviewtown",
-        domain: "test.local",
-        agentsDir: path.join(dir, "agents"),
-        persistDir: path.join(dir, "persist"),
-        stateDir: path.join(dir, "state"),
-        runtimeDir: path.join(dir, "run"),
-        etcDir: path.join(dir, "etc"),
-        uidRange: { min: 60400, max: 60499 },
-        homes: { backend: "directory" },
-        humans: { mayor: { approver: true } },
-        agents: {
-          ada: {
-            uid: 60410,
-            git: { signing: { format: "ssh", key: `${adaHome}/.ssh/id_ed25519.pub` } },
-          },
-          vox: {
-            uid: 60411,
-            git: {
-              signing: {
-                format: "ssh",
-                key: `${dir}/agents/vox/.ssh/id_ed25519.pub`,
-                publicKey: readFileSync(`${voxKey}.pub`, "utf8").trim(),
-              },
-            },
-          },
-          pgp: {
-            uid: 60463,
-            git: { signing: { format: "openpgp", key: pgpKey.fingerprint } },
-          },
-          [MALLORY]: {
-            uid: MALLORY_UID,
-            git: {
-              signing: { format: "ssh", key: `${dir}/agents/${MALLORY}/.ssh/id_ed25519.pub` },
+    testbed.declare({
+      name: "reviewtown",
+      domain: "test.local",
+      uidRange: { min: 60400, max: 60499 },
+      humans: { mayor: { approver: true } },
+      agents: {
+        ada: {
+          uid: 60410,
+          git: { signing: { format: "ssh", key: `${adaHome}/.ssh/id_ed25519.pub` } },
+        },
+        vox: {
+          uid: 60411,
+          git: {
+            signing: {
+              format: "ssh",
+              key: `${dir}/agents/vox/.ssh/id_ed25519.pub`,
+              publicKey: readFileSync(`${voxKey}.pub`, "utf8").trim(),
             },
           },
         },
-      }),
-    );
+        pgp: {
+          uid: 60463,
+          git: { signing: { format: "openpgp", key: pgpKey.fingerprint } },
+        },
+        [MALLORY]: {
+          uid: MALLORY_UID,
+          git: {
+            signing: { format: "ssh", key: `${dir}/agents/${MALLORY}/.ssh/id_ed25519.pub` },
+          },
+        },
+      },
+    });
+    town = testbed.config;
 
     git(dir, "init", "--quiet", "--bare", "--initial-branch=main", "origin.git");
     mayor = path.join(dir, "mayor");
@@ -236,12 +220,9 @@ describe("nuketown review", () => {
     git(mayor, "remote", "add", "vox", vox);
   });
 
-  after(() => {
+  testbed.defer(() => {
     for (const home of gpgHomes) spawnSync("gpgconf", ["--homedir", home, "--kill", "all"]);
     spawnSync("gpgconf", ["--kill", "all"], { env });
-    spawnSync("userdel", [MALLORY]);
-    spawnSync("groupdel", [MALLORY]);
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it("fetches the agents' branches and shows a good signature and the diffstat", () => {
@@ -320,17 +301,7 @@ describe("nuketown review", () => {
     if (!isRoot()) return t.skip("needs root (a real account for the agent)");
     // The agent's account, its home, and the key apply derived from its secret (recorded as root).
     const home = path.join(dir, "agents", MALLORY);
-    mkdirSync(home, { recursive: true });
-    spawnSync("useradd", [
-      "--uid",
-      String(MALLORY_UID),
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      home,
-      MALLORY,
-    ]);
-    chownSync(home, MALLORY_UID, MALLORY_UID);
+    testbed.account(MALLORY, { uid: MALLORY_UID, home, makeHome: true });
     chmodSync(dir, 0o755);
     chmodSync(path.join(dir, "agents"), 0o755);
     chmodSync(path.join(dir, "origin.git"), 0o777);

@@ -38,6 +38,7 @@ import type { TownInput } from "../../src/town/schema.ts";
 import { REPO_ROOT } from "./fixtures.ts";
 import {
   cleanupHost,
+  isRoot,
   makeTempRoot,
   mustRun,
   run,
@@ -199,7 +200,9 @@ export class TestTown {
       }
     }
     for (const file of this.#systemFiles.splice(0)) rmSync(file, { force: true });
-    if (this.#root !== undefined)
+    // Not root: no accounts, mounts or loop devices can be the town's (nor may losetup be on PATH).
+    if (this.#root !== undefined && !isRoot()) rmSync(this.#root, { recursive: true, force: true });
+    else if (this.#root !== undefined)
       cleanupHost(this.#root, [...this.#accounts.keys(), this.approvers]);
     if (errors.length > 0) throw new AggregateError(errors, `cleaning up the ${this.label} town`);
   }
@@ -297,10 +300,16 @@ export class TestTown {
    * visudo; removed at cleanup.
    */
   sudoers(text?: string): void {
+    let source = this.path("etc", "sudoers.d", "nuketown");
+    if (text !== undefined) {
+      // Checked on its own first: a broken fragment in /etc/sudoers.d breaks sudo for everyone.
+      source = this.path("sudoers");
+      writeFileSync(source, text, { mode: 0o440 });
+      mustRun("visudo", ["-cf", source]);
+    }
     const target = `/etc/sudoers.d/${TEST_PREFIX}${this.label}-${process.pid}`;
     this.#systemFiles.push(target);
-    if (text === undefined) copyFileSync(this.path("etc", "sudoers.d", "nuketown"), target);
-    else writeFileSync(target, text);
+    copyFileSync(source, target);
     chmodSync(target, 0o440);
     mustRun("visudo", ["-c"]);
   }
