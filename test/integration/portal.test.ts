@@ -6,26 +6,37 @@
  * and never starts a second runtime.
  */
 import assert from "node:assert/strict";
-import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { shellQuote } from "../../src/approval/wrappers.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../support/host.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { BIN, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-portal-ag";
 const MAYOR = "nt-test-portal-my";
 const AGENT_UID = 60401;
 const MAYOR_UID = 60402;
 const SOCKET = `nt-test-${process.pid}`;
 const OUTER_SOCKET = `nt-test-${process.pid}-out`;
-const SUDOERS = `/etc/sudoers.d/nt-test-portal-${process.pid}`;
 
 const hasFzf = () => run("sh", ["-c", "command -v fzf"]).code === 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
+  // Never applied: the test makes the agent's account too, as a round would.
+  const testbed = testTown({
+    label: "portal",
+    uids: uidsOf(import.meta.filename),
+    accounts: {
+      [AGENT]: { uid: AGENT_UID, home: `agents/${AGENT}`, createHome: true, shell: "/bin/bash" },
+      [MAYOR]: { uid: MAYOR_UID, createHome: true, shell: "/bin/bash" },
+    },
+  });
+  testbed.defer(() => {
+    for (const socket of [SOCKET, OUTER_SOCKET]) tmux(socket, "kill-server");
+  });
   let root = "";
   let mayorHome = "";
   let project = "";
@@ -103,27 +114,8 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
   const windowName = `${AGENT}:proj`;
 
   before(() => {
-    // Accounts a crashed earlier run may have left (its files stay where they are).
-    cleanupHost(makeTempRoot("portal-stale"), [AGENT, MAYOR]);
-    root = makeTempRoot("portal");
-    mayorHome = path.join(root, "humans", MAYOR);
-    for (const [name, uid, home] of [
-      [AGENT, AGENT_UID, path.join(root, "agents", AGENT)],
-      [MAYOR, MAYOR_UID, mayorHome],
-    ] as const) {
-      mkdirSync(path.dirname(home), { recursive: true, mode: 0o755 });
-      mustRun("useradd", [
-        "--uid",
-        String(uid),
-        "--user-group",
-        "--create-home",
-        "--home-dir",
-        home,
-        "--shell",
-        "/bin/bash",
-        name,
-      ]);
-    }
+    root = testbed.root;
+    mayorHome = testbed.accountHome(MAYOR);
     // The agent works in the mayor's checkout, so it must be able to walk there.
     chmodSync(mayorHome, 0o755);
     project = path.join(mayorHome, "dev", "proj");
@@ -149,39 +141,23 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
       '#!/bin/sh\necho "agent-uid=$(id -u) agent-dir=$(pwd)"\nexec sleep 86401\n',
       { mode: 0o755 },
     );
-    town = path.join(root, "town.json");
-    writeFileSync(
-      town,
-      JSON.stringify({
-        name: "nt-test-portal",
-        domain: "test.local",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        uidRange: { min: 60400, max: 60499 },
-        homes: { backend: "directory" },
-        humans: { [MAYOR]: { approver: true } },
-        mayor: MAYOR,
-        projectDirs: ["~/dev"],
-        agents: {
-          [AGENT]: {
-            uid: AGENT_UID,
-            portal: { enable: true, command: runtime, layout: "70/30" },
-          },
+    testbed.declare({
+      domain: "test.local",
+      uidRange: { min: 60400, max: 60499 },
+      humans: { [MAYOR]: { approver: true } },
+      mayor: MAYOR,
+      projectDirs: ["~/dev"],
+      agents: {
+        [AGENT]: {
+          uid: AGENT_UID,
+          portal: { enable: true, command: runtime, layout: "70/30" },
         },
-      }),
-    );
-    chmodSync(town, 0o644);
+      },
+    });
+    town = testbed.config;
 
     // The mayor may become the agent, as on a host where the mayor has sudo.
-    const sudoers = path.join(root, "sudoers");
-    writeFileSync(sudoers, `${MAYOR} ALL=(root) NOPASSWD: /usr/sbin/runuser -l ${AGENT} -c *\n`, {
-      mode: 0o440,
-    });
-    mustRun("visudo", ["-cf", sudoers]);
-    mustRun("cp", [sudoers, SUDOERS]);
+    testbed.sudoers(`${MAYOR} ALL=(root) NOPASSWD: /usr/sbin/runuser -l ${AGENT} -c *\n`);
 
     mustTmux(
       SOCKET,
@@ -198,12 +174,6 @@ describe("nuketown portal in tmux", { skip: !isRoot() && "needs root" }, () => {
       "-c",
       mayorHome,
     );
-  });
-
-  after(() => {
-    for (const socket of [SOCKET, OUTER_SOCKET]) tmux(socket, "kill-server");
-    rmSync(SUDOERS, { force: true });
-    cleanupHost(root, [AGENT, MAYOR]);
   });
 
   it("opens the agent's login session on top and the mayor's shell below, in the project", async () => {
