@@ -7,7 +7,7 @@
  * network namespace, which has loopback only.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import {
   existsSync,
   lstatSync,
@@ -17,13 +17,12 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
+import { before, describe, it } from "node:test";
 import { runTask } from "../../src/agent/client.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
 import { seededRepo } from "../support/git-repo.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest } from "../support/install.ts";
+import { isRoot, mustRun, run, stopChild } from "../support/host.ts";
+import { BIN, type Daemon, type TownDeclaration, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 import {
   CLAUDE,
   CODEX,
@@ -33,22 +32,28 @@ import {
 } from "../support/vendor.ts";
 import type { LoggedRequest } from "../support/vendor-stub.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const MAYOR = "nt-test-climayor";
 const CLAUDE_AGENT = "nt-test-claude";
 const CODEX_AGENT = "nt-test-codex";
 const NARROW_AGENT = "nt-test-narrow";
-const APPROVERS = `nt-test-clap-${process.pid}`;
 const PROJECT = "demo";
 
 describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "clis",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: { uid: 60612, makeHome: true } },
+    install: true,
+  });
   let root = "";
   let config = "";
   let manifest = "";
   let bare = "";
   let stub: VendorStub;
-  let upProcess: ChildProcess | undefined;
-  let upOutput = "";
+  // Run last: after up has stopped.
+  town.defer(() => stub?.stop());
+  let upProcess: Daemon | undefined;
+  const upOutput = () => upProcess?.output() ?? "";
 
   const home = (agent: string) => path.join(root, "agents", agent);
   const socket = (agent: string) => path.join(root, "run", "agents", agent, "agent.sock");
@@ -59,7 +64,7 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
       if (probe()) return;
       await new Promise((r) => setTimeout(r, 150));
     }
-    throw new Error(`timed out waiting for ${what}\nup:\n${upOutput.slice(-4000)}`);
+    throw new Error(`timed out waiting for ${what}\nup:\n${upOutput().slice(-4000)}`);
   }
 
   /**
@@ -132,28 +137,15 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
 
   before(async () => {
     requireAgentClis();
-    root = makeTempRoot("clis");
+    root = town.root;
     stub = await startVendorStub(path.join(root, "stub"));
-
-    const mayorHome = path.join(root, "mayor");
-    mkdirSync(mayorHome);
-    mustRun("useradd", ["--uid", "60612", "--user-group", "--home-dir", mayorHome, MAYOR]);
-    mustRun("chown", [`${MAYOR}:`, mayorHome]);
 
     // Both agents push to it as themselves: objects one pushes must stay writable for the other.
     bare = seededRepo(root, PROJECT, { shared: true }).bare;
 
     // Secrets, age-encrypted like any of the town's: SSH signing keys and the vendor keys.
-    const keyFile = path.join(root, "age", "keys.txt");
-    mkdirSync(path.dirname(keyFile), { mode: 0o700 });
-    mustRun("age-keygen", ["-o", keyFile]);
-    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
-    const encrypt = (name: string, plaintext: string) =>
-      mustRun(
-        "age",
-        ["--encrypt", "-r", recipient, "-o", path.join(root, `${name}.age`)],
-        plaintext,
-      );
+    town.ageKey(path.join("age", "keys.txt"));
+    const encrypt = (name: string, plaintext: string) => town.encrypt(`${name}.age`, plaintext);
     for (const agent of [CLAUDE_AGENT, CODEX_AGENT, NARROW_AGENT]) {
       const file = path.join(root, `${agent}-ssh`);
       mustRun("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", agent, "-f", file]);
@@ -193,40 +185,17 @@ describe("the real claude and codex CLIs as agents", { skip: !isRoot() && "needs
       timeout: 25,
     });
     declare(NARROW_AGENT, 60613, { ...claudeRuntime, allowedTools: ["Read"] });
-    config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-clis",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "directory" },
-        basePackages: ["git"],
-        install: { prefix: installForTest(root) },
-        approval: { group: APPROVERS },
-        secrets: { ageKeyFile: "age/keys.txt" },
-        humans: { [MAYOR]: { approver: true } },
-        agents,
-      }),
-    );
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    upProcess = spawn(stub.inNetns[0]!, [...stub.inNetns.slice(1), BIN, "up", config], {
-      stdio: ["ignore", "pipe", "pipe"],
+    town.declare({
+      basePackages: ["git"],
+      secrets: { ageKeyFile: "age/keys.txt" },
+      humans: { [MAYOR]: { approver: true } },
+      agents: agents as TownDeclaration["agents"],
     });
-    upProcess.stdout?.on("data", (d) => (upOutput += d));
-    upProcess.stderr?.on("data", (d) => (upOutput += d));
+    config = town.config;
+    manifest = town.manifest;
+    upProcess = town.up({ wrap: stub.inNetns });
     for (const name of [CLAUDE_AGENT, CODEX_AGENT, NARROW_AGENT])
       await until(`${name}'s daemon`, () => existsSync(socket(name)), 120_000);
-  });
-
-  after(async () => {
-    await stopChild(upProcess);
-    await stub?.stop();
-    cleanupHost(root, [MAYOR, APPROVERS]);
   });
 
   it("renders each runtime's configuration: no key in it, the session store in persisted state", () => {
