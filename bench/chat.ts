@@ -2,7 +2,7 @@
  * Chat: message-to-reply latency through each real server (Synapse,
  * Prosody) with a trivial `command` runtime, against an echo between two
  * plain chat clients on the same server in the same process (the server's
- * and the transport's own cost); and the resident memory of one idle online
+ * own cost: the humans' clients are the raw Matrix API and @xmpp/client); and the resident memory of one idle online
  * agent's chat service. Goals: p99 under 250 ms on loopback; under 80 MB per
  * idle agent. Needs root (the town's accounts) and both servers installed
  * (scripts/install-chat-servers.sh).
@@ -11,8 +11,8 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import type { ChatMessage, TransportKind } from "../src/chat/transport.ts";
-import { type ChatTown, startChatTown } from "../test/support/chat-town.ts";
+import type { TransportKind } from "../src/chat/transport.ts";
+import { type ChatTown, type Heard, startChatTown } from "../test/support/chat-town.ts";
 import { run } from "../test/support/host.ts";
 
 const ROUNDS = 100;
@@ -29,12 +29,12 @@ const ms = (value: number) => value.toFixed(1).padStart(9);
 async function roundTrip(
   town: ChatTown,
   send: () => Promise<unknown>,
-  answers: (message: ChatMessage) => boolean,
+  answers: (message: Heard) => boolean,
 ): Promise<number> {
   const t0 = performance.now();
   const got = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("no answer within 30 s")), 30_000);
-    const listener = (message: ChatMessage) => {
+    const listener = (message: Heard) => {
       if (!answers(message)) return;
       town.mayor.listeners.delete(listener);
       clearTimeout(timer);
@@ -63,10 +63,10 @@ async function benchTransport(kind: TransportKind, uid: number): Promise<boolean
     sudo: false,
   });
   try {
-    // The stranger echoes the mayor in room one: the same server and transports, no agent.
+    // The stranger echoes the mayor in room one: the same server, no agent.
     town.stranger.listeners.add((message) => {
       if (message.sender === town.mayor.id && message.body.startsWith("echo "))
-        town.stranger.transport.send(message.room, `echoed ${message.body}`).catch(() => {});
+        town.stranger.send(message.room, `echoed ${message.body}`).catch(() => {});
     });
     const mention = kind === "matrix" ? town.agentId : town.agentId.split("@")[0];
     const agent: number[] = [];
@@ -75,12 +75,12 @@ async function benchTransport(kind: TransportKind, uid: number): Promise<boolean
       const a = await roundTrip(
         town,
         // In the same room as the echo, so both paths cross the server the same way.
-        () => town.mayor.transport.send(town.rooms.one, `${mention}: ping ${i}`),
+        () => town.mayor.send(town.rooms.one, `${mention}: ping ${i}`),
         (m) => m.sender === town.agentId && m.body.includes(`you said: ping ${i} `),
       );
       const e = await roundTrip(
         town,
-        () => town.mayor.transport.send(town.rooms.one, `echo ${i}`),
+        () => town.mayor.send(town.rooms.one, `echo ${i}`),
         (m) => m.sender === town.stranger.id && m.body === `echoed echo ${i}`,
       );
       if (i >= WARMUP) {

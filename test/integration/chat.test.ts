@@ -1,16 +1,24 @@
 /**
  * Residents online, end to end, on both chat networks: a real Synapse and a
  * real Prosody on loopback, the town brought up with `nuketown up`, the
- * mayor and a stranger on their own chat clients. The agent answers through
+ * mayor and a stranger on chat clients that are not nuketown's (the raw
+ * Matrix client-server API, @xmpp/client). The agent answers through
  * its daemon and `command` runtime; its sudo is approved in chat.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { ChatMessage } from "../../src/chat/transport.ts";
-import { BIN, type ChatTown, crashChat, startChatTown, until } from "../support/chat-town.ts";
+import {
+  BIN,
+  type ChatTown,
+  crashChat,
+  type Heard,
+  startChatTown,
+  until,
+} from "../support/chat-town.ts";
 import { isRoot, mustRun } from "../support/host.ts";
+import { uidsOf } from "../support/uids.ts";
 
 interface MatrixEvent {
   sender?: string;
@@ -28,14 +36,14 @@ const TOWNS = [
 for (const spec of TOWNS) {
   describe(`residents online over ${spec.kind}`, { skip: !isRoot() && "needs root" }, () => {
     let town: ChatTown;
-    const fromAgent = (room: string, text: RegExp) => (m: ChatMessage) =>
+    const fromAgent = (room: string, text: RegExp) => (m: Heard) =>
       m.sender === town.agentId && m.room === room && text.test(m.body);
-    const fromBot = (text: RegExp) => (m: ChatMessage) =>
+    const fromBot = (text: RegExp) => (m: Heard) =>
       m.sender === town.botId && m.room === town.rooms.approvals && text.test(m.body);
     const mention = () => (spec.kind === "matrix" ? town.agentId : town.agentId.split("@")[0]);
 
     before(async () => {
-      town = await startChatTown({ ...spec });
+      town = await startChatTown({ ...spec, uids: uidsOf(import.meta.filename) });
     });
     after(async () => {
       if (process.env.NT_TEST_VERBOSE) process.stderr.write(town?.logs() ?? "");
@@ -43,7 +51,7 @@ for (const spec of TOWNS) {
     });
 
     it("answers the mayor in a direct chat, as a reply, through the agent's runtime", async () => {
-      const asked = await town.mayor.transport.send(town.direct, "hello there");
+      const asked = await town.mayor.send(town.direct, "hello there");
       const answer = await town.mayor.waitFor(
         "the answer",
         fromAgent(town.direct, /you said: hello there \(uid \d+\)/),
@@ -54,7 +62,7 @@ for (const spec of TOWNS) {
     });
 
     it("goes on in the same branch for the rest of a conversation", async () => {
-      await town.mayor.transport.send(town.direct, "second thing");
+      await town.mayor.send(town.direct, "second thing");
       await town.mayor.waitFor("the answer", fromAgent(town.direct, /you said: second thing/));
       const branches = [...town.logs().matchAll(/started in \S+ on (\S+)/g)].map((m) => m[1]);
       assert.equal(branches.length, 2, town.logs());
@@ -63,8 +71,8 @@ for (const spec of TOWNS) {
 
     it("works in two rooms at once, each answer in its own room", async () => {
       await Promise.all([
-        town.mayor.transport.send(town.rooms.one, `${mention()}: ping one`),
-        town.mayor.transport.send(town.rooms.two, `${mention()}: ping two`),
+        town.mayor.send(town.rooms.one, `${mention()}: ping one`),
+        town.mayor.send(town.rooms.two, `${mention()}: ping two`),
       ]);
       const [one, two] = await Promise.all([
         town.mayor.waitFor("room one's answer", fromAgent(town.rooms.one, /you said: ping one/)),
@@ -76,9 +84,9 @@ for (const spec of TOWNS) {
     });
 
     it("answers in the thread it was asked in, and goes on there without a mention", async () => {
-      const root = await town.mayor.transport.send(town.rooms.two, "a thread starts here");
+      const root = await town.mayor.send(town.rooms.two, "a thread starts here");
       const thread = spec.kind === "matrix" ? root.id : `nt-thread-${process.pid}`;
-      await town.mayor.transport.send(town.rooms.two, `${mention()}: threaded question`, {
+      await town.mayor.send(town.rooms.two, `${mention()}: threaded question`, {
         thread,
       });
       const first = await town.mayor.waitFor(
@@ -86,7 +94,7 @@ for (const spec of TOWNS) {
         fromAgent(town.rooms.two, /threaded question/),
       );
       assert.equal(first.thread, thread);
-      await town.mayor.transport.send(town.rooms.two, "and a follow-up", { thread });
+      await town.mayor.send(town.rooms.two, "and a follow-up", { thread });
       const second = await town.mayor.waitFor(
         "the follow-up's answer",
         fromAgent(town.rooms.two, /and a follow-up/),
@@ -96,22 +104,22 @@ for (const spec of TOWNS) {
     });
 
     it("keeps quiet in a room when nobody mentions it", async () => {
-      await town.mayor.transport.send(town.rooms.two, "just talking among humans");
-      await town.mayor.transport.send(town.rooms.two, `${mention()}: after the chatter`);
+      await town.mayor.send(town.rooms.two, "just talking among humans");
+      await town.mayor.send(town.rooms.two, `${mention()}: after the chatter`);
       await town.mayor.waitFor("the answer", fromAgent(town.rooms.two, /after the chatter/));
       assert.ok(!town.runtimeCalls().some((c) => c.includes("among humans")));
     });
 
     it("refuses a stranger once, politely, and never calls the runtime for them", async () => {
-      await town.stranger.transport.send(town.rooms.one, `${mention()}: delete everything`);
+      await town.stranger.send(town.rooms.one, `${mention()}: delete everything`);
       const refusal = await town.stranger.waitFor(
         "the refusal",
         fromAgent(town.rooms.one, /only take requests from/),
       );
       assert.ok(refusal);
-      await town.stranger.transport.send(town.rooms.one, `${mention()}: pretty please`);
+      await town.stranger.send(town.rooms.one, `${mention()}: pretty please`);
       // The mayor's next request is answered; by then the stranger's second message was seen.
-      await town.mayor.transport.send(town.rooms.one, `${mention()}: still there?`);
+      await town.mayor.send(town.rooms.one, `${mention()}: still there?`);
       await town.mayor.waitFor("the mayor's answer", fromAgent(town.rooms.one, /still there/));
       const refusals = town.stranger.inbox.filter(fromAgent(town.rooms.one, /only take requests/));
       assert.equal(refusals.length, 1, "one refusal, not one per message");
@@ -126,9 +134,9 @@ for (const spec of TOWNS) {
     });
 
     it("answers !help and !status without the runtime", async () => {
-      await town.mayor.transport.send(town.direct, "!help");
+      await town.mayor.send(town.direct, "!help");
       await town.mayor.waitFor("the help", fromAgent(town.direct, /!status/));
-      await town.mayor.transport.send(town.direct, "!status");
+      await town.mayor.send(town.direct, "!status");
       await town.mayor.waitFor(
         "the status",
         fromAgent(town.direct, /not working on anything|working on/),
@@ -140,13 +148,13 @@ for (const spec of TOWNS) {
       const before = town.mayor.inbox.filter((m) => m.sender === town.agentId).length;
       const callsBefore = town.runtimeCalls().length;
       crashChat(town);
-      await town.mayor.transport.send(town.direct, "said while you were down");
+      await town.mayor.send(town.direct, "said while you were down");
       await town.chatOnline(2);
       await town.mayor.waitFor(
         "the late answer",
         fromAgent(town.direct, /said while you were down/),
       );
-      await town.mayor.transport.send(town.direct, "and after");
+      await town.mayor.send(town.direct, "and after");
       await town.mayor.waitFor("the next answer", fromAgent(town.direct, /you said: and after/));
       const answers = town.mayor.inbox.filter((m) => m.sender === town.agentId);
       assert.equal(answers.length, before + 2, answers.map((m) => m.body).join("\n"));
@@ -157,23 +165,23 @@ for (const spec of TOWNS) {
     });
 
     it("sudo by chat: the bot posts the request, a stranger's 👍 changes nothing, the mayor's decides", async () => {
-      await town.mayor.transport.send(town.direct, "please run sudo id");
+      await town.mayor.send(town.direct, "please run sudo id");
       const request = await town.mayor.waitFor(
         "the request",
         fromBot(/asks to run, as root:\n.*id -u/),
       );
       assert.match(request.body, new RegExp(`${town.agent} asks to run`));
       assert.match(request.body, /hash [0-9a-f]{16}/);
-      await town.stranger.transport.react(town.rooms.approvals, request.id, "👍");
+      await town.stranger.react(town.rooms.approvals, request.id, "👍");
       await new Promise((r) => setTimeout(r, 1500));
       assert.ok(
         !town.mayor.inbox.some(fromAgent(town.direct, /sudo said/)),
         "a stranger's reaction approves nothing",
       );
       if (spec.kind === "matrix") {
-        await town.mayor.transport.react(town.rooms.approvals, request.id, "👍🏽");
+        await town.mayor.react(town.rooms.approvals, request.id, "👍🏽");
       } else {
-        await town.mayor.transport.send(town.rooms.approvals, "approve", { replyTo: request.id });
+        await town.mayor.send(town.rooms.approvals, "approve", { replyTo: request.id });
       }
       const answer = await town.mayor.waitFor(
         "the approved run",
@@ -211,15 +219,14 @@ for (const spec of TOWNS) {
     it("sudo by chat: 👎 (or a deny reply) denies, with the reason the agent sees", async () => {
       const seen = town.mayor.inbox.filter(fromAgent(town.direct, /sudo said/)).length;
       const mark = town.mayor.inbox.length;
-      await town.mayor.transport.send(town.direct, "sudo once more");
+      await town.mayor.send(town.direct, "sudo once more");
       const request = await town.mayor.waitFor(
         "the second request",
         (m) => town.mayor.inbox.indexOf(m) >= mark && fromBot(/asks to run/)(m),
       );
-      if (spec.kind === "matrix")
-        await town.mayor.transport.react(town.rooms.approvals, request.id, "👎");
+      if (spec.kind === "matrix") await town.mayor.react(town.rooms.approvals, request.id, "👎");
       else
-        await town.mayor.transport.send(town.rooms.approvals, "deny not today", {
+        await town.mayor.send(town.rooms.approvals, "deny not today", {
           replyTo: request.id,
         });
       await until(
@@ -237,7 +244,7 @@ for (const spec of TOWNS) {
       writeFileSync(marker, "old\n");
       const online = town.chatOnlineCount();
       const mark = town.mayor.inbox.length;
-      await town.mayor.transport.send(town.direct, "!reset");
+      await town.mayor.send(town.direct, "!reset");
       await town.mayor.waitFor(
         "the notice",
         fromAgent(town.direct, /Asking a human to approve a reset/),
@@ -247,13 +254,12 @@ for (const spec of TOWNS) {
         (m) =>
           town.mayor.inbox.indexOf(m) >= mark && fromBot(/asks to run, as root:\n\S+ reset /)(m),
       );
-      if (spec.kind === "matrix")
-        await town.mayor.transport.react(town.rooms.approvals, request.id, "👍");
-      else await town.mayor.transport.send(town.rooms.approvals, "yes", { replyTo: request.id });
+      if (spec.kind === "matrix") await town.mayor.react(town.rooms.approvals, request.id, "👍");
+      else await town.mayor.send(town.rooms.approvals, "yes", { replyTo: request.id });
       // The reset stops every process of the agent, its chat too; up starts them again.
       await town.chatOnline(online + 1);
       assert.ok(!existsSync(marker), "the home is blank again");
-      await town.mayor.transport.send(town.direct, "after the reset");
+      await town.mayor.send(town.direct, "after the reset");
       await town.mayor.waitFor("an answer", fromAgent(town.direct, /you said: after the reset/));
     });
 

@@ -6,58 +6,31 @@
  * `command` runtime, `nuketown chat` as the agent), and the mayor's and the
  * stranger's own chat clients to talk with.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { stringify } from "smol-toml";
-import type {
-  ChatMessage,
-  ChatReaction,
-  ChatTransport,
-  TransportKind,
-} from "../../src/chat/transport.ts";
-import { REPO_ROOT } from "./fixtures.ts";
-import { cleanupHost, makeTempRoot, mustRun, run, stopChild } from "./host.ts";
-import { installForTest } from "./install.ts";
+import type { TransportKind } from "../../src/chat/transport.ts";
+import { MatrixPerson, type Person, XmppPerson } from "./chat-people.ts";
+import { mustRun, run } from "./host.ts";
 import { type ProsodyServer, startProsody } from "./prosody.ts";
 import { type SynapseServer, startSynapse } from "./synapse.ts";
+import { BIN, openTestTown } from "./town.ts";
+import { type Uids, uidsOf } from "./uids.ts";
 
-export const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+export type { Heard, Person } from "./chat-people.ts";
+export { BIN };
 
 export interface ChatTownOptions {
   readonly kind: TransportKind;
-  /** Distinguishes parallel towns: names, uids and the sudoers fragment derive from it. */
+  /** Distinguishes parallel towns: names, the temp root and the sudoers fragment derive from it. */
   readonly label: string;
   readonly agentUid: number;
   readonly mayorUid: number;
+  /** The caller's reserved uids (test/support/uids.ts); a bench, outside the registry, leaves it out. */
+  readonly uids?: Uids;
   /** Sudo for the agent, with its fragment in /etc/sudoers.d (default true). */
   readonly sudo?: boolean;
   /** Seconds an approval request waits (default 60). */
   readonly approvalTimeout?: number;
-}
-
-/** A chat client of a test person, with everything it received. */
-export interface Person {
-  readonly id: string;
-  readonly transport: ChatTransport;
-  readonly inbox: ChatMessage[];
-  readonly reactions: ChatReaction[];
-  /** Called with every message received (a bench's echo bot). */
-  readonly listeners: Set<(message: ChatMessage) => void>;
-  /** The first message (already received or still to come) that matches, or a timeout error. */
-  waitFor(
-    what: string,
-    match: (message: ChatMessage) => boolean,
-    ms?: number,
-  ): Promise<ChatMessage>;
 }
 
 export interface ChatTown {
@@ -67,6 +40,7 @@ export interface ChatTown {
   readonly agent: string;
   readonly agentId: string;
   readonly botId: string;
+  /** The mayor and a stranger, each in a chat client that is not nuketown's (chat-people.ts). */
   readonly mayor: Person;
   readonly stranger: Person;
   /** Two rooms the agent works in, and the room where the bot posts requests. */
@@ -113,31 +87,20 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
   const { kind, label } = options;
   const agent = `nt-test-${label}`;
   const mayorUnix = `nt-test-${label}-m`;
-  const approvers = `nt-test-${label}-ap`;
-  const sudoers = `/etc/sudoers.d/nt-test-${label}-${process.pid}`;
-  const root = makeTempRoot(label);
-  const cleanups: (() => Promise<void> | void)[] = [];
-  const cleanup = async () => {
-    for (const step of cleanups.reverse()) await Promise.resolve(step()).catch(() => {});
-    rmSync(sudoers, { force: true });
-    cleanupHost(root, [mayorUnix, approvers]);
-  };
+  const town = await openTestTown({
+    label,
+    uids: options.uids ?? unregistered([options.agentUid, options.mayorUid]),
+    // The mayor's Unix account (an approver).
+    accounts: { [mayorUnix]: { uid: options.mayorUid, makeHome: true } },
+    install: true,
+  });
+  const root = town.root;
   try {
     const server = kind === "matrix" ? await startSynapse() : await startProsody();
-    cleanups.push(() => server.stop());
+    town.defer(() => server.stop());
     const accounts = await registerAccounts(kind, server, label);
 
-    // The mayor's Unix account (an approver) and the project the agent works in.
-    const mayorHome = path.join(root, "mayor");
-    mkdirSync(mayorHome);
-    mustRun("useradd", [
-      "--uid",
-      String(options.mayorUid),
-      "--user-group",
-      "--home-dir",
-      mayorHome,
-      mayorUnix,
-    ]);
+    // The project the agent works in.
     const repo = path.join(root, "demo.git");
     mustRun("git", ["init", "--quiet", "--bare", "--initial-branch=main", repo]);
     const seed = path.join(root, "seed");
@@ -163,45 +126,23 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
     writeFileSync(runtime, RUNTIME(runtimeLog), { mode: 0o755 });
 
     // Credentials, age-encrypted like any secret of the town.
-    const keyFile = path.join(root, "age", "keys.txt");
-    mkdirSync(path.dirname(keyFile));
-    mustRun("age-keygen", ["-o", keyFile]);
-    const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
-    for (const [name, secret] of [
-      ["agent", accounts.agent.secret],
-      ["bot", accounts.bot.secret],
-    ] as const) {
-      mustRun(
-        "age",
-        ["--encrypt", "-r", recipient, "-o", path.join(root, `${name}.age`)],
-        `${secret}\n`,
-      );
-    }
+    town.ageKey(path.join("age", "keys.txt"));
+    town.encrypt("agent.age", `${accounts.agent.secret}\n`);
+    town.encrypt("bot.age", `${accounts.bot.secret}\n`);
 
     // The mayor makes the rooms (Matrix: invites the others; XMPP: the first to join makes a MUC),
     // and is online with the stranger before the town comes up.
     const rooms = await makeRooms(kind, server, accounts, label);
-    const all = [rooms.one, rooms.two, rooms.approvals];
-    const mayor = await person(
-      kind,
-      server,
-      accounts.mayor,
-      root,
-      "mayor",
-      [accounts.agent.id, accounts.bot.id],
-      all,
-    );
-    cleanups.push(() => mayor.transport.stop());
-    const stranger = await person(
-      kind,
-      server,
-      accounts.stranger,
-      root,
-      "stranger",
-      [],
-      [rooms.one, rooms.approvals],
-    );
-    cleanups.push(() => stranger.transport.stop());
+    const mayor = await person(kind, server, accounts.mayor, "mayor", {
+      rooms: [rooms.one, rooms.two, rooms.approvals],
+      inviters: [accounts.agent.id, accounts.bot.id],
+    });
+    town.defer(() => mayor.stop());
+    const stranger = await person(kind, server, accounts.stranger, "stranger", {
+      rooms: [rooms.one, rooms.approvals],
+      inviters: [],
+    });
+    town.defer(() => stranger.stop());
 
     const chatAccount =
       kind === "matrix"
@@ -222,22 +163,12 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
               bot: { jid: accounts.bot.id, passwordSecret: { file: "bot.age" } },
             },
           };
-    const declaration = {
-      name: `nt-test-${label}`,
+    town.declare({
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
-      homes: { backend: "directory" },
       approval: {
-        group: approvers,
         timeout: options.approvalTimeout ?? 60,
         channels: ["terminal", "chat"],
       },
-      install: { prefix: installForTest(root) },
       secrets: { ageKeyFile: "age/keys.txt" },
       chat: { ...chat, approvalRoom: rooms.approvals },
       humans: { [mayorUnix]: { approver: true, [kind]: accounts.mayor.id } },
@@ -256,26 +187,16 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
           },
         },
       },
-    };
-    const config = path.join(root, "town.toml");
-    writeFileSync(config, stringify(declaration));
+    });
     // apply first, so the sudoers fragment it renders (and checks) is where sudo reads it.
-    mustRun(BIN, ["apply", config]);
-    if (options.sudo ?? true) {
-      copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), sudoers);
-      chmodSync(sudoers, 0o440);
-      mustRun("visudo", ["-c"]);
-    }
-    let upOutput = "";
-    const up: ChildProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
-    up.stdout?.on("data", (d) => (upOutput += d));
-    up.stderr?.on("data", (d) => (upOutput += d));
-    cleanups.push(() => stopChild(up, 10_000));
+    town.apply();
+    if (options.sudo ?? true) town.sudoers();
+    const up = town.up();
     const logDir = path.join(root, "state", "logs");
     const logs = () => {
       const files = ["approvald.log", `agent-${agent}.log`, `chat-${agent}.log`];
       return [
-        `--- up\n${upOutput}`,
+        `--- up\n${up.output()}`,
         ...files.map((f) => `--- ${f}\n${readIf(path.join(logDir, f))}`),
       ].join("\n");
     };
@@ -291,7 +212,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
       60_000,
       logs,
     );
-    const direct = await mayor.transport.directRoom(accounts.agent.id);
+    const direct = await mayor.directRoom(accounts.agent.id);
     if (kind === "matrix") {
       // A message sent before the agent has joined would be history to it.
       const url = `${(server as SynapseServer).url}/_matrix/client/v3/rooms/${encodeURIComponent(direct)}/joined_members`;
@@ -313,7 +234,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
     return {
       kind,
       root,
-      manifest: path.join(root, "etc", "nuketown", "town.json"),
+      manifest: town.manifest,
       agent,
       agentId: accounts.agent.id,
       botId: accounts.bot.id,
@@ -324,7 +245,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
       ...(kind === "matrix" && {
         matrix: {
           url: (server as SynapseServer).url,
-          mayorToken: accounts.mayor.secret,
+          mayorToken: (mayor as MatrixPerson).accessToken,
           agentToken: accounts.agent.secret,
         },
       }),
@@ -335,18 +256,29 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
       logs,
       chatOnline,
       chatOnlineCount,
-      stop: cleanup,
+      stop: () => town.cleanup(),
     };
   } catch (error) {
-    await cleanup();
+    await town.cleanup().catch(() => {});
     throw error;
   }
 }
 
+/** Uids outside the registry (a bench's): exactly these, for this call only. */
+function unregistered(uids: readonly number[]): Uids {
+  return uidsOf(
+    import.meta.filename,
+    uids.map((uid) => ({ min: uid, max: uid })),
+  );
+}
+
 interface Account {
   readonly id: string;
-  /** Matrix access token, XMPP password. */
+  readonly localpart: string;
+  /** Matrix access token (what the town's accounts use), XMPP password. */
   readonly secret: string;
+  /** What a person's client logs in with. */
+  readonly password: string;
 }
 
 interface Accounts {
@@ -365,10 +297,11 @@ async function registerAccounts(
     const localpart = `${label}-${name}`.replace(/[^a-z0-9._-]/g, "");
     if (kind === "matrix") {
       const user = await (server as SynapseServer).register(localpart);
-      return { id: user.userId, secret: user.accessToken };
+      return { id: user.userId, localpart, secret: user.accessToken, password: user.password };
     }
     const password = `pw-${name}-${process.pid}`;
-    return { id: await (server as ProsodyServer).register(localpart, password), secret: password };
+    const id = await (server as ProsodyServer).register(localpart, password);
+    return { id, localpart, secret: password, password };
   };
   return {
     mayor: await one("mayor"),
@@ -414,73 +347,31 @@ async function makeRooms(
   };
 }
 
+/** A person logged in with a third-party client (chat-people.ts), in `rooms`. */
 async function person(
   kind: TransportKind,
   server: SynapseServer | ProsodyServer,
   account: Account,
-  root: string,
   name: string,
-  inviters: string[],
-  rooms: string[] = [],
+  options: { rooms: string[]; inviters: string[] },
 ): Promise<Person> {
-  const stateDir = path.join(root, "people", name);
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const common = { rooms, inviters: new Set(inviters), stateDir, displayName: name, log: () => {} };
-  let transport: ChatTransport;
-  if (kind === "matrix") {
-    const { MatrixTransport } = await import("../../src/chat/matrix/transport.ts");
-    transport = new MatrixTransport({
-      ...common,
+  if (kind === "matrix")
+    return MatrixPerson.login({
       homeserver: (server as SynapseServer).url,
-      userId: account.id,
-      accessToken: account.secret,
+      localpart: account.localpart,
+      password: account.password,
+      name,
+      ...options,
     });
-  } else {
-    const { XmppTransport } = await import("../../src/chat/xmpp/transport.ts");
-    const prosody = server as ProsodyServer;
-    transport = new XmppTransport({
-      ...common,
-      service: prosody.service,
-      domain: prosody.domain,
-      jid: account.id,
-      password: account.secret,
-    });
-  }
-  const inbox: ChatMessage[] = [];
-  const reactions: ChatReaction[] = [];
-  const waiters = new Set<() => void>();
-  const listeners = new Set<(message: ChatMessage) => void>();
-  await transport.start({
-    message: (message) => {
-      inbox.push(message);
-      for (const wake of waiters) wake();
-      for (const listener of listeners) listener(message);
-    },
-    reaction: (reaction) => {
-      reactions.push(reaction);
-    },
+  const prosody = server as ProsodyServer;
+  return XmppPerson.login({
+    service: prosody.service,
+    domain: prosody.domain,
+    localpart: account.localpart,
+    password: account.password,
+    name,
+    rooms: options.rooms,
   });
-  const waitFor: Person["waitFor"] = (what, match, ms = 30_000) =>
-    new Promise((resolve, reject) => {
-      const check = () => {
-        const found = inbox.find(match);
-        if (!found) return false;
-        waiters.delete(check);
-        clearTimeout(timer);
-        resolve(found);
-        return true;
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(
-          new Error(
-            `${name} timed out waiting for ${what}; received:\n${inbox.map((m) => `${m.sender} in ${m.room}: ${m.body}`).join("\n")}`,
-          ),
-        );
-      }, ms);
-      if (!check()) waiters.add(check);
-    });
-  return { id: account.id, transport, inbox, reactions, listeners, waitFor };
 }
 
 function readIf(file: string): string {

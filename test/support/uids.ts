@@ -61,9 +61,10 @@ export class Uids {
   readonly file: string;
   readonly ranges: readonly UidRange[];
 
-  constructor(file: string) {
+  /** `ranges`: given outright, for a caller outside test/ (a bench) that the registry does not cover. */
+  constructor(file: string, ranges?: readonly UidRange[]) {
     this.file = path.relative(REPO, file);
-    this.ranges = UID_REGISTRY.filter((r) => r.file === this.file);
+    this.ranges = ranges ?? UID_REGISTRY.filter((r) => r.file === this.file);
     if (this.ranges.length === 0)
       throw new Error(`${this.file} owns no uids: reserve some in test/support/uids.ts`);
   }
@@ -93,6 +94,6 @@ export class Uids {
   }
 }
 
-export function uidsOf(file: string): Uids {
-  return new Uids(file);
+export function uidsOf(file: string, ranges?: readonly UidRange[]): Uids {
+  return new Uids(file, ranges);
 }
