@@ -24,6 +24,7 @@ import { renderUdevRules } from "../../src/host/render/udev.ts";
 import { systemRunner } from "../../src/os/process.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
 import { resolveOrThrow } from "../support/fixtures.ts";
+import { uidsOf } from "../support/uids.ts";
 
 const CI = process.env.CI === "true";
 
@@ -304,14 +305,15 @@ async function canAccess(file: string, flag: "-r" | "-w", uid: number): Promise<
   return result.code === 0;
 }
 
+/** The first of this file's uids (test/support/uids.ts) that no account or group holds. */
 async function freeUid(): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const uid = 60100 + Math.floor(Math.random() * 900);
+  const uids = uidsOf(import.meta.filename);
+  for (const uid of uids.all()) {
     const user = await systemRunner.run("getent", ["passwd", String(uid)], { allowFailure: true });
     const group = await systemRunner.run("getent", ["group", String(uid)], { allowFailure: true });
     if (user.code !== 0 && group.code !== 0) return uid;
   }
-  throw new Error("no free uid in 60100-60999");
+  throw new Error(`no free uid in ${uids.describe()} (test/support/uids.ts)`);
 }
 
 describe("applyDeviceAcls grants present matching devices to their agent", () => {
