@@ -19,6 +19,7 @@ import {
 import { systemRunner } from "../../src/os/process.ts";
 import type { ResolvedAgent } from "../../src/town/types.ts";
 import { exampleTown } from "../support/fixtures.ts";
+import { uidsOf } from "../support/uids.ts";
 
 const run = systemRunner.run;
 
@@ -284,13 +285,10 @@ describe("importing a GPG key as the agent", () => {
         .split("\n")
         .map((l) => Number(l.split(":")[2])),
     );
-    const start = 60100 + Math.floor(Math.random() * 900);
-    let uid = 0;
-    for (let i = 0; i < 900 && uid === 0; i++) {
-      const candidate = 60100 + ((start - 60100 + i) % 900);
-      if (!taken.has(candidate)) uid = candidate;
-    }
-    assert.ok(uid !== 0, "no free uid in 60100-60999");
+    // The first of this file's uids (test/support/uids.ts) no account holds.
+    const uids = uidsOf(import.meta.filename);
+    const uid = uids.all().find((candidate) => !taken.has(candidate)) ?? 0;
+    assert.ok(uid !== 0, `no free uid in ${uids.describe()}`);
     await run("useradd", [
       "--create-home",
       "--uid",
