@@ -9,7 +9,7 @@
  *
  *     describe("nuketown up", () => {
  *       const town = testTown({ label: "up", uids: uidsOf(import.meta.filename),
- *         accounts: { [MAYOR]: 60502 }, install: true });
+ *         accounts: { [MAYOR]: MAYOR_UID }, install: true });
  *       before(() => {
  *         town.declare({ humans: { [MAYOR]: { approver: true } }, agents: { … } });
  *         town.apply();
