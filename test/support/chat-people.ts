@@ -340,7 +340,30 @@ const NS = {
   fallback: "urn:xmpp:fallback:0",
   reactions: "urn:xmpp:reactions:0",
   hints: "urn:xmpp:hints",
+  streams: "http://etherx.jabber.org/streams",
+  sm: "urn:xmpp:sm:3",
+  sasl2: "urn:xmpp:sasl:2",
+  bind2: "urn:xmpp:bind:0",
 } as const;
+
+/**
+ * xmpp.js 0.14 miscounts XEP-0198 acks ("Client acknowledged more stanzas
+ * than sent by server") and the server closes the stream: the client is
+ * kept from enabling stream management by never seeing it offered.
+ */
+function withoutStreamManagement(session: XmppClient): void {
+  session.prependListener("element", (element) => {
+    if (!element.is("features", NS.streams)) return;
+    element.remove("sm", NS.sm);
+    const inline = element.getChild("authentication", NS.sasl2)?.getChild("inline");
+    inline?.remove("sm", NS.sm);
+    const bind = inline?.getChild("bind", NS.bind2)?.getChild("inline");
+    if (bind)
+      bind.children = bind.children.filter(
+        (c) => typeof c === "string" || !c.is("feature") || c.attrs.var !== NS.sm,
+      );
+  });
+}
 
 const bare = (address: string | undefined) => address?.split("/")[0]?.toLowerCase();
 
@@ -391,6 +414,7 @@ export class XmppPerson extends ChatClient {
     });
     session.reconnect.stop();
     session.on("error", () => {});
+    withoutStreamManagement(session);
     const person = new XmppPerson(options, session);
     await session.start();
     await session.send(xml("presence"));
