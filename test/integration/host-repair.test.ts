@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { stringify } from "smol-toml";
 import { applyPlan } from "../../src/host/apply.ts";
 import { observeHost } from "../../src/host/observe.ts";
@@ -22,31 +22,29 @@ import { createDecryptor, type SecretDecryptor } from "../../src/host/secrets.ts
 import { readState } from "../../src/host/state.ts";
 import { type Runner, systemRunner } from "../../src/os/process.ts";
 import { loadTown } from "../../src/town/load.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, testUser } from "../support/host.ts";
+import { isRoot, mustRun, run, testUser } from "../support/host.ts";
+import { BIN, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const A = "nt-test-hh-a";
 const B = "nt-test-hh-b";
 const C = "nt-test-hh-c";
 const UID = { [A]: 60460, [B]: 60461, [C]: 60464 } as const;
-const APPROVERS = `nt-test-hhap-${process.pid}`;
 const FRESH_APPROVERS = `nt-test-hhfr-${process.pid}`;
 const SERIAL = { subsystem: "tty", attrs: { idVendor: "0483", idProduct: "5740" } };
 
-function nuketown(args: string[]) {
-  const result = spawnSync(BIN, args, { encoding: "utf8" });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
 describe("the reconciler repairs and revokes", { skip: !isRoot() && "needs root" }, () => {
+  const testbed = testTown({ label: "hh", uids: uidsOf(import.meta.filename) });
+  // The group of the second town one test applies.
+  testbed.removeAtCleanup(FRESH_APPROVERS);
+  const nuketown = (args: string[]) => testbed.nuketown(args);
   let root = "";
   let config = "";
   let node = "";
   let recipient = "";
   let declaration: Record<string, any> = {};
   const devices = () => ({ sysRoot: path.join(root, "sys"), devRoot: path.join(root, "dev") });
-  const write = () => writeFileSync(config, stringify(declaration));
+  const write = () => testbed.write(declaration);
 
   /** The named-user entries of the node's ACL, by number (an account may be gone). */
   const aclUsers = () =>
@@ -96,12 +94,10 @@ describe("the reconciler repairs and revokes", { skip: !isRoot() && "needs root"
   const planned = async () => (await plan()).actions.map(describeAction);
 
   before(() => {
-    root = makeTempRoot("hh");
-    config = path.join(root, "town.toml");
+    root = testbed.root;
+    config = testbed.config;
     mkdirSync(path.join(root, "secrets"));
-    const keyFile = path.join(root, "state", "age", "keys.txt");
-    mkdirSync(path.dirname(keyFile), { recursive: true });
-    mustRun("age-keygen", ["-o", keyFile]);
+    const keyFile = testbed.ageKey();
     recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
     sopsFile({ a: "a-token-1", b: "b-token-1" });
 
@@ -124,18 +120,9 @@ describe("the reconciler repairs and revokes", { skip: !isRoot() && "needs root"
     const secret = (agent: "a" | "b") => ({
       token: { file: "secrets/agents.yaml", key: `${agent}.token`, target: ".config/token" },
     });
-    declaration = {
-      name: "nt-test-hh",
+    declaration = testbed.declare({
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
-      homes: { backend: "directory" },
       basePackages: [],
-      approval: { group: APPROVERS },
       humans: { "nt-test-hh-m": { approver: true } },
       secrets: { ageKeyFile: keyFile },
       agents: {
@@ -147,11 +134,8 @@ describe("the reconciler repairs and revokes", { skip: !isRoot() && "needs root"
         },
         [B]: { uid: UID[B], secrets: { extraSecrets: secret("b") } },
       },
-    };
-    write();
+    });
   });
-
-  after(() => cleanupHost(root, [APPROVERS, FRESH_APPROVERS]));
 
   it("finishes an apply cut short by a failing program: udev reloaded, ACLs granted, then no changes", async () => {
     // The runner seam: udevadm dies once, after the rules file is in place.

@@ -111,6 +111,7 @@ export class TestTown {
   readonly #steps: (() => unknown)[] = [];
   readonly #systemFiles: string[] = [];
   readonly #accounts = new Map<string, AccountOptions>();
+  readonly #extraNames = new Set<string>();
 
   constructor(options: TestTownOptions) {
     this.#options = options;
@@ -203,8 +204,13 @@ export class TestTown {
     // Not root: no accounts, mounts or loop devices can be the town's (nor may losetup be on PATH).
     if (this.#root !== undefined && !isRoot()) rmSync(this.#root, { recursive: true, force: true });
     else if (this.#root !== undefined)
-      cleanupHost(this.#root, [...this.#accounts.keys(), this.approvers]);
+      cleanupHost(this.#root, [...this.#accounts.keys(), ...this.#extraNames, this.approvers]);
     if (errors.length > 0) throw new AggregateError(errors, `cleaning up the ${this.label} town`);
+  }
+
+  /** Accounts or groups by name that nuketown made for the test outside this town (a second town's approval group): removed at cleanup too. */
+  removeAtCleanup(...names: string[]): void {
+    for (const name of names) this.#extraNames.add(name);
   }
 
   /** Run `step` at cleanup, before the accounts and files go (last deferred, first run). */

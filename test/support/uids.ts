@@ -34,6 +34,13 @@ export const UID_REGISTRY: readonly UidReservation[] = [
   row("integration/portal.test.ts", 60401, 60402, "agent, mayor"),
   row("integration/review.test.ts", 60410, 60411, "declared agents (no accounts)"),
   row("integration/review.test.ts", 60462, 60463, "an agent with an account, a declared one"),
+  row("integration/host-repair.test.ts", 60460, 60461, "agents a and b"),
+  row(
+    "integration/host-repair.test.ts",
+    60464,
+    60464,
+    "the agent of the town under new directories",
+  ),
   row("integration/up.test.ts", 60465, 60465, "the agent of the town nobody can approve in"),
   row("integration/up.test.ts", 60501, 60502, "agent, mayor"),
   row("integration/install.test.ts", 60561, 60562, "agent, mayor"),
