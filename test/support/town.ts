@@ -112,6 +112,8 @@ export class TestTown {
   readonly #systemFiles: string[] = [];
   readonly #accounts = new Map<string, AccountOptions>();
   readonly #extraNames = new Set<string>();
+  /** The accounts this town made (only those are removed by name: never another run's). */
+  readonly #made = new Set<string>();
 
   constructor(options: TestTownOptions) {
     this.#options = options;
@@ -182,6 +184,8 @@ export class TestTown {
   /** Make the root, the accounts, and the installed copy. */
   async setup(): Promise<void> {
     this.#root = makeTempRoot(this.label);
+    // Whose town this is, while it runs: a leftover sweep (below) leaves a live run's accounts alone.
+    writeFileSync(path.join(this.#root, OWNER), `${process.pid}\n`);
     for (const [name, account] of this.#accounts) this.#makeAccount(name, account);
     if (this.#options.install) this.#prefix = installForTest(this.#root);
   }
@@ -204,7 +208,7 @@ export class TestTown {
     // Not root: no accounts, mounts or loop devices can be the town's (nor may losetup be on PATH).
     if (this.#root !== undefined && !isRoot()) rmSync(this.#root, { recursive: true, force: true });
     else if (this.#root !== undefined)
-      cleanupHost(this.#root, [...this.#accounts.keys(), ...this.#extraNames, this.approvers]);
+      cleanupHost(this.#root, [...this.#made, ...this.#extraNames, this.approvers]);
     if (errors.length > 0) throw new AggregateError(errors, `cleaning up the ${this.label} town`);
   }
 
@@ -368,17 +372,29 @@ export class TestTown {
       ...(account.shell ? ["--shell", account.shell] : []),
       name,
     ]);
+    this.#made.add(name);
     if (account.makeHome) mustRun("chown", [`${name}:`, home]);
   }
 }
 
+/** In a town's root: the pid of the test process that owns it. */
+const OWNER = "owner.pid";
+
 /**
  * An account of this name an earlier run left (killed before its cleanup):
- * only when it is a test account with one of this file's uids.
+ * only when it is a test account with one of this file's uids, and no live
+ * process owns the temp root its home is in. One that does is another run
+ * of the same test file, which cannot share its accounts: a clear error.
  */
 function removeLeftover(name: string, uids: Uids): void {
   const user = parsePasswd(readFileSync("/etc/passwd", "utf8")).find((u) => u.name === name);
   if (!user || !name.startsWith(TEST_PREFIX) || !uids.has(user.uid)) return;
+  const tempRoot = /^\/tmp\/nt-test-[^/]+/.exec(user.home)?.[0];
+  const owner = tempRoot && Number(readIf(path.join(tempRoot, OWNER)).trim());
+  if (owner && owner !== process.pid && alive(owner))
+    throw new Error(
+      `account ${name} (uid ${user.uid}) belongs to a run in progress (pid ${owner}, ${tempRoot}): ${uids.file} cannot run twice at once`,
+    );
   run("pkill", ["-KILL", "-u", String(user.uid)]);
   run("userdel", [name]);
   run("groupdel", [name]);
@@ -406,4 +422,18 @@ export async function openTestTown(options: TestTownOptions): Promise<TestTown> 
     throw error;
   }
   return town;
+}
+
+function readIf(file: string): string {
+  return existsSync(file) ? readFileSync(file, "utf8") : "";
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, owned by someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
