@@ -10,25 +10,21 @@
  * directory the agent cannot write.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
-import { REPO_ROOT } from "../support/fixtures.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { before, describe, it } from "node:test";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { testPrefix } from "../support/install.ts";
+import { type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
-// uids 60420-60424 (60401, 60402, 60410 and 60411 are other tests').
 const MAYOR = "nt-test-bnd-mayor";
 const AGENT = "nt-test-binder";
 const TARGET = "nt-test-bnd-pu";
 const ALIAS = "nt-test-bnd-pual";
 const UIDS = { mayor: 60420, agent: 60421, target: 60422 } as const;
-const APPROVERS = `nt-test-bndap-${process.pid}`;
-const SUDOERS = `/etc/sudoers.d/nt-test-binding-${process.pid}`;
 
 interface Outcome {
   code: number | null;
@@ -49,14 +45,23 @@ interface AuditLine {
 }
 
 describe("an approval is bound to what the human saw", { skip: !isRoot() && "needs root" }, () => {
+  const town = testTown({
+    label: "binding",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR]: UIDS.mayor, [TARGET]: UIDS.target },
+    install: true,
+  });
+  // The alias first (before the town's accounts go): userdel of the first name would leave a
+  // second name of its uid behind.
+  town.defer(() => run("userdel", [ALIAS]));
   let root = "";
   let manifest = "";
   let shimDir = "";
   let home = "";
   /** Root-owned, 0755: only root can leave a marker here. */
   let markers = "";
-  let daemon: ChildProcess | undefined;
-  let daemonLog = "";
+  let daemon: Daemon | undefined;
+  const daemonLog = () => daemon?.output() ?? "";
 
   /** As a Unix user in its home, with the shim first on PATH, like the agent's service. */
   const asUser = (user: string, argv: string[], cwd = root): Promise<Outcome> =>
@@ -95,33 +100,15 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
       if (request) return request;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`no request showed up (${last}) ${daemonLog}`);
+    throw new Error(`no request showed up (${last}) ${daemonLog()}`);
   }
 
   before(async () => {
-    root = makeTempRoot("binding");
+    root = town.root;
     home = path.join(root, "agents", AGENT);
     markers = path.join(root, "markers");
     mkdirSync(markers, { mode: 0o755 });
-    mustRun("useradd", [
-      "--uid",
-      String(UIDS.mayor),
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      `${root}/humans/${MAYOR}`,
-      MAYOR,
-    ]);
     // Two names, one uid: a rule written for either is about both.
-    mustRun("useradd", [
-      "--uid",
-      String(UIDS.target),
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      `${root}/humans/${TARGET}`,
-      TARGET,
-    ]);
     mustRun("useradd", [
       "--non-unique",
       "--uid",
@@ -133,18 +120,9 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
       `${root}/humans/${TARGET}`,
       ALIAS,
     ]);
-    const declaration = {
-      name: "nt-test-binding",
+    town.declare({
       domain: "test.local",
-      agentsDir: path.join(root, "agents"),
-      persistDir: path.join(root, "persist"),
-      stateDir: path.join(root, "state"),
-      runtimeDir: path.join(root, "run"),
-      etcDir: path.join(root, "etc"),
-      uidRange: { min: 60100, max: 60999 },
-      homes: { backend: "directory" },
-      approval: { group: APPROVERS, timeout: 30 },
-      install: { prefix: installForTest(root) },
+      approval: { timeout: 30 },
       humans: { [MAYOR]: { approver: true } },
       agents: {
         [AGENT]: {
@@ -164,34 +142,15 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
           },
         },
       },
-    };
-    const config = path.join(root, "town.toml");
-    writeFileSync(config, stringify(declaration));
-    mustRun(BIN, ["apply", config]);
-    manifest = path.join(root, "etc", "nuketown", "town.json");
-    shimDir = path.join(testPrefix(root), "libexec", "nuketown", "shim");
-    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), SUDOERS);
-    mustRun("chmod", ["0440", SUDOERS]);
-    mustRun("visudo", ["-c"]);
-    daemon = spawn(BIN, ["approvald", "--manifest", manifest], {
-      stdio: ["ignore", "ignore", "pipe"],
     });
-    daemon.stderr?.on("data", (d) => {
-      daemonLog += d;
+    town.apply();
+    manifest = town.manifest;
+    shimDir = town.shimDir;
+    town.sudoers();
+    daemon = await town.approvald();
+    town.defer(() => {
+      if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemonLog());
     });
-    const controlSocket = path.join(root, "run", "control.sock");
-    for (let i = 0; i < 100 && !existsSync(controlSocket); i++)
-      await new Promise((r) => setTimeout(r, 100));
-    assert.ok(existsSync(controlSocket), "the daemon is listening");
-  });
-
-  after(async () => {
-    await stopChild(daemon, 5000);
-    if (process.env.NT_TEST_VERBOSE) process.stderr.write(daemonLog);
-    rmSync(SUDOERS, { force: true });
-    // The alias first: userdel of the first name would leave a second name of its uid behind.
-    run("userdel", [ALIAS]);
-    cleanupHost(root, [MAYOR, TARGET, APPROVERS]);
   });
 
   it("refuses a script rewritten between display and approval: the new content never runs as root", async () => {

@@ -33,6 +33,7 @@ export const UID_REGISTRY: readonly UidReservation[] = [
   row("integration/agent.test.ts", 60301, 60304, "two agents, mayor, stranger"),
   row("integration/portal.test.ts", 60401, 60402, "agent, mayor"),
   row("integration/review.test.ts", 60410, 60411, "declared agents (no accounts)"),
+  row("integration/approval-binding.test.ts", 60420, 60424, "mayor, agent, a target with an alias"),
   row("integration/review.test.ts", 60462, 60463, "an agent with an account, a declared one"),
   row("integration/host-repair.test.ts", 60460, 60461, "agents a and b"),
   row(
