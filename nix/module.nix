@@ -171,7 +171,9 @@ let
       (chatTransport == "matrix" && agent.chat.matrix != null)
       || (chatTransport == "xmpp" && agent.chat.xmpp != null)
     );
-  networked = chatTransport != "local";
+  # approvald serves agents' changes: it fetches into the config repo and builds as the agents.
+  changes = cfg.change.repo != null;
+  networked = chatTransport != "local" || changes;
   desktop = builtins.elem "desktop" cfg.approval.channels;
   # The dashboard runs when it is an approval channel or the town's chat (src/host/render/units.ts).
   dashboard = builtins.elem "web" cfg.approval.channels || chatTransport == "local";
@@ -472,19 +474,48 @@ in
         after = optional networked "network-online.target";
         wants = optional networked "network-online.target";
         wantedBy = [ "multi-user.target" ];
-        path = optionals desktop [ pkgs.zenity ];
+        path =
+          optionals desktop [ pkgs.zenity ]
+          # perl reads a peer's credentials (SO_PEERCRED); the rest checks out and builds changes.
+          ++ optionals changes [
+            pkgs.perl
+            pkgs.git
+            pkgs.gnutar
+            pkgs.diffutils
+            pkgs.findutils
+            pkgs.nix
+            pkgs.nixos-rebuild
+          ];
         serviceConfig = {
           ExecStart = "${bin} approvald --manifest ${manifestPath}";
           Restart = "on-failure";
           RestartSec = 5;
-          CapabilityBoundingSet =
-            if desktop then
-              "CAP_CHOWN CAP_FOWNER CAP_SETUID CAP_SETGID CAP_SYS_PTRACE CAP_KILL"
-            else
-              "CAP_CHOWN CAP_FOWNER";
+          CapabilityBoundingSet = lib.concatStringsSep " " (
+            [
+              "CAP_CHOWN"
+              "CAP_FOWNER"
+            ]
+            ++ optionals (desktop || changes) [
+              "CAP_SETUID"
+              "CAP_SETGID"
+            ]
+            ++ optionals desktop [ "CAP_SYS_PTRACE" ]
+            ++ optionals (desktop || changes) [ "CAP_KILL" ]
+          );
           NoNewPrivileges = true;
           ProtectSystem = "strict";
-          ReadWritePaths = "${cfg.stateDir} ${cfg.runtimeDir}";
+          ReadWritePaths = lib.concatStringsSep " " (
+            [
+              cfg.stateDir
+              cfg.runtimeDir
+            ]
+            ++ optionals changes (
+              filter (dir: dir != null && !(lib.hasPrefix "${cfg.stateDir}/" dir)) [
+                cfg.change.repo
+                cfg.change.dir
+              ]
+            )
+          );
           ProtectHome = "read-only";
           PrivateDevices = true;
           ProtectKernelTunables = true;

@@ -6,21 +6,31 @@
  * argument.
  *
  * Store (`change.dir`): proposals/<id>.json, logs/<id>-<step>.log,
- * worktrees/<id> while a step builds, audit.jsonl, lock.
+ * worktrees/<id> while apply builds, incoming/<id>.bundle while a branch is
+ * fetched from an agent's clone, audit.jsonl, lock.
+ *
+ * Nothing an agent controls runs as root before a human approved it: an
+ * agent's clone is read by git running as that agent (a bundle of its
+ * branch, which root's git then fetches as data), and verify builds a
+ * checkout of the exact commit as the proposing agent, in a directory of
+ * its own below `<runtimeDir>/change-builds`, its log and result recorded
+ * by root. Only apply, after the approval, builds as root.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { lstat, mkdir, readdir, readFile, readlink, realpath, rm } from "node:fs/promises";
+import { chown, lstat, mkdir, readdir, readFile, realpath, rm, rmdir } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { type ApprovalRequest, commandHash, type Decision } from "../approval/protocol.ts";
 import { AuditLog, type AuditRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { FailedError, NuketownError, RefusedError } from "../errors.ts";
+import { GUARDED_GIT_CONFIG } from "../host/git-guard.ts";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { withHostLock } from "../os/lock.ts";
 import { type CommandResult, type Runner, systemRunner } from "../os/process.ts";
 import { which } from "../os/which.ts";
-import type { ResolvedChangeHost, ResolvedTown } from "../town/types.ts";
+import type { ResolvedAgent, ResolvedChangeHost, ResolvedTown } from "../town/types.ts";
 import { encodeFrame, LineSplitter } from "../wire/framing.ts";
+import { parseDiffBrief } from "./closure.ts";
 import { type Argv, fillArgv, type Placeholders } from "./defaults.ts";
 import {
   type ApplyRecord,
@@ -56,11 +66,22 @@ export interface ProposeOptions {
   readonly from?: string;
   /** A patch file (`git diff` or `git format-patch` output) instead of a branch. */
   readonly patch?: string;
+  /** The patch itself, as an agent sends it to the change socket (never a path root would read). */
+  readonly patchText?: string;
   /** Who proposes; an agent's own uid decides it. */
   readonly agent?: string;
 }
 
 const GIT_ENV = { GIT_TERMINAL_PROMPT: "0", LC_ALL: "C" };
+
+/** What of root's environment a build run as an agent may see; the rest is the agent's own. */
+const BUILD_ENV_PASSED = ["PATH", "NIX_PATH", "NIX_REMOTE", "TZ", "LANG", "LC_ALL"] as const;
+
+/** The account a step runs as when it must not run as root: an agent's. */
+type Account = Pick<ResolvedAgent, "name" | "uid" | "gid" | "home">;
+
+/** Where verify builds, one directory per change owned by the building agent. */
+export const changeBuildsDir = (town: ResolvedTown) => path.join(town.runtimeDir, "change-builds");
 
 export class ChangeControl {
   readonly #town: ResolvedTown;
@@ -133,7 +154,8 @@ export class ChangeControl {
     const agent = this.#proposer(options.agent);
     if (options.explanation.trim() === "")
       throw new NuketownError("a proposal needs a written explanation (--explain)", 2);
-    if ((options.branch === undefined) === (options.patch === undefined))
+    const patched = options.patch !== undefined || options.patchText !== undefined;
+    if ((options.branch === undefined) === !patched)
       throw new NuketownError("propose either --branch or --patch", 2);
     await this.#ensureStore();
     return this.#locked("change propose", async () => {
@@ -142,9 +164,18 @@ export class ChangeControl {
       const id = proposalId(this.#clock(), randomBytes(3).toString("hex"));
       let commit: string;
       let branch: string;
-      if (options.patch !== undefined) {
+      if (patched) {
         branch = `refs/nuketown/patches/${id}`;
-        commit = await this.#commitPatch(id, base, options.patch, agent, options.explanation);
+        const patch =
+          options.patchText !== undefined
+            ? Buffer.from(options.patchText)
+            : await readFile(options.patch as string).catch((error: NodeJS.ErrnoException) => {
+                throw new NuketownError(
+                  `cannot read the patch ${options.patch} (${error.code})`,
+                  2,
+                );
+              });
+        commit = await this.#commitPatch(id, base, patch, agent, options.explanation);
         await this.#git(["update-ref", branch, commit]);
       } else {
         const name = options.branch as string;
@@ -153,11 +184,17 @@ export class ChangeControl {
         if (options.from !== undefined) {
           // The agent's clone: its branch lands under a ref of ours, named after the agent.
           branch = `refs/nuketown/incoming/${agent}/${name}`;
-          await this.#git(["fetch", "--no-tags", options.from, `+refs/heads/${name}:${branch}`]);
+          await this.#fetchFromClone(id, options.from, name, base, branch, this.#account(agent));
         } else {
           branch = `refs/heads/${name}`;
         }
-        commit = await this.#rev(branch);
+        const found = (await this.#rev(branch, true)) as string | undefined;
+        if (found === undefined)
+          throw new NuketownError(
+            `branch ${name} not found in the config repo ${repo}${options.from === undefined ? " (a branch in your clone: name the clone with from)" : ""}`,
+            2,
+          );
+        commit = found;
       }
       if (commit === base)
         throw new RefusedError(`${branch} has nothing on top of ${this.#town.change.branch}`);
@@ -206,18 +243,37 @@ export class ChangeControl {
 
   // ---- verify -------------------------------------------------------------
 
-  async verify(id: string): Promise<Proposal> {
+  /**
+   * Builds the proposal's commit without switching, as the proposing agent
+   * (see the header); `requester`, when an agent asks through the change
+   * socket, must be that agent.
+   */
+  async verify(id: string, options: { readonly requester?: string } = {}): Promise<Proposal> {
     return this.#locked(`change verify ${id}`, async () => {
       const proposal = await this.#ready(id, "verify");
+      if (options.requester !== undefined && options.requester !== proposal.agent)
+        throw new RefusedError(
+          `change ${id} was proposed by ${proposal.agent}: ${options.requester} verifies only its own changes`,
+        );
       const host = this.#host(proposal.host);
+      const builder = this.#account(proposal.agent);
       const started = this.#clock();
       const logFile = path.join(this.dir, "logs", `${id}-verify.log`);
-      const log: string[] = [];
+      const log: string[] = [`# built as ${builder.name} (uid ${builder.uid})\n`];
       let report: VerifyReport;
-      const work = await this.#worktree(id, proposal.commit);
+      const work = await this.#buildDir(id, builder);
       try {
+        await this.#checkout(proposal.commit, work, builder);
         const values = this.#placeholders(host, proposal.commit, work);
-        const build = await this.#runSteps("build", host.build, values, work, log);
+        const build = await this.#runSteps(
+          "build",
+          host.build,
+          values,
+          work,
+          log,
+          undefined,
+          builder,
+        );
         const seconds = (this.#clock().getTime() - started.getTime()) / 1000;
         if (!build.ok) {
           report = {
@@ -229,8 +285,8 @@ export class ChangeControl {
             seconds,
           };
         } else {
-          const result = await resolveResult(values.result as string);
-          const closure = await this.#closureDiff(host.current, result);
+          const result = await this.#resolveAs(builder, values.result as string);
+          const closure = await this.#closureDiff(host.current, result, builder);
           report = {
             ok: true,
             time: started.toISOString(),
@@ -242,7 +298,7 @@ export class ChangeControl {
           };
         }
       } finally {
-        await this.#removeWorktree(work);
+        await this.#removeBuildDir(work, builder);
       }
       await writeFileAtomic(logFile, log.join(""), { mode: 0o640 });
       const next: Proposal = {
@@ -255,6 +311,7 @@ export class ChangeControl {
         ok: report.ok,
         commit: proposal.commit,
         seconds: report.seconds,
+        builtAs: builder.name,
         ...(report.error !== undefined && { error: tail(report.error, 5) }),
         ...(report.closure && { closure: report.closure.tool }),
       });
@@ -568,13 +625,10 @@ export class ChangeControl {
   async #commitPatch(
     id: string,
     base: string,
-    patchFile: string,
+    patch: Buffer,
     agent: string,
     explanation: string,
   ): Promise<string> {
-    const patch = await readFile(patchFile).catch((error: NodeJS.ErrnoException) => {
-      throw new NuketownError(`cannot read the patch ${patchFile} (${error.code})`, 2);
-    });
     const work = await this.#worktree(id, base);
     try {
       const git = (args: readonly string[], input?: Buffer) =>
@@ -648,6 +702,150 @@ export class ChangeControl {
     await this.#git(["worktree", "prune"], true);
   }
 
+  /** The agent's account, which its clone is read and its change built as. */
+  #account(name: string): Account {
+    const agent = this.#town.agents.find((a) => a.name === name);
+    if (!agent) throw new RefusedError(`${name} is no longer an agent of this town`);
+    return agent;
+  }
+
+  /** Spawn options that drop to `as` (root only; anyone else already is who they are). */
+  #runAs(as: Account): { uid?: number; gid?: number } {
+    if (this.#uid === 0) return { uid: as.uid, gid: as.gid };
+    if (this.#uid !== as.uid)
+      throw new RefusedError(
+        `this step runs as ${as.name}: run it as root (approvald does) or as ${as.name}`,
+      );
+    return {};
+  }
+
+  /**
+   * The agent's branch, read from its clone by git running as the agent (a
+   * bundle on stdout), then fetched by root's git from that file: no hook,
+   * fsmonitor or other setting of the clone runs as root, and the agent
+   * can offer nothing it could not read itself.
+   */
+  async #fetchFromClone(
+    id: string,
+    from: string,
+    name: string,
+    base: string,
+    into: string,
+    as: Account,
+  ): Promise<void> {
+    if (!path.isAbsolute(from) || from.includes("\0"))
+      throw new NuketownError(`the clone must be given by its absolute path, not "${from}"`, 2);
+    const git = (args: readonly string[]) =>
+      this.#runner.run(
+        "git",
+        // Its clone may be owned by another account (a shared one): reading it is the agent's business.
+        ["-c", "safe.directory=*", ...GUARDED_GIT_CONFIG, "-C", from, ...args],
+        { env: accountEnv(as), allowFailure: true, cwd: "/", ...this.#runAs(as) },
+      );
+    const head = await git(["rev-parse", "--verify", "--quiet", `refs/heads/${name}^{commit}`]);
+    if (head.code !== 0) {
+      const repo = await git(["rev-parse", "--git-dir"]);
+      if (repo.code !== 0)
+        throw new NuketownError(
+          `${from} is not a git repository ${as.name} can read: ${tail(repo.stderr, 2)}`,
+          2,
+        );
+      throw new NuketownError(`branch ${name} not found in ${from}`, 2);
+    }
+    if (head.stdout.trim() === base)
+      throw new RefusedError(`${name} has nothing on top of ${this.#town.change.branch}`);
+    const hasBase = (await git(["cat-file", "-e", `${base}^{commit}`])).code === 0;
+    const bundle = await git([
+      "bundle",
+      "create",
+      "--quiet",
+      "-",
+      `refs/heads/${name}`,
+      ...(hasBase ? [`^${base}`] : []),
+    ]);
+    if (bundle.code !== 0)
+      throw new FailedError(`git bundle of ${name} in ${from} failed: ${tail(bundle.stderr, 3)}`);
+    const file = path.join(this.dir, "incoming", `${id}.bundle`);
+    await writeFileAtomic(file, bundle.stdoutBytes, { mode: 0o600, dirMode: 0o700 });
+    try {
+      const fetched = await this.#runner.run(
+        "git",
+        [
+          ...GUARDED_GIT_CONFIG,
+          "-c",
+          "fetch.fsckObjects=true",
+          "-C",
+          this.#repo(),
+          "fetch",
+          "--quiet",
+          "--no-tags",
+          "--no-recurse-submodules",
+          "--",
+          file,
+          `+refs/heads/${name}:${into}`,
+        ],
+        { env: { ...process.env, ...GIT_ENV }, allowFailure: true },
+      );
+      if (fetched.code !== 0)
+        throw new FailedError(`fetching ${name} from ${from} failed: ${tail(fetched.stderr, 3)}`);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  /** A fresh directory for one build, the builder's own, in a root-owned parent it cannot rename. */
+  async #buildDir(id: string, as: Account): Promise<string> {
+    const parent = changeBuildsDir(this.#town);
+    await mkdir(parent, { recursive: true, mode: 0o711 });
+    const dir = path.join(parent, id);
+    await this.#removeBuildDir(dir, as);
+    await mkdir(dir, { mode: 0o700 });
+    if (this.#uid === 0) await chown(dir, as.uid, as.gid);
+    return dir;
+  }
+
+  /** The exact commit, archived by root's git from root's repo and unpacked by the builder. */
+  async #checkout(commit: string, dir: string, as: Account): Promise<void> {
+    const archive = await this.#git(["archive", "--format=tar", commit]);
+    const unpack = await this.#runner.run(
+      "tar",
+      ["-x", "-f", "-", "-C", dir, "--no-same-owner", "--no-same-permissions"],
+      { input: archive.stdoutBytes, env: accountEnv(as), allowFailure: true, ...this.#runAs(as) },
+    );
+    if (unpack.code !== 0)
+      throw new FailedError(`unpacking ${commit.slice(0, 12)} failed: ${tail(unpack.stderr, 3)}`);
+  }
+
+  /** Where the build's result link points, as the builder sees it. */
+  async #resolveAs(as: Account, link: string): Promise<string | undefined> {
+    const r = await this.#runner.run("readlink", ["-e", "--", link], {
+      env: accountEnv(as),
+      allowFailure: true,
+      ...this.#runAs(as),
+    });
+    const target = r.stdout.trim();
+    return r.code === 0 && target !== "" ? target : undefined;
+  }
+
+  /**
+   * Its content goes as the builder (root removing a tree another account
+   * can still change could be steered outside it), then the empty directory as root.
+   */
+  async #removeBuildDir(dir: string, as: Account): Promise<void> {
+    const there = await lstat(dir).catch(() => undefined);
+    if (!there) return;
+    if (!there.isDirectory()) throw new FailedError(`${dir} is not a directory: remove it by hand`);
+    await this.#runner.run("find", [dir, "-mindepth", "1", "-delete"], {
+      env: accountEnv(as),
+      allowFailure: true,
+      cwd: "/",
+      ...this.#runAs(as),
+    });
+    await rmdir(dir).catch((error: NodeJS.ErrnoException) =>
+      this.#say(`${dir} is left behind (${error.code}): remove it by hand`),
+    );
+  }
+
   #placeholders(host: ResolvedChangeHost, commit: string, work: string): Placeholders {
     return {
       host: host.name,
@@ -665,6 +863,7 @@ export class ChangeControl {
     cwd: string,
     log: string[],
     steps?: { step: string; argv: readonly string[]; code: number }[],
+    as?: Account,
   ): Promise<{ ok: true } | { ok: false; error: string }> {
     for (const template of commands) {
       let argv: string[];
@@ -682,7 +881,9 @@ export class ChangeControl {
           cwd,
           allowFailure: true,
           timeoutMs: this.#buildTimeout * 1000,
-          env: { ...process.env, NUKETOWN_CHANGE_STEP: step },
+          ...(as
+            ? { ...this.#runAs(as), env: { ...accountEnv(as), NUKETOWN_CHANGE_STEP: step } }
+            : { env: { ...process.env, NUKETOWN_CHANGE_STEP: step } }),
         });
       } catch (error) {
         log.push(`${(error as Error).message}\n`);
@@ -749,11 +950,16 @@ export class ChangeControl {
     }
   }
 
-  /** nvd, else nix store diff-closures, else the paths that differ between the two trees. */
+  /**
+   * nvd, else nix store diff-closures, else the paths that differ between
+   * the two trees (diff -rq, never following links) — all run as the
+   * builder: the result is its, and root does not walk a tree it controls.
+   */
   async #closureDiff(
     current: string,
     result: string | undefined,
-  ): Promise<{ tool: string; summary: string } | undefined> {
+    as: Account,
+  ): Promise<{ tool: string; summary: string }> {
     if (result === undefined) return { tool: "none", summary: "the build left no result link" };
     const exists = await lstat(current).then(
       () => true,
@@ -761,6 +967,13 @@ export class ChangeControl {
     );
     if (!exists)
       return { tool: "none", summary: `${current} does not exist: nothing to compare with` };
+    const run = (program: string, args: readonly string[]) =>
+      this.#runner.run(program, args, {
+        allowFailure: true,
+        timeoutMs: this.#buildTimeout * 1000,
+        env: accountEnv(as),
+        ...this.#runAs(as),
+      });
     for (const [tool, program, args] of [
       ["nvd", "nvd", ["diff", current, result]],
       [
@@ -770,12 +983,15 @@ export class ChangeControl {
       ],
     ] as const) {
       if (!(await which(program))) continue;
-      const r = await this.#runner.run(program, [...args], { allowFailure: true });
+      const r = await run(program, args);
       if (r.code === 0) return { tool, summary: r.stdout.trim() || "no difference" };
     }
     // The running system is usually a link (/run/current-system): compare what it points to.
     const running = await realpath(current).catch(() => current);
-    return { tool: "changed paths", summary: await treeDiff(running, result) };
+    const diff = await run("diff", ["-rq", "--no-dereference", "--", running, result]);
+    if (diff.code > 1)
+      return { tool: "none", summary: `diff could not compare: ${tail(diff.stderr, 3)}` };
+    return { tool: "changed paths", summary: parseDiffBrief(diff.stdout, running, result) };
   }
 
   async #landInRepo(proposal: Proposal): Promise<void> {
@@ -883,41 +1099,18 @@ function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-async function resolveResult(link: string): Promise<string | undefined> {
-  return realpath(link).catch(() => undefined);
-}
-
-/** What differs between two trees: every file and link by path, with its content or target. */
-async function treeDiff(a: string, b: string): Promise<string> {
-  const left = await listTree(a);
-  const right = await listTree(b);
-  const lines: string[] = [];
-  for (const [file, sum] of right) {
-    const before = left.get(file);
-    if (before === undefined) lines.push(`+ ${file}`);
-    else if (before !== sum) lines.push(`~ ${file}`);
-  }
-  for (const file of left.keys()) if (!right.has(file)) lines.push(`- ${file}`);
-  lines.sort((x, y) => (x.slice(2) < y.slice(2) ? -1 : 1));
-  return lines.length === 0 ? "no difference" : lines.slice(0, 200).join("\n");
-}
-
-async function listTree(root: string, limit = 20000): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    if (out.size >= limit) return;
-    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      const full = path.join(dir, entry.name);
-      const name = rel === "" ? entry.name : `${rel}/${entry.name}`;
-      if (entry.isSymbolicLink()) out.set(name, `-> ${await readlink(full)}`);
-      else if (entry.isDirectory()) await walk(full, name);
-      else if (entry.isFile()) out.set(name, sha256(await readFile(full, "latin1")));
-    }
+/** An environment of the account's own, with the few settings of root's a build needs. */
+function accountEnv(as: Account): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    HOME: as.home,
+    USER: as.name,
+    LOGNAME: as.name,
+    GIT_TERMINAL_PROMPT: "0",
   };
-  const info = await lstat(root).catch(() => undefined);
-  if (info?.isDirectory()) await walk(root, "");
-  else if (info) out.set(".", info.isSymbolicLink() ? `-> ${await readlink(root)}` : "file");
-  return out;
+  for (const key of BUILD_ENV_PASSED)
+    if (process.env[key] !== undefined) env[key] = process.env[key];
+  env.PATH ??= "/usr/bin:/bin";
+  return env;
 }
 
 /** One change request to approvald; resolves with its decision (the connection stays open until then). */

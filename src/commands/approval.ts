@@ -6,6 +6,7 @@ import { type ApprovalMode, writeApprovalMode } from "../approval/mode.ts";
 import { type PendingRequest, writableLines } from "../approval/protocol.ts";
 import { AuditLog, formatRecord, tailAudit, verifyAudit } from "../audit/log.ts";
 import { changeLines, changeSummary } from "../change/present.ts";
+import { ChangeService } from "../change/service.ts";
 import { ChatApprovalChannel } from "../chat/approval-channel.ts";
 import { openTransport } from "../chat/connect.ts";
 import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
@@ -52,11 +53,25 @@ export async function approvald(opts: TownOptions): Promise<number> {
     if (channel) daemon.addChannel(channel);
   }
   await daemon.start();
+  // Agents propose and verify changes here (always served: without change.repo they hear why not).
+  const changes = new ChangeService({ town, log });
+  try {
+    await changes.start();
+  } catch (error) {
+    await daemon.stop();
+    throw error;
+  }
   opts.err.write(
-    `nuketown approvald: requests on ${town.paths.requestSocket}, humans on ${town.paths.controlSocket} (group ${town.approval.approversGroup})\n`,
+    `nuketown approvald: requests on ${town.paths.requestSocket}, humans on ${town.paths.controlSocket} (group ${town.approval.approversGroup}), agents' changes on ${changes.socketPath}\n`,
   );
+  const both = {
+    stop: async () => {
+      await changes.stop();
+      await daemon.stop();
+    },
+  };
   // A changed town (a revoked rule, a new approver) must not wait for a reboot.
-  return serveUntilDone(daemon, watched, { name: "nuketown approvald", log });
+  return serveUntilDone(both, watched, { name: "nuketown approvald", log });
 }
 
 /**

@@ -1,11 +1,17 @@
 /**
  * `nuketown change propose|verify|approve|apply|rollback|status|log`: thin
- * over src/change/control.ts.
+ * over src/change/control.ts as root; an agent's propose, verify and status
+ * go to approvald's change socket (src/change/service.ts), which knows it
+ * by its uid.
  */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { formatRecord } from "../audit/log.ts";
+import { askChangeService, ChangeServiceError } from "../change/client.ts";
 import { ChangeControl } from "../change/control.ts";
 import { describeProposal, type Proposal } from "../change/proposal.ts";
-import { EXIT } from "../errors.ts";
+import { changeSocketPath } from "../change/protocol.ts";
+import { EXIT, RefusedError } from "../errors.ts";
 import { printable, type Streams } from "../output.ts";
 import { townFrom } from "./town-source.ts";
 
@@ -14,6 +20,21 @@ interface ChangeOptions extends Streams {
   readonly manifest?: string;
   readonly cwd: string;
   readonly json?: boolean;
+  /** @default process.getuid() */
+  readonly uid?: number;
+}
+
+const callerUid = (opts: ChangeOptions) => opts.uid ?? process.getuid?.() ?? 0;
+
+/** The daemon's refusal, with its hint for the human at the terminal. */
+async function viaSocket<T>(opts: ChangeOptions, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof ChangeServiceError && error.hint !== "")
+      opts.err.write(`nuketown: hint: ${error.hint}\n`);
+    throw error;
+  }
 }
 
 async function control(opts: ChangeOptions): Promise<ChangeControl> {
@@ -90,19 +111,51 @@ export async function changePropose(
     readonly agent?: string;
   },
 ): Promise<number> {
-  return withControl(opts, async (c) => {
-    const p = await c.propose({
-      host: opts.host,
-      explanation: opts.explain,
-      ...(opts.branch !== undefined && { branch: opts.branch }),
-      ...(opts.from !== undefined && { from: opts.from }),
-      ...(opts.patch !== undefined && { patch: opts.patch }),
-      ...(opts.agent !== undefined && { agent: opts.agent }),
-    });
+  const from = opts.from === undefined ? undefined : path.resolve(opts.cwd, opts.from);
+  const done = (p: Proposal) => {
     show(opts, p);
     if (!opts.json) opts.out.write(`next: nuketown change verify ${p.id}\n`);
     return EXIT.ok;
-  });
+  };
+  if (callerUid(opts) !== 0) {
+    const town = await townFrom(opts);
+    const self = town.agents.find((a) => a.uid === callerUid(opts));
+    if (!self)
+      throw new RefusedError(
+        `uid ${callerUid(opts)} is not an agent of ${town.name}: an agent proposes as itself, root for an agent (--agent)`,
+      );
+    if (opts.agent !== undefined && opts.agent !== self.name)
+      throw new RefusedError(`${self.name} cannot propose as ${opts.agent}`);
+    // The patch is read here, as the agent: the daemon never opens a path it is given.
+    const patch =
+      opts.patch === undefined
+        ? undefined
+        : await readFile(path.resolve(opts.cwd, opts.patch), "utf8");
+    return done(
+      await viaSocket(opts, () =>
+        askChangeService(changeSocketPath(town), {
+          type: "propose",
+          host: opts.host,
+          explanation: opts.explain,
+          ...(opts.branch !== undefined && { branch: opts.branch }),
+          ...(from !== undefined && { from }),
+          ...(patch !== undefined && { patch }),
+        }),
+      ),
+    );
+  }
+  return withControl(opts, async (c) =>
+    done(
+      await c.propose({
+        host: opts.host,
+        explanation: opts.explain,
+        ...(opts.branch !== undefined && { branch: opts.branch }),
+        ...(from !== undefined && { from }),
+        ...(opts.patch !== undefined && { patch: path.resolve(opts.cwd, opts.patch) }),
+        ...(opts.agent !== undefined && { agent: opts.agent }),
+      }),
+    ),
+  );
 }
 
 export async function changeStep(
@@ -111,6 +164,14 @@ export async function changeStep(
     readonly step: "verify" | "approve" | "apply" | "rollback";
   },
 ): Promise<number> {
+  if (opts.step === "verify" && callerUid(opts) !== 0) {
+    const town = await townFrom(opts);
+    const p = await viaSocket(opts, () =>
+      askChangeService(changeSocketPath(town), { type: "verify", id: opts.id }),
+    );
+    show(opts, p);
+    return exitFor(p);
+  }
   return withControl(opts, async (c) => {
     let p: Proposal;
     if (opts.step === "verify") p = await c.verify(opts.id);
@@ -130,21 +191,35 @@ export async function changeStep(
 export async function changeStatus(
   opts: ChangeOptions & { readonly id?: string },
 ): Promise<number> {
+  if (callerUid(opts) !== 0) {
+    const town = await townFrom(opts);
+    const socket = changeSocketPath(town);
+    if (opts.id !== undefined) {
+      const id = opts.id;
+      show(opts, await viaSocket(opts, () => askChangeService(socket, { type: "status", id })));
+      return EXIT.ok;
+    }
+    listing(opts, await viaSocket(opts, () => askChangeService(socket, { type: "status" })));
+    return EXIT.ok;
+  }
   return withControl(opts, async (c) => {
     if (opts.id !== undefined) {
       show(opts, await c.get(opts.id));
       return EXIT.ok;
     }
-    const all = await c.list();
-    if (opts.json) opts.out.write(`${JSON.stringify(all, null, 2)}\n`);
-    else
-      opts.out.write(
-        all.length === 0
-          ? "no changes proposed\n"
-          : `${all.map((p) => printable(describeProposal(p))).join("\n")}\n`,
-      );
+    listing(opts, await c.list());
     return EXIT.ok;
   });
+}
+
+function listing(opts: ChangeOptions, all: readonly Proposal[]): void {
+  if (opts.json) opts.out.write(`${JSON.stringify(all, null, 2)}\n`);
+  else
+    opts.out.write(
+      all.length === 0
+        ? "no changes proposed\n"
+        : `${all.map((p) => printable(describeProposal(p))).join("\n")}\n`,
+    );
 }
 
 export async function changeLog(opts: ChangeOptions & { readonly count: number }): Promise<number> {

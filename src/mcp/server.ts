@@ -2,15 +2,20 @@
  * The town's MCP server (`nuketown mcp`, stdio), run by an agent's runtime
  * as the agent. Its tools are clients of what the town already runs: sudo
  * through the shim and the gate (so approvald asks a human), change control
- * (proposals as this agent; never approve or apply), and the manifest. A
+ * (proposals as this agent, through approvald's change socket, which knows
+ * the agent by its uid; never approve or apply), and the manifest. A
  * failure is an `isError` result with a hint, never a crash of the server.
  */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { GATE_EXIT } from "../approval/gate.ts";
+import { askChangeService, ChangeServiceError } from "../change/client.ts";
 import { ChangeControl } from "../change/control.ts";
 import { describeProposal, type Proposal } from "../change/proposal.ts";
+import { changeHint, changeSocketPath } from "../change/protocol.ts";
 import { renderIdentityToml } from "../host/render/identity.ts";
 import { renderInstructions } from "../host/render/instructions.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
@@ -22,6 +27,22 @@ export interface McpOptions {
   readonly agent: ResolvedAgent;
   readonly runner?: Runner;
   readonly version?: string;
+  /**
+   * Change control through approvald's change socket (an agent cannot write
+   * the change store), or in this process (root, for tests and debugging).
+   * @default true unless this process runs as root
+   */
+  readonly viaChangeSocket?: boolean;
+  /** Where a relative clone path is resolved. @default process.cwd() */
+  readonly cwd?: string;
+}
+
+interface ProposeArgs {
+  host: string;
+  explanation: string;
+  branch?: string;
+  from?: string;
+  patch?: string;
 }
 
 const ok = (value: unknown): CallToolResult => ({
@@ -62,7 +83,54 @@ export function createMcpServer(options: McpOptions): McpServer {
       instructions: `Tools of the nuketown town ${town.name} for the agent ${agent.name}. sudo and system changes always go through a human or the town's policy.`,
     },
   );
-  const changes = () => new ChangeControl({ town, runner, uid: agent.uid });
+  const viaSocket = options.viaChangeSocket ?? (process.getuid?.() ?? 0) !== 0;
+  const socket = changeSocketPath(town);
+  const cwd = options.cwd ?? process.cwd();
+  const local = async <T>(work: (c: ChangeControl) => Promise<T>): Promise<T> => {
+    const c = new ChangeControl({ town, runner, uid: process.getuid?.() ?? 0 });
+    try {
+      return await work(c);
+    } finally {
+      await c.close();
+    }
+  };
+  const changes = {
+    list: (): Promise<readonly Proposal[]> =>
+      viaSocket ? askChangeService(socket, { type: "status" }) : local((c) => c.list()),
+    get: (id: string): Promise<Proposal> =>
+      viaSocket ? askChangeService(socket, { type: "status", id }) : local((c) => c.get(id)),
+    verify: (id: string): Promise<Proposal> =>
+      viaSocket
+        ? askChangeService(socket, { type: "verify", id })
+        : local((c) => c.verify(id, { requester: agent.name })),
+    propose: async (args: ProposeArgs): Promise<Proposal> => {
+      // The clone and the patch are read here, as the agent; the daemon never opens a path of ours as root.
+      const from = args.from === undefined ? undefined : path.resolve(cwd, args.from);
+      const patch =
+        args.patch === undefined
+          ? undefined
+          : await readFile(path.resolve(cwd, args.patch), "utf8");
+      if (viaSocket)
+        return askChangeService(socket, {
+          type: "propose",
+          host: args.host,
+          explanation: args.explanation,
+          ...(args.branch !== undefined && { branch: args.branch }),
+          ...(from !== undefined && { from }),
+          ...(patch !== undefined && { patch }),
+        });
+      return local((c) =>
+        c.propose({
+          host: args.host,
+          explanation: args.explanation,
+          agent: agent.name,
+          ...(args.branch !== undefined && { branch: args.branch }),
+          ...(from !== undefined && { from }),
+          ...(patch !== undefined && { patchText: patch }),
+        }),
+      );
+    },
+  };
   const guard =
     <A>(work: (args: A) => Promise<CallToolResult>, hint: string) =>
     async (args: A): Promise<CallToolResult> => {
@@ -70,6 +138,22 @@ export function createMcpServer(options: McpOptions): McpServer {
         return await work(args);
       } catch (error) {
         return failure((error as Error).message, hint);
+      }
+    };
+  /** Change tools: the daemon's hint, or one for what went wrong here. */
+  const changeGuard =
+    <A>(type: "propose" | "verify" | "status", work: (args: A) => Promise<CallToolResult>) =>
+    async (args: A): Promise<CallToolResult> => {
+      try {
+        return await work(args);
+      } catch (error) {
+        const message = (error as Error).message;
+        return failure(
+          message,
+          error instanceof ChangeServiceError && error.hint !== ""
+            ? error.hint
+            : changeHint(type, message),
+        );
       }
     };
 
@@ -116,7 +200,13 @@ export function createMcpServer(options: McpOptions): McpServer {
       inputSchema: {},
     },
     guard(async () => {
-      const proposals = town.change.repo === undefined ? [] : await changes().list();
+      let proposals: readonly Proposal[] = [];
+      let changesError: string | undefined;
+      if (town.change.repo !== undefined)
+        proposals = await changes.list().catch((error: Error) => {
+          changesError = error.message;
+          return [];
+        });
       return ok({
         town: town.name,
         domain: town.domain,
@@ -129,6 +219,7 @@ export function createMcpServer(options: McpOptions): McpServer {
           state: p.state,
           risk: p.risk,
         })),
+        ...(changesError !== undefined && { changesError }),
       });
     }, "the town's manifest or the change store could not be read"),
   );
@@ -164,56 +255,38 @@ export function createMcpServer(options: McpOptions): McpServer {
     "change_propose",
     {
       description:
-        "Propose a change to a machine's system configuration (never applied directly): your branch in the config repo, or in your clone, or a patch file, with a written explanation. Returns the proposal with its risk.",
+        "Propose a change to a machine's system configuration (never applied directly): a branch of your clone of the config repo (or of the config repo itself), or a patch file, with a written explanation. The proposal is yours (the town knows you by your uid). Returns it with its risk; next, change_verify.",
       inputSchema: {
         host: z.string().describe("The machine, as declared in change.hosts"),
         explanation: z.string().min(1).describe("What the change does and why"),
         branch: z.string().optional().describe("Your branch"),
-        from: z.string().optional().describe("Your clone to fetch the branch from"),
-        patch: z.string().optional().describe("A patch file instead of a branch"),
+        from: z
+          .string()
+          .optional()
+          .describe("Your clone of the config repo holding the branch (a path)"),
+        patch: z.string().optional().describe("A patch file instead of a branch (a path)"),
       },
     },
-    guard(
-      async (args: {
-        host: string;
-        explanation: string;
-        branch?: string;
-        from?: string;
-        patch?: string;
-      }) => {
-        const c = changes();
-        try {
-          return ok(summary(await c.propose({ ...args, agent: agent.name })));
-        } finally {
-          await c.close();
-        }
-      },
-      "the config repo must be clean and your branch based on its main branch; you need write access to change.dir",
-    ),
+    changeGuard("propose", async (args: ProposeArgs) => ok(summary(await changes.propose(args)))),
   );
 
   server.registerTool(
     "change_verify",
     {
       description:
-        "Build a proposed change without switching; returns whether it built, the build's error, and the closure difference.",
+        "Build one of your proposed changes without switching (the build runs as you, on a checkout of the exact commit); returns whether it built, the build's error, and the closure difference.",
       inputSchema: { id: z.string().describe("The change id from change_propose") },
     },
-    guard(async ({ id }: { id: string }) => {
-      const c = changes();
-      try {
-        const p = await c.verify(id);
-        const body = summary(p);
-        return p.state === "verify-failed"
-          ? failure(
-              JSON.stringify(body, null, 2),
-              "fix the configuration on your branch and propose again",
-            )
-          : ok(body);
-      } finally {
-        await c.close();
-      }
-    }, "change_status lists the changes and their states"),
+    changeGuard("verify", async ({ id }: { id: string }) => {
+      const p = await changes.verify(id);
+      const body = summary(p);
+      return p.state === "verify-failed"
+        ? failure(
+            JSON.stringify(body, null, 2),
+            "the build failed (its error is above): fix the configuration on your branch and propose again",
+          )
+        : ok(body);
+    }),
   );
 
   server.registerTool(
@@ -222,15 +295,10 @@ export function createMcpServer(options: McpOptions): McpServer {
       description: "One change in full, or every change in one line each.",
       inputSchema: { id: z.string().optional() },
     },
-    guard(async ({ id }: { id?: string }) => {
-      const c = changes();
-      try {
-        if (id !== undefined) return ok(await c.get(id));
-        return ok((await c.list()).map(describeProposal).join("\n") || "no changes proposed");
-      } finally {
-        await c.close();
-      }
-    }, "is change.repo declared in the town?"),
+    changeGuard("status", async ({ id }: { id?: string }) => {
+      if (id !== undefined) return ok(await changes.get(id));
+      return ok((await changes.list()).map(describeProposal).join("\n") || "no changes proposed");
+    }),
   );
 
   server.registerTool(

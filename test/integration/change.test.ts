@@ -216,12 +216,16 @@ in evaluated.config
       writeFileSync(path.join(tools, name), `#!/bin/bash\nset -euo pipefail\n${body}\n`);
       chmodSync(path.join(tools, name), 0o755);
     };
+    // verify builds as the proposing agent, apply as root: a nix state of each uid's own.
+    mkdirSync(nixEnv, { mode: 0o1777 });
+    chmodSync(nixEnv, 0o1777);
     script(
       "build",
-      `echo "build $1" >> ${system}/ran.log
-export NIX_STORE_DIR=${nixEnv}/store NIX_STATE_DIR=${nixEnv}/state NIX_LOG_DIR=${nixEnv}/log NIX_CONF_DIR=${nixEnv} NIX_PATH= HOME=${nixEnv}
-mkdir -p ${nixEnv}
-printf 'build-users-group =\\nsandbox = false\\nsubstituters =\\n' > ${nixEnv}/nix.conf
+      `echo "build $1 $(id -u)" >> ${system}/ran.log
+n=${nixEnv}/$(id -u)
+export NIX_STORE_DIR=$n/store NIX_STATE_DIR=$n/state NIX_LOG_DIR=$n/log NIX_CONF_DIR=$n NIX_PATH= HOME=$n
+mkdir -p $n
+printf 'build-users-group =\\nsandbox = false\\nsubstituters =\\n' > $n/nix.conf
 json=$(nix-instantiate --eval --strict --json ${tools}/eval.nix --arg dir "\${3:-$PWD}" --argstr host "$1")
 rm -rf "$2"; mkdir -p "$2/sw"
 printf '%s\\n' "$json" > "$2/config.json"
@@ -245,7 +249,8 @@ esac`,
     mustRun(path.join(tools, "build"), ["tom", path.join(root, "first"), repo]);
     mustRun("cp", ["-r", path.join(root, "first"), path.join(system, "generations", "1")]);
     mustRun("ln", ["-sfn", path.join(system, "generations", "1"), path.join(system, "current")]);
-    writeFileSync(path.join(system, "ran.log"), "");
+    writeFileSync(path.join(system, "ran.log"), "", { mode: 0o666 });
+    chmodSync(path.join(system, "ran.log"), 0o666);
 
     town.declare({
       domain: "test.local",
@@ -305,6 +310,7 @@ esac`,
     assert.equal(report.closure.tool, "changed paths");
     assert.match(report.closure.summary, /~ config\.json/);
     assert.equal(current(), path.join(system, "generations", "1"), "verify switched nothing");
+    assert.match(ranLog(), /^build tom 60801$/m, "verify built as the agent, never as root");
 
     const approving = nuketown(["change", "approve", id]);
     const request = await pendingId();
@@ -329,6 +335,7 @@ esac`,
         .map((l) => l.split(" ")[0]),
       ["build", "build", "test", "health", "switch"],
     );
+    assert.match(ranLog(), /^build tom 0$/m, "apply (approved) builds as root");
     assert.equal(git(repo, "rev-parse", "main").trim(), record.commit, "main moved to the change");
   });
 
@@ -501,12 +508,13 @@ esac`,
       const unknown = await client.callTool({ name: "change_verify", arguments: { id: "nope" } });
       assert.equal(unknown.isError, true);
       assert.match(JSON.stringify(unknown.content), /hint:/);
-      // As the agent, without write access to the store: an error with a hint, not a crash.
+      // Through approvald's change socket, as the agent: a refusal is an error with a hint, not a crash.
       const propose = await client.callTool({
         name: "change_propose",
         arguments: { host: "tom", explanation: "x", branch: "main" },
       });
       assert.equal(propose.isError, true);
+      assert.match(JSON.stringify(propose.content), /nothing on top of main.*hint: rebase/s);
       const resources = (await client.listResources()).resources.map((r) => r.uri).sort();
       assert.deepEqual(resources, ["nuketown://agent/identity", "nuketown://agent/instructions"]);
 

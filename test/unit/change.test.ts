@@ -5,8 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { parseFrame } from "../../src/approval/protocol.ts";
+import { parseDiffBrief } from "../../src/change/closure.ts";
 import { DEFAULT_STEPS, fillArgv } from "../../src/change/defaults.ts";
 import { canRun, changePolicy, type Proposal } from "../../src/change/proposal.ts";
+import { ChangeFrameSchema, changeHint } from "../../src/change/protocol.ts";
 import { assessChange, optionsByLine } from "../../src/change/risk.ts";
 
 const CONFIG = `{ config, lib, ... }:
@@ -300,5 +303,84 @@ describe("the runtimes' configuration", () => {
       codex,
       /\[mcp_servers\.nuketown\]\ncommand = "\/usr\/bin\/nuketown"\nargs = \[ "mcp", "--manifest", "\/etc\/nuketown\/town\.json" \]/,
     );
+  });
+});
+
+describe("the change socket's frames", () => {
+  it("takes a proposal without any word of who asks, and refuses one that claims an agent", () => {
+    const ok = parseFrame(
+      JSON.stringify({
+        v: 1,
+        type: "propose",
+        host: "tom",
+        explanation: "htop",
+        branch: "ada/htop",
+      }),
+      ChangeFrameSchema,
+    );
+    assert.equal(ok.ok, true);
+    const forged = parseFrame(
+      JSON.stringify({
+        v: 1,
+        type: "propose",
+        host: "tom",
+        explanation: "htop",
+        branch: "ada/htop",
+        agent: "bob",
+      }),
+      ChangeFrameSchema,
+    );
+    assert.equal(forged.ok, false);
+    assert.match(forged.ok ? "" : forged.error, /agent|unrecognized/i);
+  });
+
+  it("offers no approve or apply", () => {
+    for (const type of ["approve", "apply", "rollback"]) {
+      const parsed = parseFrame(
+        JSON.stringify({ v: 1, type, id: "20260101-a1b2c3" }),
+        ChangeFrameSchema,
+      );
+      assert.equal(parsed.ok, false, type);
+    }
+  });
+
+  it("hints what an agent can do about each refusal", () => {
+    assert.match(changeHint("propose", "change.repo is not declared"), /no change\.repo declared/);
+    assert.match(
+      changeHint("propose", "branch ada/x not found in /agents/ada/nixos"),
+      /name the clone/,
+    );
+    assert.match(changeHint("connect", ""), /approvald is not running/);
+    assert.match(
+      changeHint("propose", "refs/heads/x is not based on main (0123): rebase it first"),
+      /rebase/,
+    );
+    assert.match(changeHint("verify", "exited 1"), /fix the configuration/);
+  });
+});
+
+describe("the changed-paths closure summary (diff -rq)", () => {
+  const old = "/nix/var/system/generations/1";
+  const now = "/run/nuketown/change-builds/20260101-a1b2c3/result";
+  it("names each path relative to the trees: added, removed, changed, a kind that changed", () => {
+    const output = [
+      `Files ${old}/config.json and ${now}/config.json differ`,
+      `Only in ${now}/sw: htop`,
+      `Only in ${old}/sw: nano`,
+      `Symbolic links ${old}/etc/motd and ${now}/etc/motd differ`,
+      `File ${old}/bin is a directory while file ${now}/bin is a regular file`,
+      `Files ${old}/a and b and ${now}/a and b differ`,
+      "diff: something unexpected",
+    ].join("\n");
+    assert.equal(
+      parseDiffBrief(output, old, now),
+      ["~ a and b", "~ bin", "~ config.json", "~ etc/motd", "+ sw/htop", "- sw/nano"].join("\n"),
+    );
+  });
+
+  it("says so when nothing differs, and cuts a long list", () => {
+    assert.equal(parseDiffBrief("", old, now), "no difference");
+    const many = Array.from({ length: 5 }, (_, i) => `Only in ${now}: f${i}`).join("\n");
+    assert.equal(parseDiffBrief(many, old, now, 3), "+ f0\n+ f1\n+ f2\n… and 2 more");
   });
 });

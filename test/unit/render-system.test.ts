@@ -319,6 +319,28 @@ describe("systemd units", () => {
     assert.deepEqual(families(xmpp), ["AF_UNIX AF_INET AF_INET6"]);
   });
 
+  it("lets approvald fetch into the config repo and build agents' changes as them when change.repo is declared", () => {
+    const town = townWith(
+      {},
+      {},
+      {
+        approval: { channels: ["terminal"] },
+        change: { repo: "/etc/nixos", hosts: { tom: {} } },
+      },
+    );
+    const content = unit(town, "nuketown-approvald.service");
+    assert.deepEqual(directive(content, "CapabilityBoundingSet"), [
+      "CAP_CHOWN CAP_FOWNER CAP_SETUID CAP_SETGID CAP_KILL",
+    ]);
+    assert.deepEqual(directive(content, "ReadWritePaths"), [
+      "/var/lib/nuketown /run/nuketown /etc/nixos",
+    ]);
+    // A build may fetch its flake's inputs.
+    assert.deepEqual(directive(content, "PrivateNetwork"), []);
+    assert.deepEqual(directive(content, "RestrictAddressFamilies"), ["AF_UNIX AF_INET AF_INET6"]);
+    assert.deepEqual(directive(content, "NoNewPrivileges"), ["yes"]);
+  });
+
   it("hardens approvald and leaves only its state and runtime dirs writable", () => {
     const town = townWith({}, {}, { stateDir: "/srv/nuketown", runtimeDir: "/srv/nuketown-run" });
     const content = unit(town, "nuketown-approvald.service");

@@ -96,9 +96,27 @@ function resetUnit(town: ResolvedTown): UnitFile {
 }
 
 function approvaldUnit(town: ResolvedTown): UnitFile {
-  const networked = town.chat.transport !== "local";
   const desktop = town.approval.channels.includes("desktop");
+  // Agents' changes are proposed and verified here: builds run as the agents and may fetch inputs.
+  const changes = town.change.repo !== undefined;
+  const networked = town.chat.transport !== "local" || changes;
   const runtimeUnderRun = /^\/run\/./.test(town.runtimeDir);
+  const caps = [
+    "CAP_CHOWN",
+    "CAP_FOWNER",
+    ...(desktop || changes ? ["CAP_SETUID", "CAP_SETGID"] : []),
+    ...(desktop ? ["CAP_SYS_PTRACE"] : []),
+    ...(desktop || changes ? ["CAP_KILL"] : []),
+  ];
+  const writable = [
+    town.stateDir,
+    town.runtimeDir,
+    ...(changes
+      ? [town.change.repo as string, town.change.dir].filter(
+          (dir) => !dir.startsWith(`${town.stateDir}/`),
+        )
+      : []),
+  ];
   return unitFile(town, APPROVALD_UNIT, {
     Unit: [
       "Description=nuketown approvald: asks a human before an agent's sudo command runs",
@@ -115,12 +133,18 @@ function approvaldUnit(town: ResolvedTown): UnitFile {
         ? [
             "# and, for desktop dialogs, find the mayor's session (/proc/*/environ), run zenity as",
             "# the mayor and close it again.",
-            "CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_SETUID CAP_SETGID CAP_SYS_PTRACE CAP_KILL",
           ]
-        : ["CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER"]),
+        : []),
+      ...(changes
+        ? [
+            "# Agents' changes: fetch into the config repo, read clones and build as the agents",
+            "# (and stop a build that overran).",
+          ]
+        : []),
+      `CapabilityBoundingSet=${caps.join(" ")}`,
       "NoNewPrivileges=yes",
       "ProtectSystem=strict",
-      `ReadWritePaths=${word(town.stateDir)} ${word(town.runtimeDir)}`,
+      `ReadWritePaths=${writable.map(word).join(" ")}`,
       ...(runtimeUnderRun
         ? [
             "# /run starts empty at boot; systemd recreates the socket dir before ReadWritePaths needs it,",
