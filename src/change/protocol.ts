@@ -55,7 +55,8 @@ export type ChangeReply =
 export function changeHint(type: ChangeFrame["type"] | "connect", message: string): string {
   if (/change\.repo is not declared/.test(message))
     return "no change.repo declared in this town: ask the mayor to declare the config repo (change.repo)";
-  if (/not in change\.hosts/.test(message)) return message.replace(/^.*\(declared/, "declared (");
+  const hosts = /is not in change\.hosts \(declared: (.*)\)/.exec(message)?.[1];
+  if (hosts !== undefined) return `name one of the machines declared in change.hosts: ${hosts}`;
   if (/branch .* not found/.test(message))
     return "push or commit the branch in your clone and name the clone (from) by its absolute path";
   if (/not based on|nothing on top/.test(message))

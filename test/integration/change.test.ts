@@ -5,15 +5,7 @@
  * nix-instantiate with the nixpkgs library, the real approvald and the CLI
  * approving, and the audit log.
  *
- * nixos-rebuild cannot run here (no NixOS, no binary cache, systemd is not
- * PID 1), so the host declares its steps as small scripts standing in for
- * it: build evaluates the configuration and writes a "system" (the evaluated
- * config and one file per package) to {result}; test and switch activate it
- * into a temp "system" directory with numbered generations, as
- * switch-to-configuration and the system profile would; generation prints
- * the current one; rollback re-activates a recorded one; health fails when
- * the active system holds the package "nt-test-unhealthy". Every script
- * appends what it ran to ran.log.
+ * The host's steps are the stand-ins of test/support/change-repo.ts.
  *
  * Then the MCP server, run as the agent, driven by the SDK's own client over
  * stdio: every tool listed, the identity, and a request_sudo that a human
@@ -21,21 +13,13 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  realpathSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { before, describe, it } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { gitIn, makeChangeRepo } from "../support/change-repo.ts";
 import { isRoot, mustRun } from "../support/host.ts";
-import { NIXPKGS_LIB } from "../support/nix.ts";
 import { BIN, testTown } from "../support/town.ts";
 import { uidsOf } from "../support/uids.ts";
 
@@ -48,37 +32,6 @@ interface Outcome {
   stdout: string;
   stderr: string;
 }
-
-const CONFIGURATION = `{ lib, ... }:
-{
-  imports = [ ../../programs/home.nix ];
-
-  environment.systemPackages = [
-    "git"
-    "ripgrep"
-  ];
-
-  services.openssh = {
-    enable = true;
-  };
-
-  networking.firewall.allowedTCPPorts = [ 22 ];
-}
-`;
-
-/** Typed stand-ins of the few NixOS options the test machine sets: types are checked for real. */
-const OPTIONS = `{ lib, ... }:
-let t = lib.types; in
-{
-  options = {
-    environment.systemPackages = lib.mkOption { type = t.listOf t.str; default = [ ]; };
-    services.openssh.enable = lib.mkOption { type = t.bool; default = false; };
-    networking.firewall.allowedTCPPorts = lib.mkOption { type = t.listOf t.port; default = [ ]; };
-    security.sudo.extraRules = lib.mkOption { type = t.listOf t.attrs; default = [ ]; };
-    programs.git.enable = lib.mkOption { type = t.bool; default = false; };
-  };
-}
-`;
 
 describe("change control of a NixOS config repo", { skip: !isRoot() && "needs root" }, () => {
   const town = testTown({
@@ -124,10 +77,9 @@ describe("change control of a NixOS config repo", { skip: !isRoot() && "needs ro
     });
   const nuketown = (args: string[], user?: string) =>
     run([BIN, ...args, "--manifest", manifest], user ? { user } : {});
-  const git = (cwd: string, ...args: string[]) =>
-    mustRun("git", ["-C", cwd, "-c", "user.name=t", "-c", "user.email=t@test.local", ...args]);
-  const ranLog = () => readFileSync(path.join(system, "ran.log"), "utf8");
-  const current = () => realpathSync(path.join(system, "current"));
+  const git = gitIn;
+  let ranLog: () => string = () => "";
+  let current: () => string = () => "";
 
   /** Make the agent's branch in its clone: one commit on top of main. */
   function branch(name: string, file: string, transform: (text: string) => string): void {
@@ -171,86 +123,12 @@ describe("change control of a NixOS config repo", { skip: !isRoot() && "needs ro
 
   before(async () => {
     root = town.root;
-    repo = path.join(root, "config");
+    const fixture = makeChangeRepo(root);
+    ({ repo, system } = fixture);
+    ranLog = fixture.ranLog;
+    current = fixture.current;
     clone = path.join(root, "clone");
-    system = path.join(root, "system");
-    const tools = path.join(root, "tools");
-    mkdirSync(tools);
-    mkdirSync(path.join(system, "generations"), { recursive: true });
-
-    // The config repo: one flake, machines/<name>/, shared programs/, a cloud folder.
-    const files: Record<string, string> = {
-      "flake.nix":
-        "{\n  outputs = { self, nixpkgs, ... }: {\n    nixosConfigurations.tom = nixpkgs.lib.nixosSystem { modules = [ ./machines/tom/configuration.nix ]; };\n  };\n}\n",
-      "machines/tom/configuration.nix": CONFIGURATION,
-      "machines/puma/configuration.nix":
-        '{ ... }:\n{\n  environment.systemPackages = [ "git" ];\n}\n',
-      "programs/home.nix": "{ ... }:\n{\n  programs.git.enable = true;\n}\n",
-      "cloud/proxy.tf": 'resource "aws_instance" "proxy" {}\n',
-    };
-    for (const [file, text] of Object.entries(files)) {
-      mkdirSync(path.dirname(path.join(repo, file)), { recursive: true });
-      writeFileSync(path.join(repo, file), text);
-    }
-    mustRun("git", ["init", "-q", "-b", "main", repo]);
-    git(repo, "add", "-A");
-    git(repo, "commit", "-q", "-m", "the machines");
     mustRun("git", ["clone", "-q", repo, clone]);
-
-    // Stand-ins for nixos-rebuild build / switch-to-configuration / the system profile.
-    const nixEnv = path.join(root, "nix");
-    writeFileSync(path.join(tools, "options.nix"), OPTIONS);
-    writeFileSync(
-      path.join(tools, "eval.nix"),
-      `{ dir, host }:
-let
-  lib = import ${NIXPKGS_LIB}/lib;
-  evaluated = lib.evalModules {
-    modules = [ ./options.nix (dir + "/machines/\${host}/configuration.nix") ];
-    specialArgs = { inherit lib; };
-  };
-in evaluated.config
-`,
-    );
-    const script = (name: string, body: string) => {
-      writeFileSync(path.join(tools, name), `#!/bin/bash\nset -euo pipefail\n${body}\n`);
-      chmodSync(path.join(tools, name), 0o755);
-    };
-    // verify builds as the proposing agent, apply as root: a nix state of each uid's own.
-    mkdirSync(nixEnv, { mode: 0o1777 });
-    chmodSync(nixEnv, 0o1777);
-    script(
-      "build",
-      `echo "build $1 $(id -u)" >> ${system}/ran.log
-n=${nixEnv}/$(id -u)
-export NIX_STORE_DIR=$n/store NIX_STATE_DIR=$n/state NIX_LOG_DIR=$n/log NIX_CONF_DIR=$n NIX_PATH= HOME=$n
-mkdir -p $n
-printf 'build-users-group =\\nsandbox = false\\nsubstituters =\\n' > $n/nix.conf
-json=$(nix-instantiate --eval --strict --json ${tools}/eval.nix --arg dir "\${3:-$PWD}" --argstr host "$1")
-rm -rf "$2"; mkdir -p "$2/sw"
-printf '%s\\n' "$json" > "$2/config.json"
-for p in $(printf '%s' "$json" | jq -r '.environment.systemPackages[]'); do echo "$p" > "$2/sw/$p"; done`,
-    );
-    script(
-      "activate",
-      `echo "$1 $2" >> ${system}/ran.log
-case "$1" in
-  test) ln -sfn "$(realpath "$2")" ${system}/active ;;
-  switch) n=$(ls ${system}/generations | wc -l); cp -r "$(realpath "$2")" ${system}/generations/$((n + 1)); ln -sfn ${system}/generations/$((n + 1)) ${system}/current; ln -sfn ${system}/current ${system}/active ;;
-  rollback) ln -sfn "$2" ${system}/current; ln -sfn "$2" ${system}/active ;;
-esac`,
-    );
-    script(
-      "health",
-      `echo "health" >> ${system}/ran.log
-! test -e ${system}/active/sw/nt-test-unhealthy`,
-    );
-    // Generation 1: the configuration as it is.
-    mustRun(path.join(tools, "build"), ["tom", path.join(root, "first"), repo]);
-    mustRun("cp", ["-r", path.join(root, "first"), path.join(system, "generations", "1")]);
-    mustRun("ln", ["-sfn", path.join(system, "generations", "1"), path.join(system, "current")]);
-    writeFileSync(path.join(system, "ran.log"), "", { mode: 0o666 });
-    chmodSync(path.join(system, "ran.log"), 0o666);
 
     town.declare({
       domain: "test.local",
@@ -267,18 +145,7 @@ esac`,
       change: {
         repo,
         autoApprove: [TOOLER],
-        hosts: {
-          tom: {
-            build: [[path.join(tools, "build"), "{host}", "{result}"]],
-            test: [[path.join(tools, "activate"), "test", "{result}"]],
-            switch: [[path.join(tools, "activate"), "switch", "{result}"]],
-            generation: [["readlink", "-f", path.join(system, "current")]],
-            rollback: [[path.join(tools, "activate"), "rollback", "{generation}"]],
-            health: [[path.join(tools, "health")]],
-            healthTimeout: 2,
-            current: path.join(system, "current"),
-          },
-        },
+        hosts: { tom: fixture.host },
       },
     });
     town.apply();

@@ -44,6 +44,12 @@ export const UID_REGISTRY: readonly UidReservation[] = [
   ),
   row("integration/up.test.ts", 60465, 60465, "the agent of the town nobody can approve in"),
   row("integration/up.test.ts", 60501, 60502, "agent, mayor"),
+  row(
+    "integration/change-agent.test.ts",
+    60530,
+    60533,
+    "agent, another agent, approver, a non-agent",
+  ),
   row("integration/install.test.ts", 60561, 60562, "agent, mayor"),
   row("integration/devices.test.ts", 60570, 60574, "one agent, the first free uid"),
   row("integration/secrets.test.ts", 60575, 60579, "one agent, the first free uid"),
