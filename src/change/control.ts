@@ -80,6 +80,9 @@ const BUILD_ENV_PASSED = ["PATH", "NIX_PATH", "NIX_REMOTE", "TZ", "LANG", "LC_AL
 /** The account a step runs as when it must not run as root: an agent's. */
 type Account = Pick<ResolvedAgent, "name" | "uid" | "gid" | "home">;
 
+/** Longest a git or file step run as an agent may take: it must not hold the change lock forever. */
+const AGENT_STEP_MS = 5 * 60 * 1000;
+
 /** Where verify builds, one directory per change owned by the building agent. */
 export const changeBuildsDir = (town: ResolvedTown) => path.join(town.runtimeDir, "change-builds");
 
@@ -740,7 +743,13 @@ export class ChangeControl {
         "git",
         // Its clone may be owned by another account (a shared one): reading it is the agent's business.
         ["-c", "safe.directory=*", ...GUARDED_GIT_CONFIG, "-C", from, ...args],
-        { env: accountEnv(as), allowFailure: true, cwd: "/", ...this.#runAs(as) },
+        {
+          env: accountEnv(as),
+          allowFailure: true,
+          cwd: "/",
+          timeoutMs: AGENT_STEP_MS,
+          ...this.#runAs(as),
+        },
       );
     const head = await git(["rev-parse", "--verify", "--quiet", `refs/heads/${name}^{commit}`]);
     if (head.code !== 0) {
@@ -810,7 +819,13 @@ export class ChangeControl {
     const unpack = await this.#runner.run(
       "tar",
       ["-x", "-f", "-", "-C", dir, "--no-same-owner", "--no-same-permissions"],
-      { input: archive.stdoutBytes, env: accountEnv(as), allowFailure: true, ...this.#runAs(as) },
+      {
+        input: archive.stdoutBytes,
+        env: accountEnv(as),
+        allowFailure: true,
+        timeoutMs: AGENT_STEP_MS,
+        ...this.#runAs(as),
+      },
     );
     if (unpack.code !== 0)
       throw new FailedError(`unpacking ${commit.slice(0, 12)} failed: ${tail(unpack.stderr, 3)}`);
@@ -821,6 +836,7 @@ export class ChangeControl {
     const r = await this.#runner.run("readlink", ["-e", "--", link], {
       env: accountEnv(as),
       allowFailure: true,
+      timeoutMs: AGENT_STEP_MS,
       ...this.#runAs(as),
     });
     const target = r.stdout.trim();
@@ -838,6 +854,7 @@ export class ChangeControl {
     await this.#runner.run("find", [dir, "-mindepth", "1", "-delete"], {
       env: accountEnv(as),
       allowFailure: true,
+      timeoutMs: AGENT_STEP_MS,
       cwd: "/",
       ...this.#runAs(as),
     });

@@ -34,6 +34,10 @@ export interface ChangeServiceOptions {
   readonly perl?: string;
 }
 
+const MAX_CONNECTIONS = 64;
+/** A connection that says nothing for this long is closed. */
+const IDLE_MS = 30_000;
+
 export class ChangeService {
   readonly #town: ResolvedTown;
   readonly #runner: Runner | undefined;
@@ -59,6 +63,8 @@ export class ChangeService {
     await rm(socketPath, { force: true });
     // Paused: the peer's credentials are read before a byte of its request.
     const server = net.createServer({ pauseOnConnect: true }, (socket) => this.#serve(socket));
+    // Every connection costs a perl; agents cannot open them without end.
+    server.maxConnections = MAX_CONNECTIONS;
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -80,6 +86,7 @@ export class ChangeService {
     this.#sockets.add(socket);
     socket.on("close", () => this.#sockets.delete(socket));
     socket.on("error", () => {});
+    socket.setTimeout(IDLE_MS, () => socket.destroy());
     const reply = (frame: ChangeReply) => {
       if (!socket.destroyed) socket.end(encodeFrame(frame));
     };
@@ -98,6 +105,8 @@ export class ChangeService {
           (line) => {
             if (asked) return;
             asked = true;
+            // A build may take long: from here on the daemon is the slow side.
+            socket.setTimeout(0);
             const parsed = parseFrame(line, ChangeFrameSchema);
             if (!parsed.ok) return refuse("connect", new NuketownError(parsed.error, 2));
             this.#handle(peer, parsed.frame).then(reply, (error: Error) =>
