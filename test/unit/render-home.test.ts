@@ -122,6 +122,20 @@ describe("instructions", () => {
     assert.ok(!headings(renderInstructions(town, agentOf(town, "bob"))).includes("## Sudo"));
   });
 
+  test("a System configuration section tells how to propose a change, only when change.repo is declared", () => {
+    const plain = townWith({});
+    assert.ok(
+      !headings(renderInstructions(plain, agentOf(plain, "ada"))).includes(
+        "## System configuration",
+      ),
+    );
+    const town = townWith({}, {}, { change: { repo: "/etc/nixos", hosts: { tom: {} } } });
+    const text = renderInstructions(town, agentOf(town, "ada"));
+    assert.ok(headings(text).includes("## System configuration"));
+    assert.match(text, /`\/etc\/nixos`/);
+    assert.match(text, /`change_propose`.*`change_verify`/s);
+  });
+
   test("the Sudo section names the timeout and the rules that skip the human", () => {
     const town = townWith({
       sudo: {

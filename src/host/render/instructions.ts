@@ -30,6 +30,7 @@ export function renderInstructions(
     environmentSection(agent, presentPackages),
     collaborationSection(town, agent),
     sudoSection(town, agent),
+    changeSection(town),
     hardwareSection(agent),
     extraSection(town, agent),
   ].filter((section) => section !== undefined);
@@ -279,6 +280,23 @@ function sudoSection(town: ResolvedTown, agent: ResolvedAgent): string | undefin
     );
   }
   return section("Sudo", ...blocks);
+}
+
+function changeSection(town: ResolvedTown): string | undefined {
+  const { repo, hosts, branch } = town.change;
+  if (repo === undefined) return undefined;
+  const machines = joinWords(hosts.map((h) => inlineCode(h.name)));
+  const items = [
+    `The system configuration of ${machines || "the town's machines"} is the git repository ` +
+      `${inlineCode(repo)}. Never change a running system by hand: propose a change.`,
+    `Commit it on a branch of your own clone, based on ${inlineCode(branch)}, then use the town's ` +
+      `MCP tools ${inlineCode("change_propose")} (host, branch, your clone as ${inlineCode("from")}, ` +
+      `and why) and ${inlineCode("change_verify")}, or ${inlineCode("nuketown change propose")} and ` +
+      `${inlineCode("nuketown change verify")} in a shell.`,
+    "Verify builds your change without switching, as you. A human (or the town's policy, for a " +
+      "low-risk change) approves it, and root applies it with a way back.",
+  ];
+  return section("System configuration", bullets(items));
 }
 
 function hardwareSection(agent: ResolvedAgent): string | undefined {
