@@ -83,6 +83,9 @@ type Account = Pick<ResolvedAgent, "name" | "uid" | "gid" | "home">;
 /** Longest a git or file step run as an agent may take: it must not hold the change lock forever. */
 const AGENT_STEP_MS = 5 * 60 * 1000;
 
+/** Largest bundle of an agent's branch, and largest archive of a commit to build: they are held in memory. */
+const MAX_TRANSFER_BYTES = 256 * 1024 * 1024;
+
 /** Where verify builds, one directory per change owned by the building agent. */
 export const changeBuildsDir = (town: ResolvedTown) => path.join(town.runtimeDir, "change-builds");
 
@@ -748,6 +751,7 @@ export class ChangeControl {
           allowFailure: true,
           cwd: "/",
           timeoutMs: AGENT_STEP_MS,
+          maxOutputBytes: MAX_TRANSFER_BYTES,
           ...this.#runAs(as),
         },
       );
@@ -815,7 +819,19 @@ export class ChangeControl {
 
   /** The exact commit, archived by root's git from root's repo and unpacked by the builder. */
   async #checkout(commit: string, dir: string, as: Account): Promise<void> {
-    const archive = await this.#git(["archive", "--format=tar", commit]);
+    const archive = await this.#runner.run(
+      "git",
+      ["-C", this.#repo(), "archive", "--format=tar", commit],
+      {
+        env: { ...process.env, ...GIT_ENV },
+        allowFailure: true,
+        maxOutputBytes: MAX_TRANSFER_BYTES,
+      },
+    );
+    if (archive.code !== 0)
+      throw new FailedError(
+        `git archive of ${commit.slice(0, 12)} failed: ${tail(archive.stderr, 3)}`,
+      );
     const unpack = await this.#runner.run(
       "tar",
       ["-x", "-f", "-", "-C", dir, "--no-same-owner", "--no-same-permissions"],

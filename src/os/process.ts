@@ -24,6 +24,8 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Kill the program when this aborts. */
   readonly signal?: AbortSignal;
+  /** Kill the program once its stdout passes this many bytes (it exits 1, saying so on stderr). */
+  readonly maxOutputBytes?: number;
 }
 
 export interface CommandResult {
@@ -103,7 +105,18 @@ export const systemRunner: Runner = {
       child.once("close", () => options.signal?.removeEventListener("abort", onAbort));
       const out: Buffer[] = [];
       const err: Buffer[] = [];
-      child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
+      let outBytes = 0;
+      let overflow = false;
+      child.stdout.on("data", (chunk: Buffer) => {
+        if (overflow) return;
+        outBytes += chunk.length;
+        if (options.maxOutputBytes !== undefined && outBytes > options.maxOutputBytes) {
+          overflow = true;
+          child.kill("SIGTERM");
+          return;
+        }
+        out.push(chunk);
+      });
       child.stderr.on("data", (chunk: Buffer) => err.push(chunk));
       child.on("error", (error: NodeJS.ErrnoException) => {
         clearTimeout(timer);
@@ -114,12 +127,20 @@ export const systemRunner: Runner = {
       child.on("close", (code, signal) => {
         clearTimeout(timer);
         const stdoutBytes = Buffer.concat(out);
-        const result: CommandResult = {
-          code: code ?? (signal ? 128 : 1),
-          stdout: stdoutBytes.toString("utf8"),
-          stderr: Buffer.concat(err).toString("utf8") + (signal ? `\n(killed by ${signal})` : ""),
-          stdoutBytes,
-        };
+        const result: CommandResult = overflow
+          ? {
+              code: 1,
+              stdout: "",
+              stderr: `its output passed ${options.maxOutputBytes} bytes: stopped`,
+              stdoutBytes: Buffer.alloc(0),
+            }
+          : {
+              code: code ?? (signal ? 128 : 1),
+              stdout: stdoutBytes.toString("utf8"),
+              stderr:
+                Buffer.concat(err).toString("utf8") + (signal ? `\n(killed by ${signal})` : ""),
+              stdoutBytes,
+            };
         if (result.code !== 0 && !options.allowFailure)
           reject(new CommandError(program, args, result));
         else resolve(result);
