@@ -52,7 +52,10 @@ export type ChangeReply =
     };
 
 /** What an agent can do about an error, by what was asked and what went wrong. */
-export function changeHint(type: ChangeFrame["type"] | "connect", message: string): string {
+export function changeHint(
+  type: ChangeFrame["type"] | "connect" | "frame",
+  message: string,
+): string {
   if (/change\.repo is not declared/.test(message))
     return "no change.repo declared in this town: ask the mayor to declare the config repo (change.repo)";
   const hosts = /is not in change\.hosts \(declared: (.*)\)/.exec(message)?.[1];
@@ -65,6 +68,8 @@ export function changeHint(type: ChangeFrame["type"] | "connect", message: strin
     return "the config repo has uncommitted changes: ask the mayor to commit or remove them";
   if (/holds .*lock|wait for it/.test(message))
     return "another change step is running: try again in a minute";
+  if (/peer's credentials/.test(message))
+    return "approvald cannot tell who you are (it reads SO_PEERCRED with perl): ask the mayor to check its log";
   if (/not an agent of/.test(message))
     return "the change socket serves the town's agents; root runs nuketown change directly";
   if (/verifies only its own/.test(message)) return "verify the changes you proposed";
@@ -73,6 +78,8 @@ export function changeHint(type: ChangeFrame["type"] | "connect", message: strin
   switch (type) {
     case "connect":
       return "approvald is not running: ask the mayor to start it (systemctl start nuketown-approvald, or nuketown up)";
+    case "frame":
+      return "the request was malformed: use the MCP tools or nuketown change, which speak this socket";
     case "propose":
       return "check the host, the branch and the clone; change_status shows what exists";
     case "verify":

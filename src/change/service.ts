@@ -90,7 +90,7 @@ export class ChangeService {
     const reply = (frame: ChangeReply) => {
       if (!socket.destroyed) socket.end(encodeFrame(frame));
     };
-    const refuse = (type: ChangeFrame["type"] | "connect", error: Error) =>
+    const refuse = (type: ChangeFrame["type"] | "frame", error: Error) =>
       reply({
         type: "error",
         error: error.message,
@@ -108,19 +108,19 @@ export class ChangeService {
             // A build may take long: from here on the daemon is the slow side.
             socket.setTimeout(0);
             const parsed = parseFrame(line, ChangeFrameSchema);
-            if (!parsed.ok) return refuse("connect", new NuketownError(parsed.error, 2));
+            if (!parsed.ok) return refuse("frame", new NuketownError(parsed.error, 2));
             this.#handle(peer, parsed.frame).then(reply, (error: Error) =>
               refuse(parsed.frame.type, error),
             );
           },
-          () => refuse("connect", new NuketownError("frame too large", 2)),
+          () => refuse("frame", new NuketownError("frame too large", 2)),
         );
         socket.on("data", (chunk: string) => splitter.push(chunk));
         socket.resume();
       },
       (error: Error) => {
         this.#log(`change: cannot tell who connected: ${error.message}`);
-        refuse("connect", error);
+        refuse("frame", error);
       },
     );
   }

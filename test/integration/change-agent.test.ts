@@ -349,6 +349,7 @@ describe("change control as a real agent, through MCP and approvald", {
     });
     assert.equal(forged.type, "error");
     assert.match(forged.error ?? "", /malformed frame/);
+    assert.doesNotMatch(JSON.stringify(forged), /not running/);
     // The CLI, run as the agent, refuses before asking.
     const cli = await nuketown(
       [

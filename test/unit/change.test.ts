@@ -351,6 +351,8 @@ describe("the change socket's frames", () => {
       /name the clone/,
     );
     assert.match(changeHint("connect", ""), /approvald is not running/);
+    assert.match(changeHint("frame", "malformed frame: agent: unrecognized"), /malformed/);
+    assert.doesNotMatch(changeHint("frame", "frame too large"), /not running/);
     assert.match(
       changeHint("propose", "refs/heads/x is not based on main (0123): rebase it first"),
       /rebase/,
