@@ -79,6 +79,10 @@ const runtimeDir = (town: AttackTown) => path.join(town.root, "run");
 const firstError = (text: string) =>
   (text.split("\n").find((l) => /\w{3}/.test(l)) ?? "").trim().slice(0, 140);
 
+/** The line of apply's or check's output about the age key (else the last line). */
+const keyLine = (text: string) =>
+  (text.split("\n").find((l) => /age key/.test(l)) ?? lastLine(text)).trim().slice(0, 160);
+
 /** Connect to a Unix socket as a user: "connected" or the error code. */
 async function probeSocket(town: AttackTown, user: string, socket: string): Promise<string> {
   const script =
@@ -134,7 +138,7 @@ const secrets: Scenario = {
           "secrets.readable-key-apply",
           applied.code !== 0,
           applied.code !== 0
-            ? `apply exited ${applied.code}: ${lastLine(applied.stderr).slice(0, 160)}`
+            ? `apply exited ${applied.code}: ${keyLine(applied.stdout + applied.stderr)}`
             : `apply exited 0 with the key 0644 (${ADA.name} ${readable.code === 0 ? "can" : "cannot"} read it)`,
         ),
       );
@@ -144,7 +148,7 @@ const secrets: Scenario = {
           "secrets.readable-key-check",
           checked.code !== 0,
           checked.code !== 0
-            ? `check exited ${checked.code}: ${lastLine(checked.stderr).slice(0, 160)}`
+            ? `check exited ${checked.code}: ${keyLine(checked.stdout + checked.stderr)}`
             : `check exited 0 with the key 0644${/age key/.test(checked.stdout + checked.stderr) ? " (with a warning)" : ", said nothing of it"}`,
         ),
       );
@@ -573,6 +577,48 @@ const sockets: Scenario = {
 
 // ---------------------------------------------------------------------------
 
+/**
+ * Send vox a task while ada scans every process's command line for `secret`
+ * (the pattern read from a file of ada's, so the scanner's own command line
+ * does not hold it; `tight`: no pause between scans, for short-lived
+ * processes). Root watches for vox's runtime meanwhile.
+ */
+async function watchForPrompt(
+  town: AttackTown,
+  request: { prompt: string; mode: "batch" | "interactive" },
+  secret: string,
+  tight = false,
+): Promise<{ sawRuntime: boolean; seen: string[] }> {
+  const pattern = path.join(town.home(ADA), `pattern-${tag}`);
+  await shAs(ADA.name, `cat > ${pattern}`, { input: `${secret}\n` });
+  const outcome = task(town, VOX, { project: "site", source: "attack", ...request }).catch(
+    (error: Error) => error,
+  );
+  const show = `echo "$f: $(tr '\\0' ' ' < $f | tail -c 100)"`;
+  const scan = asUser(
+    ADA.name,
+    [
+      "/bin/sh",
+      "-c",
+      `end=$(($(date +%s) + ${tight ? 3 : 6})); while [ $(date +%s) -lt $end ]; do for f in $(grep -l -a -F -f ${pattern} /proc/[0-9]*/cmdline 2>/dev/null); do ${show}; done; ${tight ? ":" : "sleep 0.1"}; done`,
+    ],
+    { timeoutMs: 30_000 },
+  );
+  let sawRuntime = false;
+  const deadline = Date.now() + (tight ? 3000 : 6000);
+  while (Date.now() < deadline) {
+    const runtime = path.join(town.root, "runtimes", "claude");
+    if (processesWith(runtime).some((p) => p.uid === VOX.uid)) sawRuntime = true;
+    await sleep(100);
+  }
+  const seen = [...new Set((await scan).stdout.split("\n").filter((l) => l !== ""))].map((line) =>
+    line.endsWith(": ") ? `${line}(gone before it could be shown again)` : line,
+  );
+  await outcome;
+  rmSync(pattern, { force: true });
+  return { sawRuntime, seen };
+}
+
 const prompts: Scenario = {
   name: "prompts in /proc",
   attempts: {
@@ -580,42 +626,17 @@ const prompts: Scenario = {
       "ada reads vox's task prompt from /proc/<pid>/cmdline of vox's runtime (batch)",
     "proc.prompt-interactive":
       "ada reads vox's task prompt from /proc/<pid>/cmdline of vox's runtime (interactive, in tmux)",
+    "proc.prompt-branch":
+      "ada reads the first words of vox's prompt from the command lines of the git that prepares vox's workspace (its topic branch)",
   },
   async run(town) {
     const out: Verdict[] = [];
     for (const mode of ["batch", "interactive"] as const) {
       const id = `proc.prompt-${mode}`;
       const secret = `nt-secret-${mode}-${tag}`;
-      // The pattern from a file of ada's: the scanner's own command line must not hold it.
-      const pattern = path.join(town.home(ADA), `pattern-${mode}`);
-      await shAs(ADA.name, `cat > ${pattern}`, { input: `${secret}\n` });
-      const outcome = task(town, VOX, {
-        project: "site",
-        prompt: `please keep ${secret} between us`,
-        mode,
-        source: "attack",
-      }).catch((error: Error) => error);
-      // Root watches for the runtime; ada scans every process's command line meanwhile.
-      let sawRuntime = false;
-      const scan = asUser(
-        ADA.name,
-        [
-          "/bin/sh",
-          "-c",
-          `for i in $(seq 60); do grep -l -a -F -f ${pattern} /proc/[0-9]*/cmdline 2>/dev/null; sleep 0.1; done`,
-        ],
-        { timeoutMs: 30_000 },
-      );
-      const deadline = Date.now() + 6000;
-      while (Date.now() < deadline) {
-        if (
-          processesWith(path.join(town.root, "runtimes", "claude")).some((p) => p.uid === VOX.uid)
-        )
-          sawRuntime = true;
-        await sleep(100);
-      }
-      const seen = [...new Set((await scan).stdout.split("\n").filter((l) => l !== ""))];
-      await outcome;
+      // Past the first six words: the topic branch (proc.prompt-branch) does not carry it.
+      const prompt = `hello there friend how are you: please keep ${secret} between us`;
+      const { sawRuntime, seen } = await watchForPrompt(town, { prompt, mode }, secret);
       if (!sawRuntime) {
         out.push(v(id, undefined, "vox's runtime was never seen running: nothing to read"));
         continue;
@@ -626,10 +647,26 @@ const prompts: Scenario = {
           seen.length === 0,
           seen.length === 0
             ? `vox's runtime ran; ${ADA.name} found the prompt in no /proc/*/cmdline`
-            : `${ADA.name} read the prompt in ${seen.slice(0, 3).join(", ")}`,
+            : `${ADA.name} read the prompt in ${seen.slice(0, 2).join("; ")}`,
         ),
       );
     }
+    // The git processes live for milliseconds: a tight scan, up to five tasks.
+    let seen: string[] = [];
+    for (let attempt = 1; attempt <= 5 && seen.length === 0; attempt++) {
+      const secret = `ntsecret${attempt}x${tag}`;
+      const prompt = `please rotate ${secret} tonight`;
+      seen = (await watchForPrompt(town, { prompt, mode: "batch" }, secret, true)).seen;
+    }
+    out.push(
+      v(
+        "proc.prompt-branch",
+        seen.length === 0,
+        seen.length === 0
+          ? `in five tasks ${ADA.name} found the prompt's words in no /proc/*/cmdline`
+          : `${ADA.name} read them in ${seen.slice(0, 2).join("; ")}`,
+      ),
+    );
     return out;
   },
 };
@@ -888,9 +925,16 @@ const outliving: Scenario = {
       `echo planted > ${planted}`,
     ].join("; ");
     const churning = () => processesWith(marker).filter((p) => p.uid === ADA.uid);
+    const plant = async (what: string) => {
+      const started = await shAs(ADA.name, start);
+      await until(what, () => churning().length >= 5, 10_000).catch((error: Error) => {
+        throw new Error(
+          `${error.message} (${churning().length} seen; sh exited ${started.code}: ${lastLine(started.stderr)})`,
+        );
+      });
+    };
     try {
-      await shAs(ADA.name, start);
-      await until("the churners", () => churning().length >= 5, 10_000);
+      await plant("the churners");
       for (let round = 1; round <= 3; round++) {
         const resetAt = Date.now();
         const result = await reset(town, ADA);
@@ -918,8 +962,7 @@ const outliving: Scenario = {
           return [v("reset.churner", false, `reset ${round} left ${planted} in the home`)];
         await daemonBack(town, ADA, resetAt);
         if (round < 3) {
-          await shAs(ADA.name, start);
-          await until("the churners again", () => churning().length >= 5, 10_000);
+          await plant("the churners again");
         }
       }
       return [
