@@ -26,6 +26,7 @@ import {
   decide,
   denyAll,
   describeDecision,
+  gateOutcome,
   gitAs,
   type Human,
   killAllOf,
@@ -69,10 +70,11 @@ const v = (id: string, held: boolean | undefined, evidence: string): Verdict => 
   held,
   evidence,
 });
-const approvedByPolicy = (r: SudoResult) =>
-  r.decision?.decision === "approved" && r.decision.by.kind === "policy";
-const deniedByPolicy = (r: SudoResult) =>
-  r.decision?.decision === "denied" && r.decision.by.kind === "policy";
+/** A request the gate never answered says nothing either way: not run, with why. */
+const judged = (id: string, result: SudoResult, held: boolean, evidence: string): Verdict =>
+  gateOutcome(result) === "unreached"
+    ? v(id, undefined, `the gate was never reached: ${evidence}`)
+    : v(id, held, evidence);
 const runtimeDir = (town: AttackTown) => path.join(town.root, "run");
 
 /** The first line of an error output that says something (sops prints a blank line first). */
@@ -191,9 +193,10 @@ const allowOverreach: Scenario = {
       // agent's identity says no.
       const result = await sudoAs(town, ADA, argv, denyAll, user ? { user } : {});
       out.push(
-        v(
+        judged(
           id,
-          result.decision !== undefined && !approvedByPolicy(result),
+          result,
+          gateOutcome(result) !== "allowed-by-policy",
           `sudo ${user ? `-u ${user} ` : ""}${argv.join(" ")}: ${describeDecision(result)}`,
         ),
       );
@@ -227,10 +230,11 @@ const denySidesteps: Scenario = {
       // (the human says no; town.ts never approves rm).
       const result = await sudoAs(town, ADA, argv, denyAll);
       out.push(
-        v(
+        judged(
           id,
-          deniedByPolicy(result) && result.shown === undefined,
-          `sudo ${argv.join(" ")}: ${describeDecision(result)}${result.shown !== undefined ? " (a human was asked)" : ""}`,
+          result,
+          gateOutcome(result) === "denied-by-policy",
+          `sudo ${argv.join(" ")}: ${describeDecision(result)}`,
         ),
       );
     }
@@ -312,9 +316,10 @@ const targetByName: Scenario = {
       const control = await sudoAs(town, ADA, argv, denyAll, { user: VOX.name });
       const result = await sudoAs(town, ADA, argv, denyAll, { user: VOX_ALIAS });
       return [
-        v(
+        judged(
           "policy.second-name",
-          deniedByPolicy(result),
+          result,
+          gateOutcome(result) === "denied-by-policy",
           `as ${VOX.name}: ${describeDecision(control)}; as ${VOX_ALIAS} (uid ${VOX.uid}): ${describeDecision(result)}`,
         ),
       ];

@@ -503,19 +503,46 @@ function sameArgv(recorded: unknown, argv: readonly string[]): boolean {
   return Array.isArray(recorded) && JSON.stringify(recorded) === JSON.stringify(argv);
 }
 
+/**
+ * How the gate says a request ended, from what the agent sees (its exit code
+ * and the gate's words) and whether a human was asked: the audit may keep
+ * less than one record per request (a rate limit), the agent's side always
+ * tells. `unreached`: the gate never spoke (sudo itself refused).
+ */
+export type GateOutcome =
+  | "allowed-by-policy"
+  | "denied-by-policy"
+  | "asked-a-human"
+  | "refused"
+  | "unreached";
+
+/** The gate's exit code when a policy rule denies (src/approval/gate.ts). */
+const DENIED_BY_POLICY = 11;
+
+export function gateOutcome(result: SudoResult): GateOutcome {
+  if (result.shown !== undefined) return "asked-a-human";
+  if (/nuketown: allowed by policy/.test(result.stderr)) return "allowed-by-policy";
+  if (result.code === DENIED_BY_POLICY && /nuketown: sudo denied/.test(result.stderr))
+    return "denied-by-policy";
+  return /nuketown: /.test(result.stderr) ? "refused" : "unreached";
+}
+
 /** How a request ended, in a few words, for evidence lines. */
 export function describeDecision(result: SudoResult): string {
+  const outcome = gateOutcome(result);
   const d = result.decision;
-  if (!d) return `no decision audited (exit ${result.code}: ${lastLine(result.stderr)})`;
-  const by =
-    d.by.kind === "policy"
+  const by = !d
+    ? ""
+    : d.by.kind === "policy"
       ? d.by.rule === undefined
-        ? "by policy default"
-        : `by policy rule ${d.by.rule}`
+        ? " by policy default"
+        : ` by policy rule ${d.by.rule}`
       : d.by.kind === "human"
-        ? `by the human (${d.by.id})`
-        : `by ${d.by.kind}`;
-  return `${d.decision} ${by}, exit ${result.code}`;
+        ? ` by the human (${d.by.id})`
+        : ` by ${d.by.kind}`;
+  const audited = d ? `${d.decision}${by}` : "not audited";
+  const human = outcome === "asked-a-human" ? `, the human said ${result.answered}` : "";
+  return `${outcome}${human} (${audited}), exit ${result.code}${outcome === "refused" || outcome === "unreached" ? `: ${lastLine(result.stderr).slice(0, 100)}` : ""}`;
 }
 
 export const lastLine = (text: string) =>
