@@ -29,11 +29,15 @@ const scenarios =
 
 const began = Date.now();
 const town = await bringUpTown((line) => process.stderr.write(`attack: ${line}\n`));
+process.stderr.write(`attack: up in ${Math.round((Date.now() - began) / 1000)} s\n`);
 const results = [];
 try {
   for (const scenario of scenarios) {
-    process.stderr.write(`attack: ${scenario.name}\n`);
-    for (const result of await runScenario(town, scenario)) {
+    const start = Date.now();
+    const outcome = await runScenario(town, scenario);
+    const took = ((Date.now() - start) / 1000).toFixed(1);
+    process.stderr.write(`attack: ${scenario.name} (${took} s)\n`);
+    for (const result of outcome) {
       results.push(result);
       process.stdout.write(`${formatResult(result)}\n`);
     }

@@ -81,6 +81,15 @@ const runtimeDir = (town: AttackTown) => path.join(town.root, "run");
 const firstError = (text: string) =>
   (text.split("\n").find((l) => /\w{3}/.test(l)) ?? "").trim().slice(0, 140);
 
+/** Why a reset failed: its lines that name the cause, not only the summary. */
+const whyFailed = (stderr: string) =>
+  stderr
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .slice(-3)
+    .join(" / ")
+    .slice(0, 240);
+
 /** The line of apply's or check's output about the age key (else the last line). */
 const keyLine = (text: string) =>
   (text.split("\n").find((l) => /age key/.test(l)) ?? lastLine(text)).trim().slice(0, 160);
@@ -616,9 +625,10 @@ async function watchForPrompt(
     if (processesWith(runtime).some((p) => p.uid === VOX.uid)) sawRuntime = true;
     await sleep(100);
   }
-  const seen = [...new Set((await scan).stdout.split("\n").filter((l) => l !== ""))].map((line) =>
-    line.endsWith(": ") ? `${line}(gone before it could be shown again)` : line,
-  );
+  // Lines whose command line could be shown again first: they are the evidence.
+  const seen = [...new Set((await scan).stdout.split("\n").filter((l) => l !== ""))]
+    .sort((a, b) => Number(a.endsWith(": ")) - Number(b.endsWith(": ")))
+    .map((line) => (line.endsWith(": ") ? `${line}(gone before it could be shown again)` : line));
   await outcome;
   rmSync(pattern, { force: true });
   return { sawRuntime, seen };
@@ -749,7 +759,7 @@ const resetMemory: Scenario = {
         v("git.reset-hooks", false, "the reset hung on what was planted (freed after 120 s)"),
       );
     } else if (result.code !== 0) {
-      out.push(v("git.reset-hooks", undefined, `the reset failed: ${lastLine(result.stderr)}`));
+      out.push(v("git.reset-hooks", undefined, `the reset failed: ${whyFailed(result.stderr)}`));
     } else {
       const planted = processesWith("sleep 4242").filter((p) => p.uid === ADA.uid);
       const ran = existsSync(hooksRan);
@@ -950,7 +960,7 @@ const outliving: Scenario = {
             v(
               "reset.churner",
               false,
-              `reset ${round} failed: ${lastLine(result.stderr).slice(0, 140)}; home rolled back: ${!existsSync(planted)}`,
+              `reset ${round} failed: ${whyFailed(result.stderr)}; home rolled back: ${!existsSync(planted)}`,
             ),
           ];
         await sleep(1500);
