@@ -926,27 +926,44 @@ const outliving: Scenario = {
   async run(town) {
     const marker = `nt-churn-${tag}`;
     const planted = path.join(town.home(ADA), `planted-${tag}`);
-    // Each instance forks a subshell that, 10 ms later, becomes the next instance; the
-    // instance itself exits at once: the pid keeps changing.
-    const code = '(sleep 0.01; exec sh -c "$1" "$0" "$1") >/dev/null 2>&1 </dev/null &';
+    // Each instance forks a subshell that, 20 ms later, becomes the next instance; the
+    // instance itself exits at once: the pid keeps changing. Every generation is an
+    // orphan for init to reap, so the pace is kept near what this machine's init reaps
+    // (a faster one only piles up zombies, and loads a shared machine).
+    const code = '(sleep 0.02; exec sh -c "$1" "$0" "$1") >/dev/null 2>&1 </dev/null &';
+    const labels = ["c1", "c2", "dfork"];
     const start = [
-      // The cap (processes of ada's uid) keeps a runaway from taking the machine's pids;
-      // four churners at this pace stay far below it.
-      ...Array.from(
-        { length: 4 },
-        () => `prlimit --nproc=2000 setsid -f sh -c '${code}' ${marker} '${code}'`,
-      ),
+      // The cap (processes of ada's uid, zombies included) keeps a runaway from taking
+      // the machine's pids.
+      ...labels
+        .slice(0, 2)
+        .map((c) => `prlimit --nproc=3000 setsid -f sh -c '${code}' ${marker}-${c} '${code}'`),
       `setsid -f sh -c 'sleep 600; : ${marker}-dfork' >/dev/null 2>&1 </dev/null`,
       `echo planted > ${planted}`,
     ].join("; ");
-    const churning = () => processesWith(marker).filter((p) => p.uid === ADA.uid);
+    /**
+     * Which of them run, sampled for `ms`: a churner is between two processes now and
+     * then, and a loaded machine makes that longer, so one look is not enough.
+     */
+    const running = async (ms: number) => {
+      const seen = new Map<string, { pid: number; args: string }>();
+      const end = Date.now() + ms;
+      do {
+        for (const p of processesWith(marker).filter((p) => p.uid === ADA.uid)) {
+          const label = new RegExp(`${marker}-(\\w+)`).exec(p.args)?.[1];
+          if (label && !seen.has(label)) seen.set(label, p);
+        }
+        await sleep(50);
+      } while (Date.now() < end && seen.size < labels.length);
+      return seen;
+    };
     const plant = async (what: string) => {
       const started = await shAs(ADA.name, start);
-      await until(what, () => churning().length >= 5, 10_000).catch((error: Error) => {
+      const seen = await running(15_000);
+      if (seen.size < labels.length)
         throw new Error(
-          `${error.message} (${churning().length} seen; sh exited ${started.code}: ${lastLine(started.stderr)})`,
+          `${what} did not all start (${[...seen.keys()].join(", ") || "none"} seen; sh exited ${started.code}: ${lastLine(started.stderr)})`,
         );
-      });
     };
     try {
       await plant("the churners");
@@ -963,16 +980,17 @@ const outliving: Scenario = {
               `reset ${round} failed: ${whyFailed(result.stderr)}; home rolled back: ${!existsSync(planted)}`,
             ),
           ];
-        await sleep(1500);
-        const left = churning();
-        if (left.length > 0)
+        const left = await running(1500);
+        if (left.size > 0) {
+          const [label, p] = [...left.entries()][0] ?? [];
           return [
             v(
               "reset.churner",
               false,
-              `${left.length} outlived reset ${round} (exit 0), e.g. pid ${left[0]?.pid}: ${left[0]?.args.slice(0, 60)}`,
+              `${[...left.keys()].join(", ")} outlived reset ${round} (exit 0), e.g. ${label} as pid ${p?.pid}`,
             ),
           ];
+        }
         if (existsSync(planted))
           return [v("reset.churner", false, `reset ${round} left ${planted} in the home`)];
         await daemonBack(town, ADA, resetAt);
@@ -984,7 +1002,7 @@ const outliving: Scenario = {
         v("reset.churner", true, "nothing outlived any of three resets; each rolled the home back"),
       ];
     } finally {
-      if (churning().length > 0) {
+      if ((await running(1000)).size > 0) {
         const since = Date.now();
         killAllOf(ADA);
         await daemonBack(town, ADA, since).catch(() => {});
