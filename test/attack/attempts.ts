@@ -628,7 +628,9 @@ async function watchForPrompt(
   // Lines whose command line could be shown again first: they are the evidence.
   const seen = [...new Set((await scan).stdout.split("\n").filter((l) => l !== ""))]
     .sort((a, b) => Number(a.endsWith(": ")) - Number(b.endsWith(": ")))
-    .map((line) => (line.endsWith(": ") ? `${line}(gone before it could be shown again)` : line));
+    .map((line) =>
+      line.endsWith(": ") ? `${line}(matched; gone before it could be shown)` : line,
+    );
   await outcome;
   rmSync(pattern, { force: true });
   return { sawRuntime, seen };

@@ -17,7 +17,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import {
   chmodSync,
-  copyFileSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -26,17 +25,15 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { stringify } from "smol-toml";
 import { runTask, type TaskOutcome, type TaskRequest } from "../../src/agent/client.ts";
 import type { PendingRequest } from "../../src/approval/protocol.ts";
 import type { AuditRecord } from "../../src/audit/log.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
 import { type SeededRepo, seededRepo } from "../support/git-repo.ts";
-import { cleanupHost, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest, testPrefix } from "../support/install.ts";
+import { mustRun, run } from "../support/host.ts";
+import { BIN, openTestTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-/** The checkout's nuketown, run as root (the operator): up, apply, reset. */
-export const BIN = path.join(REPO_ROOT, "bin", "nuketown");
+export { BIN };
 
 export interface Account {
   readonly name: string;
@@ -90,8 +87,6 @@ export interface AttackTown {
   readonly repo: SeededRepo;
   /** A directory every account may write in (sticky), where attacks leave their evidence. */
   readonly evidence: string;
-  /** The sudoers fragment copied where sudo reads it. */
-  readonly sudoers: string;
   readonly approvers: string;
   home(agent: Account): string;
   socket(agent: Account): string;
@@ -116,46 +111,34 @@ echo '{"type":"answer","text":"done"}'
 `;
 
 /**
- * Bring the town up. Throws (after cleaning up) when it does not come up.
- * `log` hears progress.
+ * Bring the town up (test/support/town.ts's builder: the temp root, the
+ * mayor's account, the installed copy, the declaration, `nuketown up`, the
+ * sudoers fragment, one cleanup). Throws, after cleaning up, when it does not
+ * come up. `log` hears progress.
  */
 export async function bringUpTown(log: (line: string) => void = () => {}): Promise<AttackTown> {
-  const root = makeTempRoot("attack");
-  const approvers = `nt-test-atkap-${process.pid}`;
-  const sudoers = `/etc/sudoers.d/nt-test-attack-${process.pid}`;
-  let upProcess: ChildProcess | undefined;
-  let upOutput = "";
-  const stop = async () => {
-    await stopChild(upProcess);
-    rmSync(sudoers, { force: true });
-    // Whatever an attack left running as the agents (a churner that outlived a reset):
-    // kill(-1) as the agent reaches every process of its uid in one sweep.
+  const town = await openTestTown({
+    label: "attack",
+    uids: uidsOf(import.meta.filename),
+    accounts: { [MAYOR.name]: MAYOR.uid },
+    install: true,
+  });
+  const root = town.root;
+  // Run last at cleanup (after up stopped): whatever an attack left running as the agents
+  // (a churner that outlived a reset) goes in one sweep each, and the second name goes.
+  town.defer(() => {
     for (const agent of [ADA, VOX]) killAllOf(agent);
     run("userdel", ["--force", VOX_ALIAS]);
-    if (process.env.KEEP_LOGS)
-      run("cp", ["-r", path.join(root, "state", "logs"), process.env.KEEP_LOGS]);
-    cleanupHost(root, [MAYOR.name, approvers]);
-  };
+  });
   try {
-    mustRun("useradd", [
-      "--uid",
-      String(MAYOR.uid),
-      "--user-group",
-      "--no-create-home",
-      "--home-dir",
-      path.join(root, "humans", MAYOR.name),
-      MAYOR.name,
-    ]);
     const evidence = path.join(root, "evidence");
     mkdirSync(evidence);
     chmodSync(evidence, 0o1777);
     const repo = seededRepo(root, "site");
 
     // The age key as `npm run up` leaves the example's: root's, 0600, beside the config.
-    const keys = path.join(root, "keys");
-    mkdirSync(keys, { mode: 0o755 });
-    const keyFile = path.join(keys, "age.key");
-    mustRun("age-keygen", ["-o", keyFile]);
+    const keyFile = town.ageKey(path.join("keys", "age.key"));
+    chmodSync(path.dirname(keyFile), 0o755);
     chmodSync(keyFile, 0o600);
     const recipient = mustRun("age-keygen", ["-y", keyFile]).trim();
     const plain: string[] = [];
@@ -192,95 +175,79 @@ export async function bringUpTown(log: (line: string) => void = () => {}): Promi
     writeFileSync(path.join(runtimes, "ada.sh"), ADA_RUNTIME, { mode: 0o755 });
     writeFileSync(path.join(runtimes, "claude"), FAKE_CLAUDE, { mode: 0o755 });
 
-    const config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-attack",
-        domain: "attack.test",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root) },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "image", image: { size: "256M" } },
-        basePackages: ["git"],
-        secrets: { sopsFile: "secrets/agents.yaml", ageKeyFile: "keys/age.key" },
-        approval: { group: approvers, timeout: 120 },
-        humans: { [MAYOR.name]: { approver: true } },
-        agents: {
-          [ADA.name]: {
-            uid: ADA.uid,
-            role: "software",
-            persist: ["projects"],
-            repos: [repo.bare],
-            secrets: { sshKey: `${ADA.name}/ssh-key` },
-            runtime: { kind: "command", command: path.join(runtimes, "ada.sh") },
-            sudo: {
-              enable: true,
-              policy: {
-                default: "ask",
-                rules: [
-                  // The example's two rules, as written there.
-                  { action: "allow", argv: ["systemctl", "status", "**"] },
-                  { action: "deny", argv: ["rm", "-rf", "/"], reason: "never" },
-                  // A rule about one target user, for the second-name attempt.
-                  {
-                    action: "deny",
-                    argv: ["cat", "**"],
-                    runAs: VOX.name,
-                    reason: "nothing is read as vox",
-                  },
-                ],
-              },
+    town.declare({
+      domain: "attack.test",
+      homes: { backend: "image", image: { size: "256M" } },
+      basePackages: ["git"],
+      secrets: { sopsFile: "secrets/agents.yaml", ageKeyFile: "keys/age.key" },
+      approval: { timeout: 120 },
+      humans: { [MAYOR.name]: { approver: true } },
+      agents: {
+        [ADA.name]: {
+          uid: ADA.uid,
+          role: "software",
+          persist: ["projects"],
+          repos: [repo.bare],
+          secrets: { sshKey: `${ADA.name}/ssh-key` },
+          runtime: { kind: "command", command: path.join(runtimes, "ada.sh") },
+          sudo: {
+            enable: true,
+            policy: {
+              default: "ask",
+              rules: [
+                // The example's two rules, as written there.
+                { action: "allow", argv: ["systemctl", "status", "**"] },
+                { action: "deny", argv: ["rm", "-rf", "/"], reason: "never" },
+                // A rule about one target user, for the second-name attempt.
+                {
+                  action: "deny",
+                  argv: ["cat", "**"],
+                  runAs: VOX.name,
+                  reason: "nothing is read as vox",
+                },
+              ],
             },
           },
-          [VOX.name]: {
-            uid: VOX.uid,
-            role: "research",
-            persist: ["projects"],
-            repos: [repo.bare],
-            secrets: { sshKey: `${VOX.name}/ssh-key` },
-            runtime: { kind: "claude-code", command: path.join(runtimes, "claude"), timeout: 60 },
-          },
         },
-      }),
-    );
-    const manifest = path.join(root, "etc", "nuketown", "town.json");
-    const prefix = testPrefix(root);
-    const socket = (agent: Account) => path.join(root, "run", "agents", agent.name, "agent.sock");
+        [VOX.name]: {
+          uid: VOX.uid,
+          role: "research",
+          persist: ["projects"],
+          repos: [repo.bare],
+          secrets: { sshKey: `${VOX.name}/ssh-key` },
+          runtime: { kind: "claude-code", command: path.join(runtimes, "claude"), timeout: 60 },
+        },
+      },
+    });
+    if (process.env.KEEP_LOGS) {
+      const keep = process.env.KEEP_LOGS;
+      town.defer(() => run("cp", ["-r", path.join(root, "state", "logs"), keep]));
+    }
+    const socket = (agent: Account) => town.socket(agent.name);
     log(`bringing up the town in ${root}`);
-    upProcess = spawn(BIN, ["up", config], { stdio: ["ignore", "pipe", "pipe"] });
-    upProcess.stdout?.on("data", (d) => (upOutput += d));
-    upProcess.stderr?.on("data", (d) => (upOutput += d));
-    const exited = new Promise<void>((resolve) => upProcess?.once("exit", () => resolve()));
-    let upEnded = false;
-    void exited.then(() => (upEnded = true));
+    const up = town.up();
     await until(
       "both agent daemons",
       () => {
-        if (upEnded) throw new Error(`nuketown up ended:\n${upOutput}`);
+        if (up.child.exitCode !== null || up.child.signalCode !== null)
+          throw new Error("nuketown up ended");
         return existsSync(socket(ADA)) && existsSync(socket(VOX));
       },
       180_000,
     ).catch((error: Error) => {
-      throw new Error(`${error.message}\nup:\n${upOutput.slice(-4000)}`);
+      throw new Error(`${error.message}\nup:\n${up.output().slice(-4000)}`);
     });
     // The fragment apply rendered (and checked with visudo) goes where sudo reads it.
-    copyFileSync(path.join(root, "etc", "sudoers.d", "nuketown"), sudoers);
-    chmodSync(sudoers, 0o440);
-    mustRun("visudo", ["-c"]);
+    town.sudoers();
     log("the town is up");
     return {
       root,
-      config,
-      manifest,
-      prefix,
-      installedBin: path.join(prefix, "bin", "nuketown"),
-      gate: path.join(prefix, "libexec", "nuketown", "sudo-gate"),
-      shimDir: path.join(prefix, "libexec", "nuketown", "shim"),
+      config: town.config,
+      manifest: town.manifest,
+      prefix: town.prefix,
+      installedBin: town.installedBin,
+      gate: path.join(town.prefix, "libexec", "nuketown", "sudo-gate"),
+      shimDir: town.shimDir,
       wrapperDir: path.join(root, "usr", "local", "bin"),
       keyFile,
       sopsFile,
@@ -288,15 +255,14 @@ export async function bringUpTown(log: (line: string) => void = () => {}): Promi
       logsDir: path.join(root, "state", "logs"),
       repo,
       evidence,
-      sudoers,
-      approvers,
-      home: (agent) => path.join(root, "agents", agent.name),
+      approvers: town.approvers,
+      home: (agent) => town.home(agent.name),
       socket,
-      upOutput: () => upOutput,
-      stop,
+      upOutput: () => up.output(),
+      stop: () => town.cleanup(),
     };
   } catch (error) {
-    await stop();
+    await town.cleanup().catch(() => {});
     throw error;
   }
 }

@@ -55,6 +55,7 @@ export const UID_REGISTRY: readonly UidReservation[] = [
   row("integration/secrets.test.ts", 60575, 60579, "one agent, the first free uid"),
   row("integration/talk.test.ts", 60601, 60602, "agent, mayor"),
   row("integration/agent-clis.test.ts", 60610, 60613, "three agents, mayor"),
+  row("attack/town.ts", 60640, 60642, "issue 17's attack town: agents ada and vox, the mayor"),
   row("integration/agent-containment.test.ts", 60701, 60701, "agent"),
   row("integration/packages.test.ts", 60710, 60710, "agent"),
   row("integration/chat.test.ts", 60711, 60712, "Matrix town: agent, mayor"),

@@ -13,7 +13,7 @@ import { TEST_UID_MAX, TEST_UID_MIN } from "../support/host.ts";
 import { UID_REGISTRY, uidsOf } from "../support/uids.ts";
 
 /** The files that make accounts, or hand uids to helpers that do. */
-const SCANNED = ["test/integration", "test/support"].flatMap((dir) =>
+const SCANNED = ["test/integration", "test/support", "test/attack"].flatMap((dir) =>
   readdirSync(path.join(REPO_ROOT, dir))
     .filter((name) => name.endsWith(".ts"))
     .map((name) => `${dir}/${name}`),
