@@ -27,7 +27,7 @@ export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" :
 // Control characters (C0 but tab and newline, DEL, C1), zero-width and bidi controls, and the
 // invisible ones that pass for a space or for nothing: no-break space, word joiner and invisible
 // operators, fillers (Hangul, Mongolian), the byte-order mark.
-const UNPRINTABLE = new RegExp(
+export const UNPRINTABLE = new RegExp(
   `[${["\\u0000-\\u0008", "\\u000b-\\u001f", "\\u007f-\\u00a0", "\\u115f-\\u1160", "\\u180e", "\\u200b-\\u200f", "\\u202a-\\u202f", "\\u2060-\\u2064", "\\u2066-\\u2069", "\\u3164", "\\ufeff", "\\uffa0"].join("")}]`,
   "gu",
 );

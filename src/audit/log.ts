@@ -22,6 +22,7 @@ import { type FileHandle, mkdir, open, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { writeFileAtomic } from "../os/files.ts";
+import { UNPRINTABLE } from "../output.ts";
 
 /** `prev` of the first record. */
 export const ZERO_HASH = "0".repeat(64);
@@ -642,7 +643,9 @@ async function readTail(
 }
 
 const PLAIN_TOKEN = /^[A-Za-z0-9_.,:@/+%-]+$/;
-const UNSAFE_CHARS = /[\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// What printable() escapes for a terminal (after JSON has escaped C0), plus the line and
+// paragraph separators, which JSON leaves as they are.
+const UNSAFE_CHARS = new RegExp(`${UNPRINTABLE.source}|[\u2028\u2029]`, "gu");
 const MAX_VALUE_CHARS = 80;
 
 function escapeUnsafe(text: string): string {

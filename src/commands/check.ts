@@ -1,7 +1,9 @@
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ConfigError, EXIT } from "../errors.ts";
+import { keyFileProblem } from "../host/key-file.ts";
 import { renderArtifacts } from "../host/render/index.ts";
+import { inspectKeyFile } from "../host/secrets.ts";
 import { readPasswd } from "../os/etc.ts";
 import { plural, type Streams, table } from "../output.ts";
 import { loadTown } from "../town/load.ts";
@@ -67,13 +69,19 @@ export async function check(opts: CheckOptions): Promise<number> {
   // On the host it is for (no --hostname, not a NixOS build): humans without an account here.
   const onThisHost = opts.writeManifest === undefined && opts.hostname === undefined;
   const warnings = [...loaded.warnings, ...(onThisHost ? await hostWarnings(town) : [])];
+  // Valid, but unsafe to use here: the same refusal apply gives, before anyone relies on it.
+  const refused = onThisHost ? await hostRefusals(town) : [];
   if (opts.writeManifest !== undefined)
     await writeFile(path.resolve(opts.cwd, opts.writeManifest), renderManifest(town));
   if (opts.json) {
-    opts.out.write(`${JSON.stringify({ valid: true, warnings, town }, null, 2)}\n`);
-    return EXIT.ok;
+    opts.out.write(`${JSON.stringify({ valid: true, warnings, refused, town }, null, 2)}\n`);
+    return refused.length > 0 ? EXIT.refused : EXIT.ok;
   }
   writeWarnings(opts.err, warnings);
+  if (refused.length > 0) {
+    for (const problem of refused) opts.err.write(`refused: ${formatProblem(problem)}\n`);
+    return EXIT.refused;
+  }
   opts.out.write(`${summary(town)}\n\n${agentTable(town)}\n`);
   return EXIT.ok;
 }
@@ -84,6 +92,14 @@ async function hostWarnings(town: ResolvedTown): Promise<Problem[]> {
   if (users === undefined) return [];
   const names = new Set(users.map((u) => u.name));
   return missingHumanAccounts(town, (name) => names.has(name));
+}
+
+/** What apply would refuse on this host whatever the declaration says: an age key others can read. */
+async function hostRefusals(town: ResolvedTown): Promise<Problem[]> {
+  const file = town.secrets.ageKeyFile;
+  const access = await inspectKeyFile(file).catch(() => null);
+  const problem = access && keyFileProblem(file, access.key, access.dir);
+  return problem ? [{ path: "secrets.ageKeyFile", message: problem }] : [];
 }
 
 export function writeWarnings(err: NodeJS.WritableStream, warnings: readonly Problem[]): void {

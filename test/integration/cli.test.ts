@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, cp, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -23,13 +23,31 @@ describe("nuketown CLI", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("check prints a table of the example's agents and exits 0", () => {
-    const { code, stdout } = nuketown(["check", EXAMPLE]);
-    assert.equal(code, 0);
+  it("check prints a table of the example's agents and exits 0", async () => {
+    // The example's demo key as `npm run up` leaves it: root's alone (a checkout makes it 0644).
+    const copy = path.join(dir, "example");
+    await cp(path.dirname(EXAMPLE), copy, { recursive: true });
+    await chmod(path.join(copy, "demo-age.key"), 0o600);
+    const { code, stdout, stderr } = nuketown(["check", path.join(copy, "town.toml")]);
+    assert.equal(code, 0, stderr);
     assert.match(stdout, /^town signi \(signi\.local\): 2 agents/);
     assert.match(stdout, /AGENT\s+UID\s+ROLE\s+PERSIST\s+DEVICES\s+SUDO\s+RUNTIME/);
     assert.match(stdout, /ada\s+1100\s+software\s+projects, \.config\/claude\s+tty 0483:5740/);
     assert.match(stdout, /vox\s+1101\s+research\s+notes\s+-\s+no\s+codex/);
+  });
+
+  it("check refuses an age key others can read, with the chmod that fixes it (exit 3)", async () => {
+    const copy = path.join(dir, "example-0644");
+    await cp(path.dirname(EXAMPLE), copy, { recursive: true });
+    const key = path.join(copy, "demo-age.key");
+    await chmod(key, 0o644);
+    const { code, stderr } = nuketown(["check", path.join(copy, "town.toml")]);
+    assert.equal(code, 3, stderr);
+    assert.match(stderr, /refused: secrets\.ageKeyFile: the age key .* \(mode 0644\)/);
+    assert.ok(stderr.includes(`chmod 600 ${key}`), stderr);
+    const json = nuketown(["check", path.join(copy, "town.toml"), "--json"]);
+    assert.equal(json.code, 3);
+    assert.equal(JSON.parse(json.stdout).refused[0].path, "secrets.ageKeyFile");
   });
 
   it("check --json prints the resolved town", () => {

@@ -269,6 +269,8 @@ describe("the audit log", () => {
       id: "r1",
       agent: "bob",
       command: "apt-get install jq\n\u001b[2J",
+      // Invisible characters that would hide or fake a word on the terminal.
+      note: "a\u2060b\u3164c\u00a0d\u202ee\u2028f",
     });
     const last = await log.append("decision", { id: "r1", approved: true, by: "alice" });
     await log.close();
@@ -288,5 +290,6 @@ describe("the audit log", () => {
     const request = formatRecord(tail[0]!);
     assert.ok(!request.includes("\n") && !request.includes("\u001b"), request);
     assert.match(request, /command="apt-get install jq\\n\\u001b\[2J"/);
+    assert.match(request, /note="a\\u2060b\\u3164c\\u00a0d\\u202ee\\u2028f"/);
   });
 });
