@@ -23,6 +23,7 @@ let
   cfg = config.nuketown;
   nixosCfg = cfg.nixos;
   inherit (lib)
+    concatMapStrings
     concatMapStringsSep
     concatStringsSep
     filterAttrs
@@ -41,6 +42,8 @@ let
     lib.sort lib.lessThan (lib.attrNames (filterAttrs (_: a: a.enable) cfg.agents))
   );
   home = agent: "${cfg.agentsDir}/${agent.name}";
+  # The agent's private TMPDIR, emptied by every round (as agentTmpDir in src/host/render/units.ts).
+  agentTmpDir = agent: "${cfg.runtimeDir}/agents/${agent.name}/tmp";
   sudoAgents = filter (a: a.sudo.enable) agents;
   gateAgents = filter (a: a.sudo.enable || a.secrets.unlockable != { }) agents;
   filter = builtins.filter;
@@ -229,7 +232,8 @@ let
       "network-online.target"
     ];
     wantedBy = [ "multi-user.target" ];
-    environment = agent.runtime.env // {
+    # TMPDIR: private, emptied by every round (nuketown reset), unless declared.
+    environment = { TMPDIR = agentTmpDir agent; } // agent.runtime.env // {
       PATH = lib.mkForce (agentPath agent);
     };
     serviceConfig = {
@@ -257,7 +261,8 @@ let
       "multi-user.target"
       (unitName (agentUnit agent))
     ];
-    environment = agent.runtime.env // {
+    # TMPDIR: private, emptied by every round (nuketown reset), unless declared.
+    environment = { TMPDIR = agentTmpDir agent; } // agent.runtime.env // {
       PATH = lib.mkForce (agentPath agent);
     };
     serviceConfig = {
@@ -407,7 +412,8 @@ in
       Defaults!${cfg.install.gate} env_reset, !setenv
     '';
 
-    # Login sessions of sudo-enabled agents find the shim first, as /etc/profile.d does elsewhere.
+    # Login sessions of sudo-enabled agents find the shim first, and every agent its private
+    # TMPDIR, as /etc/profile.d does elsewhere.
     environment.extraInit = optionalString (sudoAgents != [ ]) ''
       case "$(id -un 2>/dev/null)" in
       ${concatMapStringsSep "|" (a: a.name) sudoAgents})
@@ -417,7 +423,11 @@ in
         esac
         ;;
       esac
-    '';
+    '' + concatMapStrings (a: ''
+      if [ "$(id -un 2>/dev/null)" = ${a.name} ] && [ -d ${agentTmpDir a} ]; then
+        TMPDIR=${agentTmpDir a}; export TMPDIR
+      fi
+    '') agents;
 
     environment.etc."nuketown/town.json".source = manifest;
 

@@ -122,6 +122,14 @@ export async function killCgroup(dir: string): Promise<number[]> {
   return pids;
 }
 
+/**
+ * Freeze (or thaw) a cgroup and all below it: its processes stop where they
+ * are and fork nothing until thawed; SIGKILL (cgroup.kill) still ends them.
+ */
+export async function freezeCgroup(dir: string, frozen: boolean): Promise<void> {
+  await writeFile(path.join(dir, "cgroup.freeze"), frozen ? "1" : "0");
+}
+
 /** Wait until nothing lives in the cgroup; false when `withinMs` passed first. */
 export async function cgroupEmptied(dir: string, withinMs = GONE_WITHIN_MS): Promise<boolean> {
   const deadline = Date.now() + withinMs;

@@ -1,9 +1,11 @@
 import { access, readFile } from "node:fs/promises";
 import { EXIT } from "../errors.ts";
+import { readMountinfo } from "../os/etc.ts";
+import type { MountEntry } from "../os/tables.ts";
 import { which } from "../os/which.ts";
 import { type Streams, table } from "../output.ts";
 
-interface Check {
+export interface Check {
   readonly name: string;
   readonly ok: boolean;
   /** A missing optional part is reported, but does not fail doctor. */
@@ -52,10 +54,36 @@ export const PROGRAMS: readonly {
     optional: true,
   },
   { program: "useradd", purpose: "create agent accounts", fix: "apt-get install passwd" },
-  { program: "pkill", purpose: "stop agents before a reset", fix: "apt-get install procps" },
+  { program: "pgrep", purpose: "count agents' processes (status)", fix: "apt-get install procps" },
 ];
 
 const onPath = (program: string) => which(program);
+
+const HIDEPID_FSTAB = "proc /proc proc defaults,hidepid=invisible 0 0";
+
+/**
+ * /proc mounted with hidepid=invisible (or 2): an agent sees only its own
+ * processes, not the prompts other agents' runtimes got as arguments
+ * (/proc/<pid>/cmdline) nor their environments. Recommended, not required.
+ */
+export function hidepidCheck(mounts: readonly MountEntry[]): Check {
+  const proc = mounts.findLast((m) => m.mountPoint === "/proc" && m.fsType === "proc");
+  const options = (proc?.superOptions ?? "").split(",");
+  const hidepid = options.find((o) => o.startsWith("hidepid="))?.slice("hidepid=".length);
+  const ok = hidepid === "invisible" || hidepid === "2";
+  return {
+    name: "/proc hidepid",
+    ok,
+    optional: true,
+    detail:
+      proc === undefined
+        ? "/proc is not mounted: agents' processes cannot be checked"
+        : ok
+          ? `/proc is mounted with hidepid=${hidepid}: agents see only their own processes`
+          : `/proc is mounted ${hidepid === undefined ? "without hidepid" : `with hidepid=${hidepid}`}: every agent can read the others' command lines (prompts) in /proc`,
+    fix: `mount -o remount,hidepid=invisible /proc, and in /etc/fstab: ${HIDEPID_FSTAB} (hidepid=2 on kernels before 5.8)`,
+  };
+}
 
 const read = (file: string) => readFile(file, "utf8").catch(() => "");
 
@@ -101,6 +129,7 @@ export async function doctor(opts: Streams & { readonly json?: boolean }): Promi
       : "no /dev/loop-control: the home image cannot be mounted",
     fix: "modprobe loop, or give homes.device a btrfs device",
   });
+  checks.push(hidepidCheck(await readMountinfo()));
   for (const { program, purpose, fix, optional } of PROGRAMS) {
     const found = await onPath(program);
     checks.push({

@@ -6,12 +6,14 @@ import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import {
   APPROVALD_UNIT,
+  agentTmpDir,
   agentUnitName,
   chatRuns,
   chatUnitName,
   DASHBOARD_UNIT,
   dashboardRuns,
 } from "../host/render/units.ts";
+import { agentLockDir, agentLockFile, agentRoundStamp } from "../host/round.ts";
 import { buildVersion, installedVersion, installProgram } from "../install/install.ts";
 import { readPasswd } from "../os/etc.ts";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
@@ -86,6 +88,7 @@ export async function up(opts: UpOptions): Promise<number> {
 
   const logs = path.join(town.stateDir, "logs");
   await ensureDir(logs, 0o755);
+  await ensureDir(agentLockDir(town), 0o700);
   // Each agent daemon in a cgroup of its own, delegated to the agent, in which it gives each
   // task a cgroup (what systemd's Delegate=yes gives the agent's unit).
   const cgroups = await makeTownCgroup(town);
@@ -104,6 +107,8 @@ export async function up(opts: UpOptions): Promise<number> {
     cwd: agent.home,
     env: agentServiceEnv(town, agent),
     log: path.join(logs, `${command}-${agent.name}.log`),
+    // Not started while a reset of the agent runs; started again as soon as it ends.
+    round: { lock: agentLockFile(town, agent.name), stamp: agentRoundStamp(town, agent.name) },
   });
   const specs: ServiceSpec[] = [
     ...(approvers.nobody
@@ -248,7 +253,8 @@ async function makeTownCgroup(
 
 /**
  * An agent daemon's environment under `up`: the runtime's declared variables,
- * then PATH with the sudo shim first, so a declared PATH cannot drop the shim.
+ * then PATH with the sudo shim first, so a declared PATH cannot drop the shim,
+ * and its private TMPDIR (emptied by every round) unless one is declared.
  */
 export function agentServiceEnv(town: ResolvedTown, agent: ResolvedAgent): NodeJS.ProcessEnv {
   const declared = agent.runtime.env.PATH;
@@ -258,6 +264,7 @@ export function agentServiceEnv(town: ResolvedTown, agent: ResolvedAgent): NodeJ
     HOME: agent.home,
     USER: agent.name,
     LOGNAME: agent.name,
+    TMPDIR: agentTmpDir(agent),
     ...agent.runtime.env,
     PATH: [...(agent.sudo.enable ? [town.install.shimDir] : []), ...rest].join(":"),
   };

@@ -10,6 +10,7 @@ import { ensureDir, makeDirs } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
 import type { MountEntry } from "../os/tables.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
+import { unmountBelow } from "./persist.ts";
 import { isDeviceSpec } from "./plan.ts";
 
 /** Blank snapshots live beside the homes, out of agents' reach (root, 0700). */
@@ -99,8 +100,9 @@ export async function createHome(
 }
 
 /**
- * Roll the home back to blank. The agent's processes must be stopped and its
- * persist binds unmounted first.
+ * Roll the home back to blank. The agent's processes must be stopped first.
+ * Its persist binds are unmounted before anything is wiped; a btrfs home is
+ * renamed aside with its binds still in it (emptyTrash unmounts them).
  */
 export async function rollbackHome(
   town: ResolvedTown,
@@ -108,6 +110,7 @@ export async function rollbackHome(
   runner: Runner,
 ): Promise<void> {
   if (!usesBtrfs(town)) {
+    await unmountBelow(agent.home, runner);
     await wipeDirectory(agent.home);
     await ensureDir(agent.home, 0o700, agent.uid, agent.gid);
     return;
@@ -115,10 +118,13 @@ export async function rollbackHome(
   if (await isSubvolume(agent.home)) {
     // Deleting a subvolume costs time in proportion to its files the kernel
     // still caches; renaming it into the trash is instant, so the agent is
-    // back at once and emptyTrash pays the rest afterwards.
+    // back at once and emptyTrash pays the rest afterwards. Mounts below the
+    // home move with it (out of the agent's reach: the trash is root's 0700),
+    // so unmounting them waits for emptyTrash too.
     await ensureDir(trashDir(town), 0o700);
     await rename(agent.home, path.join(trashDir(town), `${agent.name}.${Date.now()}`));
   } else {
+    await unmountBelow(agent.home, runner);
     await deleteSubvolume(agent.home, runner);
   }
   await runner.run("btrfs", ["subvolume", "snapshot", blankOf(town, agent), agent.home]);
@@ -126,10 +132,13 @@ export async function rollbackHome(
 
 export const trashDir = (town: ResolvedTown) => path.join(town.agentsDir, ".nuketown-trash");
 
-/** Delete the homes that rollbacks moved aside. */
+/** Delete the homes that rollbacks moved aside, and unmount the binds they took along. */
 export async function emptyTrash(town: ResolvedTown, runner: Runner): Promise<void> {
   const entries = await readdir(trashDir(town)).catch(() => [] as string[]);
-  for (const entry of entries) await deleteSubvolume(path.join(trashDir(town), entry), runner);
+  for (const entry of entries) {
+    await unmountBelow(path.join(trashDir(town), entry), runner);
+    await deleteSubvolume(path.join(trashDir(town), entry), runner);
+  }
 }
 
 /** Remove the home and its blank (persisted data is elsewhere and stays). */

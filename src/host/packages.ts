@@ -40,7 +40,21 @@ export async function observePackages(
   return { kind: "managed", manager, present: await queryPresent(manager, wanted, runner) };
 }
 
-export async function detectManager(runner: Runner): Promise<PackageManager | undefined> {
+/** Found once per runner: a host's package manager does not change under a running nuketown. */
+const detected = new WeakMap<Runner, Promise<PackageManager | undefined>>();
+
+export function detectManager(runner: Runner): Promise<PackageManager | undefined> {
+  let found = detected.get(runner);
+  if (found === undefined) {
+    found = probeManagers(runner);
+    // A probe that failed (not "missing": broken) is asked again next time.
+    found.catch(() => detected.delete(runner));
+    detected.set(runner, found);
+  }
+  return found;
+}
+
+async function probeManagers(runner: Runner): Promise<PackageManager | undefined> {
   for (const { manager, tools } of MANAGERS) {
     let all = true;
     for (const tool of tools) if (!(await runs(tool, runner))) all = false;

@@ -78,25 +78,36 @@ export async function ensurePersistSources(
 /**
  * Bind every persisted path onto the home. Call only while the agent has
  * no processes (right after a rollback): the targets are created in a home
- * the agent cannot touch meanwhile.
+ * the agent cannot touch meanwhile. Binds that do not nest are made at the
+ * same time (each is a `mount` process).
  */
 export async function mountPersisted(agent: ResolvedAgent, runner: Runner): Promise<void> {
   const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
-  for (const p of agent.persist) {
-    if (mounted.has(p.target)) continue;
-    await ensureTarget(agent, p);
-    // mount follows symlinks: refuse a target that is not where it should be, and check where the
-    // mount landed, so a path swapped under us can never put an agent's data over a system dir.
-    if ((await realpath(p.target)) !== p.target) {
-      throw new RefusedError(`${p.target} resolves elsewhere (a symlink on the way); not mounting`);
-    }
-    await runner.run("mount", ["--bind", p.source, p.target]);
-    if (!(await readMounts()).some((m) => m.mountPoint === p.target)) {
+  const wanted = agent.persist.filter((p) => !mounted.has(p.target));
+  const nested = (p: PersistedPath) =>
+    wanted.some((q) => q !== p && p.target.startsWith(`${q.target}/`));
+  const inner = wanted.filter(nested);
+  await Promise.all(wanted.filter((p) => !nested(p)).map((p) => bind(agent, p, runner)));
+  // Inside another bind: its target is made in the source the outer bind shows, after it.
+  for (const p of inner.sort((a, b) => a.target.length - b.target.length))
+    await bind(agent, p, runner);
+  const now = new Set((await readMounts()).map((m) => m.mountPoint));
+  for (const p of wanted) {
+    if (!now.has(p.target))
       throw new RefusedError(
         `the bind mount for ${p.target} did not land there; check the mount table`,
       );
-    }
   }
+}
+
+async function bind(agent: ResolvedAgent, p: PersistedPath, runner: Runner): Promise<void> {
+  await ensureTarget(agent, p);
+  // mount follows symlinks: refuse a target that is not where it should be, and check where the
+  // mount landed, so a path swapped under us can never put an agent's data over a system dir.
+  if ((await realpath(p.target)) !== p.target) {
+    throw new RefusedError(`${p.target} resolves elsewhere (a symlink on the way); not mounting`);
+  }
+  await runner.run("mount", ["--bind", p.source, p.target]);
 }
 
 async function ensureTarget(agent: ResolvedAgent, p: PersistedPath): Promise<void> {

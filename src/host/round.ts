@@ -1,25 +1,30 @@
 /**
- * A round: the agent's home is leveled and rebuilt. Stop the agent, unmount
- * its binds, roll the home back to blank, remount what persists, place its
- * identity and secrets, clone its repos, start it again.
+ * A round: the agent's home is leveled and rebuilt. Stop everything that
+ * runs as the agent (and verify it), clear what it left outside its home,
+ * unmount its binds, roll the home back to blank, remount what persists,
+ * place its identity and secrets, clone its repos, start it again. The
+ * whole round holds the agent's lock, so `nuketown up` does not start its
+ * daemon in the middle of it (and starts it right after).
  */
 
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
+import { withLockFile } from "../os/lock.ts";
 import type { Runner } from "../os/process.ts";
 import { signerRecordPath } from "../review/signers.ts";
 import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.ts";
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
 import { GUARDED_GIT_CONFIG, guardedFetchArgs } from "./git-guard.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
+import { removeSpooledJobs, resetRuntimeDir, sweepTempDirs } from "./leftovers.ts";
 import { observePackages } from "./packages.ts";
-import { ensurePersistSources, mountPersisted, unmountBelow } from "./persist.ts";
+import { ensurePersistSources, mountPersisted, readMounts } from "./persist.ts";
 import { presentPackages } from "./plan.ts";
 import { renderHomeArtifacts } from "./render/index.ts";
 import { renderRuntimeLinks } from "./render/runtime-config.ts";
-import { agentUnitName } from "./render/units.ts";
+import { agentUnitName, chatUnitName } from "./render/units.ts";
 import {
   derivePublicKey,
   importGpgKey,
@@ -28,6 +33,7 @@ import {
   secretTargets,
 } from "./secrets.ts";
 import type { SecretRecord } from "./state.ts";
+import { processesOf, stopUser } from "./stop.ts";
 
 export interface RoundContext {
   readonly town: ResolvedTown;
@@ -37,7 +43,27 @@ export interface RoundContext {
   readonly systemd: boolean;
   /** Progress and non-fatal problems (a repo that could not be cloned). */
   readonly log: (line: string) => void;
+  /** Where the agent leaves things outside its home (tests point them elsewhere). */
+  readonly leftovers?: {
+    readonly tempDirs?: readonly string[];
+    readonly crontabs?: readonly string[];
+    readonly at?: readonly string[];
+  };
+  /** Place the home's files through the as-agent writer (benchmarks compare). */
+  readonly writeAsAgent?: boolean;
 }
+
+/** The agent's lock: held by its round, and by `nuketown up` while it starts the agent's daemons. */
+export const agentLockFile = (town: Pick<ResolvedTown, "stateDir">, name: string) =>
+  path.join(town.stateDir, "locks", `${name}.lock`);
+
+/** Touched as each round of the agent ends: `up` knows its daemon was stopped by a round. */
+export const agentRoundStamp = (town: Pick<ResolvedTown, "stateDir">, name: string) =>
+  path.join(town.stateDir, "locks", `${name}.round`);
+
+/** Where the agents' locks live: root's. */
+export const agentLockDir = (town: Pick<ResolvedTown, "stateDir">) =>
+  path.join(town.stateDir, "locks");
 
 export interface RoundResult {
   readonly agent: string;
@@ -132,36 +158,84 @@ export function roundDigest(
   return hash.digest("hex");
 }
 
-/** Stop everything running as the agent and wait until nothing is left. */
+/**
+ * Stop everything running as the agent — its units, its user manager, and
+ * every process of its uid wherever it runs — and verify that nothing is
+ * left; throws, naming the survivors, when something outlives SIGKILL.
+ */
 export async function stopAgent(
   ctx: Pick<RoundContext, "runner" | "systemd">,
-  agent: Pick<ResolvedAgent, "name" | "uid">,
+  agent: Pick<ResolvedAgent, "name" | "uid"> & { readonly gid?: number },
 ): Promise<void> {
   if (ctx.systemd) {
-    await ctx.runner.run("systemctl", ["stop", agentUnitName(agent.name)], { allowFailure: true });
+    // The user manager too: lingering user services run as the agent and would start again.
+    await ctx.runner.run(
+      "systemctl",
+      ["stop", agentUnitName(agent.name), chatUnitName(agent.name), `user@${agent.uid}.service`],
+      { allowFailure: true },
+    );
   }
-  await killAgentProcesses(ctx, agent);
+  await stopUser({ name: agent.name, uid: agent.uid, gid: agent.gid ?? agent.uid }, ctx);
 }
 
-/** SIGKILL everything running as the agent, until nothing is left. */
-async function killAgentProcesses(
-  ctx: Pick<RoundContext, "runner">,
-  agent: Pick<ResolvedAgent, "name" | "uid">,
-): Promise<void> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const left = await ctx.runner.run("pgrep", ["-u", String(agent.uid)], { allowFailure: true });
-    if (left.code !== 0) return;
-    await ctx.runner.run("pkill", ["-KILL", "-u", String(agent.uid)], { allowFailure: true });
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`processes of ${agent.name} (uid ${agent.uid}) survive SIGKILL`);
+/** A scan: nothing started as the agent since it was stopped; else stop it again. */
+async function verifyStopped(ctx: Pick<RoundContext, "runner">, agent: ResolvedAgent) {
+  if (processesOf(agent.uid).length > 0) await stopUser(agent, ctx);
+}
+
+/**
+ * Clear what the agent left outside its home: its files in the shared temp
+ * dirs, its crontab and `at` jobs, its runtime dir (and TMPDIR). Warnings
+ * for its directories that stay (they hold other users' files).
+ */
+export async function clearLeftovers(
+  ctx: Pick<RoundContext, "town" | "leftovers">,
+  agent: Pick<ResolvedAgent, "name" | "uid" | "gid" | "runtimeDir">,
+): Promise<string[]> {
+  const { town } = ctx;
+  removeSpooledJobs(agent, {
+    ...(ctx.leftovers?.crontabs && { crontabs: ctx.leftovers.crontabs }),
+    ...(ctx.leftovers?.at && { at: ctx.leftovers.at }),
+  });
+  const swept = sweepTempDirs({
+    uid: agent.uid,
+    ...(ctx.leftovers?.tempDirs && { roots: ctx.leftovers.tempDirs }),
+    // The town's own trees (under /tmp in tests, or by a declaration) are not temp files.
+    skip: [town.agentsDir, town.persistDir, town.stateDir, town.runtimeDir],
+    mounts: await readMounts(),
+  });
+  await resetRuntimeDir(agent);
+  return swept.kept.map(
+    (dir) => `${dir} stays: it is ${agent.name}'s but holds other users' files (or lies too deep)`,
+  );
 }
 
 export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResult> {
+  await ensureDir(agentLockDir(ctx.town), 0o700);
+  // The supervisor holds it only while it starts a daemon: wait that out.
+  return withLockFile(
+    agentLockFile(ctx.town, agent.name),
+    `reset of ${agent.name}`,
+    async () => {
+      try {
+        return await round(ctx, agent);
+      } finally {
+        // Tells `up` that its daemon stopped for a round, even one this fast.
+        const stamp = agentRoundStamp(ctx.town, agent.name);
+        const now = new Date();
+        await utimes(stamp, now, now).catch(() => writeFile(stamp, "", { mode: 0o600 }));
+      }
+    },
+    { waitMs: 30_000 },
+  );
+}
+
+async function round(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResult> {
   const { town, runner } = ctx;
   const warnings: string[] = [];
+  // Nothing below runs until no process of the agent is left: a failure here rolls back nothing.
   await stopAgent(ctx, agent);
-  await unmountBelow(agent.home, runner);
+  warnings.push(...(await clearLeftovers(ctx, agent)));
   if (await exists(agent.home)) await rollbackHome(town, agent, runner);
   else await createHome(town, agent, runner);
 
@@ -169,17 +243,23 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
   await mountPersisted(agent, runner);
   // Looked at now: apply installs packages before the rounds it plans.
   const present = presentPackages(await observePackages(agent.packages, runner), agent.packages);
-  const secrets = await placeIdentity(ctx, agent, present);
+  const placed = await placeIdentity(ctx, agent, present);
+  const { secrets } = placed;
+  const ranAsAgent = placed.ranAsAgent || agent.repos.length > 0;
   warnings.push(...(await cloneRepos(ctx, agent)));
+  // Whatever ran as the agent during the round (git, gpg: it should have left nothing) ends
+  // here, before the fresh home is handed back; otherwise a scan proves nothing started.
+  if (ranAsAgent) await stopUser(agent, ctx);
+  else await verifyStopped(ctx, agent);
 
-  // Where the agent's daemon puts its socket: /run is empty after boot, and the round runs first.
-  await ensureDir(agent.runtimeDir, 0o711, agent.uid, agent.gid);
   if (ctx.systemd) {
     // --no-block: at boot this runs inside the reset unit, which the agent unit is ordered
     // after; waiting for the start job would wait for ourselves.
-    await runner.run("systemctl", ["start", "--no-block", agentUnitName(agent.name)], {
-      allowFailure: true,
-    });
+    await runner.run(
+      "systemctl",
+      ["start", "--no-block", agentUnitName(agent.name), `user@${agent.uid}.service`],
+      { allowFailure: true },
+    );
   }
   return {
     agent: agent.name,
@@ -191,14 +271,15 @@ export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promi
 }
 
 /**
- * Identity, instructions, git and SSH config, and secrets, written as the
- * agent. Returns what was placed of the secrets, for the agent's record.
+ * Identity, instructions, git and SSH config, and secrets, owned by the
+ * agent. Returns what was placed of the secrets, for the agent's record, and
+ * whether a program ran as the agent to do it.
  */
 async function placeIdentity(
   ctx: RoundContext,
   agent: ResolvedAgent,
   presentPackages: readonly string[] | undefined,
-): Promise<Record<string, SecretRecord>> {
+): Promise<{ secrets: Record<string, SecretRecord>; ranAsAgent: boolean }> {
   const files: HomeFile[] = [];
   const records: Record<string, SecretRecord> = {};
   let publicKey: string | undefined;
@@ -228,14 +309,22 @@ async function placeIdentity(
   for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey, presentPackages)) {
     files.push({ path: artifact.path, content: artifact.content, mode: artifact.mode });
   }
-  await writeFilesAsAgent(ctx.town, agent, files, ctx.runner, renderRuntimeLinks(agent));
+  const ranWriter = await writeFilesAsAgent(
+    ctx.town,
+    agent,
+    files,
+    ctx.runner,
+    renderRuntimeLinks(agent),
+    { asAgent: ctx.writeAsAgent === true },
+  );
   if (agent.secrets.gpgKey) {
     const hash = await fileHash(agent.secrets.gpgKey.file);
     const armored = await ctx.decryptor.decrypt(agent.secrets.gpgKey);
     records[GPG_SECRET_ID] = secretRecord(agent.secrets.gpgKey, hash, sha256(armored));
     await importGpgKey(agent, armored, ctx.runner);
+    return { secrets: records, ranAsAgent: true };
   }
-  return records;
+  return { secrets: records, ranAsAgent: ranWriter };
 }
 
 async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<string[]> {
@@ -267,8 +356,5 @@ async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<stri
     if (result.code !== 0)
       warnings.push(`${repo.url}: ${result.stderr.trim().split("\n").pop() ?? "git failed"}`);
   }
-  // Whatever git started as the agent (it should be nothing) ends with this step of the
-  // round, before the fresh home is handed back.
-  await killAgentProcesses(ctx, agent);
   return warnings;
 }

@@ -26,6 +26,8 @@ export interface MountEntry {
   readonly fsType: string;
   /** Device or source, e.g. /dev/loop3. */
   readonly source: string;
+  /** The file system's own options, e.g. `rw,hidepid=invisible` for proc. */
+  readonly superOptions?: string;
 }
 
 const lines = (text: string) =>
@@ -62,6 +64,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const mountPoint = fields[4];
     const fsType = fields[separator + 1];
     const source = fields[separator + 2];
+    const superOptions = fields[separator + 3];
     if (root === undefined || mountPoint === undefined || fsType === undefined) return [];
     return [
       {
@@ -69,6 +72,7 @@ export function parseMountinfo(text: string): MountEntry[] {
         mountPoint: decodeOctal(mountPoint),
         fsType,
         source: decodeOctal(source ?? ""),
+        ...(superOptions !== undefined && { superOptions: decodeOctal(superOptions) }),
       },
     ];
   });
@@ -126,4 +130,45 @@ export function ttyDeviceName(ttyNr: number): string | undefined {
   if (major === 4) return minor < 64 ? `/dev/tty${minor}` : `/dev/ttyS${minor - 64}`;
   if (major === 5 && minor === 1) return "/dev/console";
   return `/dev/char/${major}:${minor}`;
+}
+
+/** What reset needs to know of a process, from /proc/<pid>/status. */
+export interface ProcStatus {
+  readonly pid: number;
+  /** The command name (`Name:`), for messages. */
+  readonly name: string;
+  /** One letter: R, S, D, T, t, I, and Z (zombie) or X (dead), which are gone already. */
+  readonly state: string;
+  /** Real, effective, saved and file-system uid, in that order. */
+  readonly uids: readonly number[];
+}
+
+/** /proc/<pid>/status; undefined when it lacks the Uid or State lines. */
+export function parseProcStatus(pid: number, text: string): ProcStatus | undefined {
+  let name = "";
+  let state: string | undefined;
+  let uids: number[] | undefined;
+  for (const line of text.split("\n")) {
+    const tab = line.indexOf(":");
+    if (tab < 0) continue;
+    const key = line.slice(0, tab);
+    const value = line.slice(tab + 1).trim();
+    if (key === "Name") name = value;
+    else if (key === "State") state = value.charAt(0);
+    else if (key === "Uid") uids = value.split(/\s+/).map(Number);
+  }
+  if (state === undefined || uids === undefined || uids.length < 4 || uids.some(Number.isNaN))
+    return undefined;
+  return { pid, name, state, uids };
+}
+
+/**
+ * A live process that runs as `uid`: its real, effective or saved uid is it
+ * (a setuid program the agent started counts). Zombies and dead processes
+ * are gone already: they hold nothing but a pid, and wait for a parent that
+ * may be slow to reap them.
+ */
+export function runsAs(status: ProcStatus, uid: number): boolean {
+  if (status.state === "Z" || status.state === "X") return false;
+  return status.uids.slice(0, 3).includes(uid);
 }

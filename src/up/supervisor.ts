@@ -7,10 +7,12 @@
  * its first instruction, and what it leaves there is killed when it ends.
  */
 import { closeSync, openSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import { GATED_EXEC_SCRIPT } from "../agent/cgroup.ts";
 import { delegateCgroup, destroyCgroup, moveToCgroup } from "../agent/containment.ts";
-import { type ChildProcess, startProcess } from "../os/process.ts";
+import { stopUser } from "../host/stop.ts";
+import { acquireLock, type LockHolder, lockHolder, releaseLock } from "../os/lock.ts";
+import { type ChildProcess, startProcess, systemRunner } from "../os/process.ts";
 
 export interface ServiceSpec {
   readonly name: string;
@@ -35,6 +37,14 @@ export interface ServiceSpec {
    * removed when the supervisor stops.
    */
   readonly cgroup?: string;
+  /**
+   * The agent's round (a reset) and this service: never started while the
+   * round holds `lock` (the supervisor takes it to start the service), and
+   * restarted at once, without back-off, when it died because a round ran:
+   * while the lock was held, or after its process started (`stamp`'s mtime,
+   * touched by every round as it ends).
+   */
+  readonly round?: { readonly lock: string; readonly stamp: string };
 }
 
 export interface ServiceState {
@@ -73,6 +83,8 @@ export class Supervisor {
   readonly #minDelay: number;
   readonly #maxDelay: number;
   #stopping = false;
+  /** Ends every wait for a round's lock when the supervisor stops. */
+  readonly #stopped = new AbortController();
 
   constructor(specs: readonly ServiceSpec[], options: SupervisorOptions = {}) {
     this.#onEvent = options.onEvent ?? (() => {});
@@ -140,6 +152,7 @@ export class Supervisor {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.#stopping = true;
+    this.#stopped.abort();
     await Promise.all(
       this.#services.map(async (service) => {
         clearTimeout(service.timer);
@@ -178,10 +191,34 @@ export class Supervisor {
   }
 
   #launch(service: Running): void {
-    void this.#prepareCgroup(service.spec).then((inCgroup) => this.#spawn(service, inCgroup));
+    void this.#start(service);
   }
 
-  #spawn(service: Running, inCgroup: boolean): void {
+  /** Start the service, holding its round's lock meanwhile: a round waits until it runs. */
+  async #start(service: Running): Promise<void> {
+    const lock = service.spec.round?.lock;
+    if (lock !== undefined) {
+      try {
+        // Waits out a round that holds it (the supervisor never gives up on a service).
+        await acquireLock(lock, `supervisor (starting ${service.spec.name})`, {
+          waitMs: Number.MAX_SAFE_INTEGER,
+          signal: this.#stopped.signal,
+        });
+      } catch (error) {
+        if (this.#stopping) return;
+        this.#onEvent(`${service.spec.name}: cannot take ${lock}: ${(error as Error).message}`);
+      }
+    }
+    try {
+      const inCgroup = await this.#prepareCgroup(service.spec);
+      await this.#spawn(service, inCgroup);
+    } finally {
+      if (lock !== undefined) await releaseLock(lock).catch(() => {});
+    }
+  }
+
+  /** Resolves once the child runs its program (in its cgroup, when it has one). */
+  async #spawn(service: Running, inCgroup: boolean): Promise<void> {
     if (this.#stopping) return;
     const { spec } = service;
     let child: ChildProcess;
@@ -221,12 +258,13 @@ export class Supervisor {
     }
     service.child = child;
     service.since = new Date();
+    let moved: Promise<void> | undefined;
     if (inCgroup && spec.cgroup !== undefined) {
       const cgroup = spec.cgroup;
       const gate = child.stdin;
       gate?.on("error", () => {});
       const pid = child.pid;
-      void (pid === undefined ? Promise.resolve() : moveToCgroup(cgroup, pid))
+      moved = (pid === undefined ? Promise.resolve() : moveToCgroup(cgroup, pid))
         .catch((error: Error) =>
           this.#onEvent(`${spec.name}: cannot move it into ${cgroup}: ${error.message}`),
         )
@@ -253,11 +291,41 @@ export class Supervisor {
       // A daemon that gives up says why last (a refused chat token): that is the exit's reason.
       void lastLogLine(spec.log).then((line) => died(`exited ${code}${line ? `: ${line}` : ""}`));
     });
+    await moved;
   }
 
   #died(service: Running, why: string): void {
+    const since = service.since?.getTime() ?? Date.now();
+    void this.#roundRan(service, since).then((round) => {
+      if (round === undefined) return this.#restart(service, why, since);
+      service.lastExit = why;
+      if (this.#stopping) return;
+      // The round stopped it and kills whatever it left: no reaping, no back-off.
+      this.#onEvent(
+        `${service.spec.name}: ${why} by ${round}; starting it again as soon as the round ends`,
+      );
+      service.restarts++;
+      this.#launch(service);
+    });
+  }
+
+  /** Who stopped the service, when a round did: it holds the lock, or ended after the service started. */
+  async #roundRan(service: Running, since: number): Promise<string | undefined> {
+    const round = service.spec.round;
+    if (round === undefined) return undefined;
+    const holder: LockHolder | undefined = await lockHolder(round.lock).catch(() => undefined);
+    if (holder !== undefined && holder.pid !== process.pid)
+      return `${holder.what || "a round"} (pid ${holder.pid})`;
+    const ended = await stat(round.stamp).then(
+      (s) => s.mtimeMs,
+      () => 0,
+    );
+    return ended >= since ? "a round" : undefined;
+  }
+
+  #restart(service: Running, why: string, since: number): void {
     const { spec } = service;
-    const uptime = Date.now() - (service.since?.getTime() ?? Date.now());
+    const uptime = Date.now() - since;
     service.lastExit = why;
     if (this.#stopping) return;
     let delay: number;
@@ -273,12 +341,26 @@ export class Supervisor {
     }
     // What the daemon started (its runtimes, in their own process groups) outlives it:
     // a new daemon must not find the old one's work still running.
-    const reaped = Promise.all([
-      spec.cgroup === undefined ? undefined : destroyCgroup(spec.cgroup).catch(() => {}),
-      spec.reapUser !== false && spec.uid !== undefined && spec.uid !== 0
-        ? killUser(spec.uid)
-        : undefined,
-    ]);
+    const reap = async () => {
+      if (spec.cgroup !== undefined) await destroyCgroup(spec.cgroup).catch(() => {});
+      if (spec.reapUser !== false && spec.uid !== undefined && spec.uid !== 0)
+        await stopUser(
+          { name: spec.name, uid: spec.uid, gid: spec.gid ?? spec.uid },
+          { runner: systemRunner },
+        ).catch((error: Error) => this.#onEvent(`${spec.name}: ${error.message}`));
+    };
+    // Under the round's lock: a round that starts meanwhile must not have its own work killed.
+    const lock = spec.round?.lock;
+    const reaped =
+      lock === undefined
+        ? reap()
+        : acquireLock(lock, `supervisor (reaping ${spec.name})`, {
+            waitMs: Number.MAX_SAFE_INTEGER,
+            signal: this.#stopped.signal,
+          }).then(
+            () => reap().finally(() => releaseLock(lock).catch(() => {})),
+            () => (this.#stopping ? undefined : reap()),
+          );
     void reaped.then(() => {
       if (this.#stopping) return;
       service.timer = setTimeout(() => {
@@ -309,17 +391,4 @@ async function lastLogLine(file: string): Promise<string> {
   } catch {
     return "";
   }
-}
-
-/** SIGKILL every process of a user (pkill -KILL -u); never fails. */
-function killUser(uid: number): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      const pkill = startProcess("pkill", ["-KILL", "-u", String(uid)], { stdio: "ignore" });
-      pkill.on("error", () => resolve());
-      pkill.on("close", () => resolve());
-    } catch {
-      resolve();
-    }
-  });
 }

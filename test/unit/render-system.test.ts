@@ -276,6 +276,7 @@ describe("systemd units", () => {
       '"FMT=100%%"',
       '"NODE_OPTIONS=--max-old-space-size=4096"',
       '"QUOTE=say \\"hi\\""',
+      '"TMPDIR=/run/nuketown/agents/ada/tmp"',
       '"WIN=C:\\\\x"',
     ]);
   });
@@ -287,8 +288,11 @@ describe("systemd units", () => {
     );
     assert.deepEqual(directive(unit(town, agentUnitName("ada")), "Environment"), [
       '"PATH=/usr/local/libexec/nuketown/shim:/opt/bin:/usr/bin"',
+      '"TMPDIR=/run/nuketown/agents/ada/tmp"',
     ]);
-    assert.deepEqual(directive(unit(town, agentUnitName("bob")), "Environment"), []);
+    assert.deepEqual(directive(unit(town, agentUnitName("bob")), "Environment"), [
+      '"TMPDIR=/run/nuketown/agents/bob/tmp"',
+    ]);
     const plainSudo = unit(townWith({ sudo: { enable: true } }), agentUnitName("ada"));
     assert.match(
       directive(plainSudo, "Environment")[0] ?? "",

@@ -21,6 +21,12 @@ export function dashboardRuns(town: ResolvedTown): boolean {
   return town.approval.channels.includes("web") || town.chat.transport === "local";
 }
 
+/**
+ * The agent's TMPDIR: private (0700, its own), in its runtime dir, emptied by
+ * every round, so nothing it keeps in temp files outlives the round.
+ */
+export const agentTmpDir = (agent: Pick<ResolvedAgent, "runtimeDir">) => `${agent.runtimeDir}/tmp`;
+
 /** Name of the service running one agent. */
 export function agentUnitName(agent: string): string {
   return `nuketown-agent-${agent}.service`;
@@ -257,12 +263,16 @@ function chatUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
   });
 }
 
-/** runtime.env sorted by key, with the sudo shim first in PATH for sudo agents. */
+/**
+ * runtime.env sorted by key, with the sudo shim first in PATH for sudo agents
+ * and TMPDIR the agent's private one (emptied by every round) unless declared.
+ */
 function agentEnvironment(town: ResolvedTown, agent: ResolvedAgent): string[] {
   const env = new Map(Object.entries(agent.runtime.env));
   if (agent.sudo.enable) {
     env.set("PATH", `${town.install.shimDir}:${env.get("PATH") ?? DEFAULT_PATH}`);
   }
+  if (!env.has("TMPDIR")) env.set("TMPDIR", agentTmpDir(agent));
   return [...env.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([key, value]) => environmentLine(key, value));
