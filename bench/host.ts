@@ -20,7 +20,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { applyPlan } from "../src/host/apply.ts";
+import { trashDir } from "../src/host/homes.ts";
 import { observeHost, systemdIsInit } from "../src/host/observe.ts";
+import { unmountBelow } from "../src/host/persist.ts";
 import { describeAction, planHost } from "../src/host/plan.ts";
 import { resetAgent } from "../src/host/round.ts";
 import { createDecryptor } from "../src/host/secrets.ts";
@@ -255,7 +257,11 @@ async function timedReset(
   const t0 = performance.now();
   await resetAgent(roundContext(bench, town), agent);
   const ms = performance.now() - t0;
-  return { ms, spent: new Map(bench.spent) };
+  const spent = new Map(bench.spent);
+  // A btrfs rollback takes the old home's binds into the trash; `nuketown reset` unmounts them
+  // once the agents are back (emptyTrash). Untimed, so the mount table does not grow run by run.
+  await unmountBelow(trashDir(town), systemRunner);
+  return { ms, spent };
 }
 
 /**

@@ -22,7 +22,7 @@ import { installPackages } from "./packages.ts";
 import { purgePersisted, unmountBelow } from "./persist.ts";
 import { type Action, deviceGrants, type HostPlan } from "./plan.ts";
 import { agentUnitName, chatUnitName, type UnitFile } from "./render/units.ts";
-import { type RoundContext, resetAgent, stopAgent } from "./round.ts";
+import { clearLeftovers, type RoundContext, resetAgent, stopAgent } from "./round.ts";
 import { type DeviceGrant, type HostState, readState, writeState } from "./state.ts";
 import { verifySudoers, verifyUnits } from "./verify.ts";
 
@@ -294,6 +294,13 @@ async function execute(
         await runner.run("loginctl", ["disable-linger", gone.name], { allowFailure: true });
       }
       await stopAgent({ runner, systemd: false }, gone);
+      // Its uid may be given to a new agent later: nothing of it stays in the shared temp dirs.
+      for (const warning of await clearLeftovers(
+        ctx,
+        { ...gone, gid: gone.uid, runtimeDir: path.join(town.runtimeDir, "agents", gone.name) },
+        { removed: true },
+      ))
+        warnings.push(warning);
       await unmountBelow(action.home, runner);
       await removeHome(town, { name: gone.name, home: action.home }, runner);
       // Exit 6 means "no such user/group" (a run interrupted after it): fine. Anything

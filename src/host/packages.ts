@@ -4,14 +4,36 @@
  * non-interactive command that installs the missing ones. On NixOS
  * (/etc/NIXOS) packages come from Nix and nothing here runs a program.
  */
-import { access } from "node:fs/promises";
+import { access, readFile, stat } from "node:fs/promises";
 import { FailedError, MissingToolError } from "../errors.ts";
+import { writeFileAtomic } from "../os/files.ts";
 import type { CommandResult, Runner } from "../os/process.ts";
 import type { ObservedPackages, PackageManager } from "./plan.ts";
 
 export interface PackageObserveOptions {
   /** The file whose presence means NixOS. @default "/etc/NIXOS" */
   readonly nixosMarker?: string;
+  /**
+   * Keep dpkg's answer here (a root-owned file beside the state) and give it
+   * again, without running anything, while dpkg's database is the same file
+   * (inode, size, mtime: every install and removal rewrites it) and no other
+   * name is asked: a round asks every time, the packages rarely change.
+   */
+  readonly cacheFile?: string;
+  /** dpkg's database. @default "/var/lib/dpkg/status" */
+  readonly dpkgStatus?: string;
+}
+
+interface PackageCache {
+  readonly manager: "apt-get";
+  readonly database: string;
+  readonly asked: readonly string[];
+  readonly present: readonly string[];
+}
+
+async function databaseStamp(file: string): Promise<string | undefined> {
+  const info = await stat(file).catch(() => undefined);
+  return info && `${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}`;
 }
 
 /** The managers nuketown knows, in the order they are looked for, with every program each needs. */
@@ -35,9 +57,47 @@ export async function observePackages(
     () => false,
   );
   if (nixos) return { kind: "nixos" };
+  const database = options.cacheFile
+    ? await databaseStamp(options.dpkgStatus ?? "/var/lib/dpkg/status")
+    : undefined;
+  const cached =
+    options.cacheFile && database !== undefined
+      ? ((await readFile(options.cacheFile, "utf8").then(JSON.parse, () => undefined)) as
+          | PackageCache
+          | undefined)
+      : undefined;
+  const current =
+    cached?.manager === "apt-get" && cached.database === database ? cached : undefined;
+  if (current !== undefined) {
+    if (wanted.every((name) => current.asked.includes(name))) {
+      return {
+        kind: "managed",
+        manager: "apt-get",
+        present: wanted.filter((name) => current.present.includes(name)),
+      };
+    }
+  }
   const manager = await detectManager(runner);
   if (manager === undefined) return { kind: "unsupported" };
-  return { kind: "managed", manager, present: await queryPresent(manager, wanted, runner) };
+  const present = await queryPresent(manager, wanted, runner);
+  if (options.cacheFile && database !== undefined && manager === "apt-get") {
+    // Merged with what other agents' rounds asked against the same database.
+    const cache: PackageCache = {
+      manager,
+      database,
+      asked: [...new Set([...(current?.asked ?? []), ...wanted])].sort(),
+      present: [
+        ...new Set([
+          ...(current?.present ?? []).filter((name) => !wanted.includes(name)),
+          ...present,
+        ]),
+      ].sort(),
+    };
+    await writeFileAtomic(options.cacheFile, `${JSON.stringify(cache)}\n`, { mode: 0o644 }).catch(
+      () => {},
+    );
+  }
+  return { kind: "managed", manager, present };
 }
 
 /** Found once per runner: a host's package manager does not change under a running nuketown. */

@@ -7,7 +7,7 @@ import { lchown, lstat, mkdir, open, realpath, rm } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { readMountinfo } from "../os/etc.ts";
-import { ensureDir } from "../os/files.ts";
+import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
 import { mountsBelow } from "../os/tables.ts";
 import type { PersistedPath, ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -78,19 +78,24 @@ export async function ensurePersistSources(
 /**
  * Bind every persisted path onto the home. Call only while the agent has
  * no processes (right after a rollback): the targets are created in a home
- * the agent cannot touch meanwhile. Binds that do not nest are made at the
- * same time (each is a `mount` process).
+ * the agent cannot touch meanwhile. The binds are made by one `mount --all`
+ * of an fstab written for them in `scratch` (a directory only root writes):
+ * a round pays for starting one program, not one per persisted path.
  */
-export async function mountPersisted(agent: ResolvedAgent, runner: Runner): Promise<void> {
+export async function mountPersisted(
+  agent: ResolvedAgent,
+  runner: Runner,
+  scratch: string,
+): Promise<void> {
   const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
   const wanted = agent.persist.filter((p) => !mounted.has(p.target));
   const nested = (p: PersistedPath) =>
     wanted.some((q) => q !== p && p.target.startsWith(`${q.target}/`));
-  const inner = wanted.filter(nested);
-  await Promise.all(wanted.filter((p) => !nested(p)).map((p) => bind(agent, p, runner)));
-  // Inside another bind: its target is made in the source the outer bind shows, after it.
-  for (const p of inner.sort((a, b) => a.target.length - b.target.length))
-    await bind(agent, p, runner);
+  // A bind inside another: its target is made in what the outer bind shows, once it is there.
+  const outer = wanted.filter((p) => !nested(p));
+  const inner = wanted.filter(nested).sort((a, b) => a.target.length - b.target.length);
+  await bindAll(agent, outer, runner, scratch);
+  for (const p of inner) await bindAll(agent, [p], runner, scratch);
   const now = new Set((await readMounts()).map((m) => m.mountPoint));
   for (const p of wanted) {
     if (!now.has(p.target))
@@ -100,14 +105,37 @@ export async function mountPersisted(agent: ResolvedAgent, runner: Runner): Prom
   }
 }
 
-async function bind(agent: ResolvedAgent, p: PersistedPath, runner: Runner): Promise<void> {
-  await ensureTarget(agent, p);
-  // mount follows symlinks: refuse a target that is not where it should be, and check where the
-  // mount landed, so a path swapped under us can never put an agent's data over a system dir.
-  if ((await realpath(p.target)) !== p.target) {
-    throw new RefusedError(`${p.target} resolves elsewhere (a symlink on the way); not mounting`);
+/** fstab's escapes for a path: space, tab, newline and backslash as \ooo (fstab(5)). */
+export function fstabPath(file: string): string {
+  return file.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+
+async function bindAll(
+  agent: ResolvedAgent,
+  binds: readonly PersistedPath[],
+  runner: Runner,
+  scratch: string,
+): Promise<void> {
+  if (binds.length === 0) return;
+  for (const p of binds) {
+    await ensureTarget(agent, p);
+    // mount follows symlinks: refuse a target that is not where it should be, and check where
+    // the mount landed, so a path swapped under us can never put an agent's data over a system dir.
+    if ((await realpath(p.target)) !== p.target) {
+      throw new RefusedError(`${p.target} resolves elsewhere (a symlink on the way); not mounting`);
+    }
   }
-  await runner.run("mount", ["--bind", p.source, p.target]);
+  const fstab = path.join(scratch, `${agent.name}.fstab`);
+  await writeFileAtomic(
+    fstab,
+    binds.map((p) => `${fstabPath(p.source)} ${fstabPath(p.target)} none bind 0 0\n`).join(""),
+    { mode: 0o600 },
+  );
+  try {
+    await runner.run("mount", ["--all", "--fstab", fstab]);
+  } finally {
+    await rm(fstab, { force: true });
+  }
 }
 
 async function ensureTarget(agent: ResolvedAgent, p: PersistedPath): Promise<void> {
@@ -119,8 +147,16 @@ async function ensureTarget(agent: ResolvedAgent, p: PersistedPath): Promise<voi
   }
 }
 
-/** Unmount everything mounted at or below the home, deepest first. */
+/** Unmount everything mounted below `dir`, deepest first (in one `umount` when none is busy). */
 export async function unmountBelow(dir: string, runner: Runner): Promise<void> {
+  const below = mountsBelow(await readMounts(), dir).filter((m) => m.mountPoint !== dir);
+  if (below.length === 0) return;
+  const all = await runner.run(
+    "umount",
+    below.map((m) => m.mountPoint),
+    { allowFailure: true },
+  );
+  if (all.code === 0) return;
   for (const mount of mountsBelow(await readMounts(), dir)) {
     if (mount.mountPoint === dir) continue;
     const result = await runner.run("umount", [mount.mountPoint], { allowFailure: true });

@@ -8,8 +8,9 @@
  */
 
 import { createHash } from "node:crypto";
-import { readFile, utimes, writeFile } from "node:fs/promises";
+import { readFile, rm, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { FailedError } from "../errors.ts";
 import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { withLockFile } from "../os/lock.ts";
 import type { Runner } from "../os/process.ts";
@@ -191,6 +192,7 @@ async function verifyStopped(ctx: Pick<RoundContext, "runner">, agent: ResolvedA
 export async function clearLeftovers(
   ctx: Pick<RoundContext, "town" | "leftovers">,
   agent: Pick<ResolvedAgent, "name" | "uid" | "gid" | "runtimeDir">,
+  options: { readonly removed?: boolean } = {},
 ): Promise<string[]> {
   const { town } = ctx;
   removeSpooledJobs(agent, {
@@ -204,7 +206,9 @@ export async function clearLeftovers(
     skip: [town.agentsDir, town.persistDir, town.stateDir, town.runtimeDir],
     mounts: await readMounts(),
   });
-  await resetRuntimeDir(agent);
+  // A removed agent's runtime dir goes; a new round's is made afresh.
+  if (options.removed) await rm(agent.runtimeDir, { recursive: true, force: true });
+  else await resetRuntimeDir(agent);
   return swept.kept.map(
     (dir) => `${dir} stays: it is ${agent.name}'s but holds other users' files (or lies too deep)`,
   );
@@ -234,15 +238,25 @@ async function round(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResu
   const { town, runner } = ctx;
   const warnings: string[] = [];
   // Nothing below runs until no process of the agent is left: a failure here rolls back nothing.
-  await stopAgent(ctx, agent);
+  try {
+    await stopAgent(ctx, agent);
+  } catch (error) {
+    throw new FailedError(`${(error as Error).message}; its home was not rolled back`);
+  }
   warnings.push(...(await clearLeftovers(ctx, agent)));
   if (await exists(agent.home)) await rollbackHome(town, agent, runner);
   else await createHome(town, agent, runner);
 
   await ensurePersistSources(town, agent);
-  await mountPersisted(agent, runner);
+  // Its fstab is written beside the locks: a directory only root writes.
+  await mountPersisted(agent, runner, agentLockDir(town));
   // Looked at now: apply installs packages before the rounds it plans.
-  const present = presentPackages(await observePackages(agent.packages, runner), agent.packages);
+  const present = presentPackages(
+    await observePackages(agent.packages, runner, {
+      cacheFile: path.join(town.stateDir, "packages.json"),
+    }),
+    agent.packages,
+  );
   const placed = await placeIdentity(ctx, agent, present);
   const { secrets } = placed;
   const ranAsAgent = placed.ranAsAgent || agent.repos.length > 0;

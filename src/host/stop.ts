@@ -16,7 +16,7 @@
  * cgroups are empty; zombies are dead and do not count. Whatever a root
  * launcher started as the agent meanwhile is killed on the next pass.
  */
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { locateCgroup } from "../agent/cgroup.ts";
@@ -46,6 +46,19 @@ export interface StopResult {
   readonly cgroups: readonly string[];
 }
 
+/** The head of a status file holds Name, State and Uid: one read, into one buffer. */
+const statusBuffer = Buffer.alloc(4096);
+
+function readStatus(file: string): string {
+  const fd = openSync(file, "r");
+  try {
+    const n = readSync(fd, statusBuffer, 0, statusBuffer.length, 0);
+    return statusBuffer.toString("latin1", 0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Live processes running as `uid` (real, effective or saved), read from /proc now. */
 export function processesOf(uid: number, proc = "/proc"): ProcStatus[] {
   let names: string[];
@@ -62,7 +75,7 @@ export function processesOf(uid: number, proc = "/proc"): ProcStatus[] {
     if (!Number.isInteger(pid) || pid === process.pid) continue;
     let text: string;
     try {
-      text = readFileSync(`${proc}/${name}/status`, "latin1");
+      text = readStatus(`${proc}/${name}/status`);
     } catch {
       continue; // gone meanwhile
     }
@@ -134,7 +147,7 @@ async function killAllAs(user: StopTarget, runner: Runner): Promise<boolean> {
 /** SIGKILL from root, after checking that the pid is still a process of the user. */
 function killAsRoot(pid: number, uid: number, proc: string): void {
   try {
-    const status = parseProcStatus(pid, readFileSync(`${proc}/${pid}/status`, "latin1"));
+    const status = parseProcStatus(pid, readStatus(`${proc}/${pid}/status`));
     if (status !== undefined && runsAs(status, uid)) process.kill(pid, "SIGKILL");
   } catch {
     // Gone already.
@@ -179,6 +192,9 @@ async function describe(left: readonly ProcStatus[], cgroups: readonly string[])
  * (a process stuck in the kernel: state D).
  */
 export async function stopUser(user: StopTarget, options: StopOptions): Promise<StopResult> {
+  // kill(-1) as root would end every process on the host.
+  if (!Number.isInteger(user.uid) || user.uid <= 0)
+    throw new Error(`refusing to stop every process of uid ${user.uid} (${user.name})`);
   const proc = options.proc ?? "/proc";
   const deadline = Date.now() + (options.withinMs ?? 5000);
   const found = processesOf(user.uid, proc);

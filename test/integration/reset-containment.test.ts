@@ -21,6 +21,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  rmdirSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -349,4 +350,43 @@ describe("a reset against an agent that tries to outlive it", {
       rmSync(`/tmp/${TAG}-dir`, { recursive: true, force: true });
     });
   }
+
+  it("fails loudly, naming the survivor, and rolls nothing back when a process outlives SIGKILL", async (t) => {
+    // A task frozen by the cgroup v1 freezer takes no signal until thawed: a stand-in for a
+    // process stuck in the kernel (state D), which no reset can end.
+    const freezer = "/sys/fs/cgroup/freezer";
+    if (!existsSync(path.join(freezer, "tasks"))) return t.skip("no cgroup v1 freezer here");
+    const frozen = path.join(freezer, `nt-test-rc-${process.pid}`);
+    mkdirSync(frozen);
+    const stuck = spawn(AS_AGENT[0]!, [...AS_AGENT.slice(1), "sleep", "42450"], {
+      stdio: "ignore",
+    });
+    try {
+      writeFileSync(path.join(frozen, "cgroup.procs"), `${stuck.pid}\n`);
+      writeFileSync(path.join(frozen, "freezer.state"), "FROZEN\n");
+      await waitFor("the frozen process", () =>
+        readFileSync(path.join(frozen, "freezer.state"), "utf8").trim() === "FROZEN"
+          ? true
+          : undefined,
+      );
+      writeFileSync(path.join(home, "planted"), "last round\n");
+      const subvolume = subvolumeId(home);
+      const reset = run(BIN, ["reset", AGENT, "--config", config]);
+      assert.equal(reset.code, 5, reset.stdout + reset.stderr);
+      assert.match(
+        reset.stderr,
+        new RegExp(
+          `processes of ${AGENT} \\(uid ${UID}\\) outlive SIGKILL: ${stuck.pid} sleep \\(state [A-Z]\\).*; its home was not rolled back`,
+        ),
+      );
+      assert.equal(subvolumeId(home), subvolume, "the home is the same subvolume");
+      assert.equal(readFileSync(path.join(home, "planted"), "utf8"), "last round\n");
+    } finally {
+      // Thawed, it takes the SIGKILL waiting for it.
+      writeFileSync(path.join(frozen, "freezer.state"), "THAWED\n");
+      stuck.kill("SIGKILL");
+      await new Promise((r) => setTimeout(r, 200));
+      rmdirSync(frozen);
+    }
+  });
 });

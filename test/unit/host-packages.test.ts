@@ -107,6 +107,28 @@ describe("observing declared packages", () => {
     assert.deepEqual(runner.calls, []);
   });
 
+  it("GIVEN a cache file THEN dpkg is asked again only when its database changed or for new names", async () => {
+    const status = path.join(dir, "dpkg-status");
+    const cacheFile = path.join(dir, "packages.json");
+    writeFileSync(status, "Package: git\n");
+    const runner = fakeRunner(["apt-get", "dpkg-query"], ({ args }) =>
+      args[0] === "--show" ? { code: 1, stdout: "installed git git\n" } : {},
+    );
+    const shows = () => runner.calls.filter((c) => c.args[0] === "--show").length;
+    const observe = (names: string[]) =>
+      observePackages(names, runner, { ...noNixos, cacheFile, dpkgStatus: status });
+    const git = { kind: "managed", manager: "apt-get", present: ["git"] };
+    assert.deepEqual(await observe(["git", "jq"]), git);
+    assert.deepEqual(await observe(["jq", "git"]), git);
+    assert.deepEqual(await observe(["git"]), git);
+    assert.equal(shows(), 1, "answered from the cache");
+    await observe(["git", "tree"]);
+    assert.equal(shows(), 2, "a name not asked before");
+    writeFileSync(status, "Package: git\nPackage: jq\n");
+    await observe(["git"]);
+    assert.equal(shows(), 3, "dpkg's database changed");
+  });
+
   it("GIVEN dpkg-query failing for another reason THEN it says so instead of guessing", async () => {
     const runner = fakeRunner(["apt-get", "dpkg-query"], ({ args }) =>
       args[0] === "--show" ? { code: 2, stderr: "dpkg-query: error: parsing file status\n" } : {},

@@ -27,6 +27,7 @@ import { hidepidCheck } from "../../src/commands/doctor.ts";
 import { agentServiceEnv } from "../../src/commands/up.ts";
 import { placeAsRoot } from "../../src/host/agent-files.ts";
 import { removeSpooledJobs, sweepTempDirs } from "../../src/host/leftovers.ts";
+import { fstabPath } from "../../src/host/persist.ts";
 import { agentTmpDir } from "../../src/host/render/units.ts";
 import { parseMountinfo, parseProcStatus, runsAs } from "../../src/os/tables.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
@@ -201,6 +202,16 @@ describe("sweeping the agent's files out of shared temp dirs", () => {
     assert.ok(!existsSync(path.join(crontabs, "ada")));
     assert.ok(existsSync(path.join(crontabs, "bob")));
     assert.ok(!existsSync(path.join(at, "a0001")));
+  });
+});
+
+describe("the persisted binds, made by one mount --all", () => {
+  it("escape space, tab, newline and backslash in their fstab as fstab(5) says", () => {
+    assert.equal(
+      fstabPath("/agents/ada/my dir\tx\\y\nz"),
+      "/agents/ada/my\\040dir\\011x\\134y\\012z",
+    );
+    assert.equal(fstabPath("/plain/path"), "/plain/path");
   });
 });
 
