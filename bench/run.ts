@@ -6,7 +6,8 @@
  *   node bench/run.ts [agents]        (default 1000)
  *
  * Then the cloud renderer (bench/cloud.ts: 1,000 cloud agents to validated
- * YAML, against a JSON round trip of the same objects) and, as root only: the host (bench/host.ts: resets, no-op apply), the
+ * YAML, against a JSON round trip of the same objects) and, as root only: the host (bench/host.ts: resets, no-op apply), one
+ * reset (bench/reset.ts: goal under 50 ms, beside the as-agent writer it replaced), the
  * approval round trip (bench/approval.ts), sudo end to end through the
  * installed gate (bench/sudo.ts), chat latency and memory
  * (bench/chat.ts), and an approval clicked in the dashboard
@@ -20,6 +21,7 @@ import { benchChat } from "./chat.ts";
 import { benchCloud } from "./cloud.ts";
 import { benchDashboard } from "./dashboard.ts";
 import { benchHost } from "./host.ts";
+import { benchReset } from "./reset.ts";
 import { benchSudo } from "./sudo.ts";
 import { generateTown } from "./towns.ts";
 
@@ -104,6 +106,7 @@ process.exitCode = main(process.argv.slice(2));
 for (const next of [
   () => benchCloud(1000),
   benchHost,
+  benchReset,
   benchApproval,
   benchSudo,
   benchChat,

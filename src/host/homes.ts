@@ -4,7 +4,8 @@
  * so rolling back costs the same whatever the home holds. The directory
  * backend wipes file by file: the slow path, for hosts without btrfs.
  */
-import { chmod, lstat, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstatSync, mkdirSync, renameSync } from "node:fs";
+import { chmod, lstat, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { ensureDir, makeDirs } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
@@ -102,9 +103,32 @@ export async function createHome(
 /**
  * Roll the home back to blank. The agent's processes must be stopped first.
  * Its persist binds are unmounted before anything is wiped; a btrfs home is
- * renamed aside with its binds still in it (emptyTrash unmounts them).
+ * renamed aside with its binds still in it (emptyTrash unmounts them). A
+ * btrfs home's rollback is synchronous up to the start of `btrfs subvolume
+ * snapshot`: the caller may do other work while it runs.
  */
-export async function rollbackHome(
+export function rollbackHome(
+  town: ResolvedTown,
+  agent: ResolvedAgent,
+  runner: Runner,
+): Promise<void> {
+  const home = lstatSync(agent.home, { throwIfNoEntry: false });
+  if (!usesBtrfs(town) || !home?.isDirectory() || home.ino !== SUBVOLUME_INODE)
+    return rollbackSlowly(town, agent, runner);
+  // Deleting a subvolume costs time in proportion to its files the kernel
+  // still caches; renaming it into the trash is instant, so the agent is
+  // back at once and emptyTrash pays the rest afterwards. Mounts below the
+  // home move with it (out of the agent's reach: the trash is root's 0700),
+  // so unmounting them waits for emptyTrash too.
+  mkdirSync(trashDir(town), { recursive: true, mode: 0o700 });
+  renameSync(agent.home, path.join(trashDir(town), `${agent.name}.${Date.now()}`));
+  return runner
+    .run("btrfs", ["subvolume", "snapshot", blankOf(town, agent), agent.home])
+    .then(() => {});
+}
+
+/** The directory backend, or a btrfs home that is not a subvolume (a half-done earlier run). */
+async function rollbackSlowly(
   town: ResolvedTown,
   agent: ResolvedAgent,
   runner: Runner,
@@ -115,18 +139,8 @@ export async function rollbackHome(
     await ensureDir(agent.home, 0o700, agent.uid, agent.gid);
     return;
   }
-  if (await isSubvolume(agent.home)) {
-    // Deleting a subvolume costs time in proportion to its files the kernel
-    // still caches; renaming it into the trash is instant, so the agent is
-    // back at once and emptyTrash pays the rest afterwards. Mounts below the
-    // home move with it (out of the agent's reach: the trash is root's 0700),
-    // so unmounting them waits for emptyTrash too.
-    await ensureDir(trashDir(town), 0o700);
-    await rename(agent.home, path.join(trashDir(town), `${agent.name}.${Date.now()}`));
-  } else {
-    await unmountBelow(agent.home, runner);
-    await deleteSubvolume(agent.home, runner);
-  }
+  await unmountBelow(agent.home, runner);
+  await deleteSubvolume(agent.home, runner);
   await runner.run("btrfs", ["subvolume", "snapshot", blankOf(town, agent), agent.home]);
 }
 

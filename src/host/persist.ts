@@ -3,11 +3,11 @@
  * bind-mounted onto the home each round. Nothing here ever deletes persisted
  * data; only `purgePersisted` does, for `apply --purge` of a removed agent.
  */
-import { lchown, lstat, mkdir, open, realpath, rm } from "node:fs/promises";
+import { lchown, lstat, mkdir, open, realpath, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RefusedError } from "../errors.ts";
 import { readMountinfo } from "../os/etc.ts";
-import { ensureDir, writeFileAtomic } from "../os/files.ts";
+import { ensureDir } from "../os/files.ts";
 import type { Runner } from "../os/process.ts";
 import { mountsBelow } from "../os/tables.ts";
 import type { PersistedPath, ResolvedAgent, ResolvedTown } from "../town/types.ts";
@@ -125,8 +125,9 @@ async function bindAll(
       throw new RefusedError(`${p.target} resolves elsewhere (a symlink on the way); not mounting`);
     }
   }
+  // Read once by mount and removed: no fsync, nothing to keep across a crash.
   const fstab = path.join(scratch, `${agent.name}.fstab`);
-  await writeFileAtomic(
+  await writeFile(
     fstab,
     binds.map((p) => `${fstabPath(p.source)} ${fstabPath(p.target)} none bind 0 0\n`).join(""),
     { mode: 0o600 },

@@ -34,7 +34,7 @@ import {
   secretTargets,
 } from "./secrets.ts";
 import type { SecretRecord } from "./state.ts";
-import { processesOf, stopUser } from "./stop.ts";
+import { ensureStopped, stopUser } from "./stop.ts";
 
 export interface RoundContext {
   readonly town: ResolvedTown;
@@ -179,11 +179,6 @@ export async function stopAgent(
   await stopUser({ name: agent.name, uid: agent.uid, gid: agent.gid ?? agent.uid }, ctx);
 }
 
-/** A scan: nothing started as the agent since it was stopped; else stop it again. */
-async function verifyStopped(ctx: Pick<RoundContext, "runner">, agent: ResolvedAgent) {
-  if (processesOf(agent.uid).length > 0) await stopUser(agent, ctx);
-}
-
 /**
  * Clear what the agent left outside its home: its files in the shared temp
  * dirs, its crontab and `at` jobs, its runtime dir (and TMPDIR). Warnings
@@ -243,9 +238,13 @@ async function round(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResu
   } catch (error) {
     throw new FailedError(`${(error as Error).message}; its home was not rolled back`);
   }
+  // The snapshot runs (a btrfs process) while the leftovers are cleared: neither touches the other.
+  const rolled = (await exists(agent.home))
+    ? rollbackHome(town, agent, runner)
+    : createHome(town, agent, runner);
+  rolled.catch(() => {});
   warnings.push(...(await clearLeftovers(ctx, agent)));
-  if (await exists(agent.home)) await rollbackHome(town, agent, runner);
-  else await createHome(town, agent, runner);
+  await rolled;
 
   await ensurePersistSources(town, agent);
   // Its fstab is written beside the locks: a directory only root writes.
@@ -257,14 +256,11 @@ async function round(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResu
     }),
     agent.packages,
   );
-  const placed = await placeIdentity(ctx, agent, present);
-  const { secrets } = placed;
-  const ranAsAgent = placed.ranAsAgent || agent.repos.length > 0;
+  const secrets = await placeIdentity(ctx, agent, present);
   warnings.push(...(await cloneRepos(ctx, agent)));
   // Whatever ran as the agent during the round (git, gpg: it should have left nothing) ends
-  // here, before the fresh home is handed back; otherwise a scan proves nothing started.
-  if (ranAsAgent) await stopUser(agent, ctx);
-  else await verifyStopped(ctx, agent);
+  // here, before the fresh home is handed back.
+  await ensureStopped(agent, ctx);
 
   if (ctx.systemd) {
     // --no-block: at boot this runs inside the reset unit, which the agent unit is ordered
@@ -286,14 +282,13 @@ async function round(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResu
 
 /**
  * Identity, instructions, git and SSH config, and secrets, owned by the
- * agent. Returns what was placed of the secrets, for the agent's record, and
- * whether a program ran as the agent to do it.
+ * agent. Returns what was placed of the secrets, for the agent's record.
  */
 async function placeIdentity(
   ctx: RoundContext,
   agent: ResolvedAgent,
   presentPackages: readonly string[] | undefined,
-): Promise<{ secrets: Record<string, SecretRecord>; ranAsAgent: boolean }> {
+): Promise<Record<string, SecretRecord>> {
   const files: HomeFile[] = [];
   const records: Record<string, SecretRecord> = {};
   let publicKey: string | undefined;
@@ -323,22 +318,16 @@ async function placeIdentity(
   for (const artifact of renderHomeArtifacts(ctx.town, agent, publicKey, presentPackages)) {
     files.push({ path: artifact.path, content: artifact.content, mode: artifact.mode });
   }
-  const ranWriter = await writeFilesAsAgent(
-    ctx.town,
-    agent,
-    files,
-    ctx.runner,
-    renderRuntimeLinks(agent),
-    { asAgent: ctx.writeAsAgent === true },
-  );
+  await writeFilesAsAgent(ctx.town, agent, files, ctx.runner, renderRuntimeLinks(agent), {
+    asAgent: ctx.writeAsAgent === true,
+  });
   if (agent.secrets.gpgKey) {
     const hash = await fileHash(agent.secrets.gpgKey.file);
     const armored = await ctx.decryptor.decrypt(agent.secrets.gpgKey);
     records[GPG_SECRET_ID] = secretRecord(agent.secrets.gpgKey, hash, sha256(armored));
     await importGpgKey(agent, armored, ctx.runner);
-    return { secrets: records, ranAsAgent: true };
   }
-  return { secrets: records, ranAsAgent: ranWriter };
+  return records;
 }
 
 async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<string[]> {

@@ -59,15 +59,28 @@ function readStatus(file: string): string {
   }
 }
 
+export interface Scan {
+  /** Live processes of the user. */
+  readonly found: ProcStatus[];
+  /**
+   * A process listed in /proc was gone before its status could be read: it
+   * may have been the user's, forking its successor after the listing (a
+   * process that keeps changing pid looks like this). Nothing found then
+   * proves nothing.
+   */
+  readonly vanished: boolean;
+}
+
 /** Live processes running as `uid` (real, effective or saved), read from /proc now. */
-export function processesOf(uid: number, proc = "/proc"): ProcStatus[] {
+export function scanProcesses(uid: number, proc = "/proc"): Scan {
   let names: string[];
   try {
     names = readdirSync(proc);
   } catch {
-    return [];
+    return { found: [], vanished: false };
   }
   const found: ProcStatus[] = [];
+  let vanished = false;
   for (const name of names) {
     const first = name.charCodeAt(0);
     if (first < 0x31 || first > 0x39) continue;
@@ -77,13 +90,17 @@ export function processesOf(uid: number, proc = "/proc"): ProcStatus[] {
     try {
       text = readStatus(`${proc}/${name}/status`);
     } catch {
-      continue; // gone meanwhile
+      vanished = true;
+      continue;
     }
     const status = parseProcStatus(pid, text);
     if (status !== undefined && runsAs(status, uid)) found.push(status);
   }
-  return found;
+  return { found, vanished };
 }
+
+export const processesOf = (uid: number, proc = "/proc"): ProcStatus[] =>
+  scanProcesses(uid, proc).found;
 
 /**
  * The topmost cgroups owned by `uid` that hold these processes: what was
@@ -197,6 +214,8 @@ export async function stopUser(user: StopTarget, options: StopOptions): Promise<
     throw new Error(`refusing to stop every process of uid ${user.uid} (${user.name})`);
   const proc = options.proc ?? "/proc";
   const deadline = Date.now() + (options.withinMs ?? 5000);
+  // The kill below runs whatever the scan says: a scan alone can miss a process that keeps
+  // changing pid (see Scan.vanished), and the agent's daemon is there to kill anyway.
   const found = processesOf(user.uid, proc);
   const cgroups = ownCgroups(found, user.uid, proc);
   const killed = new Map(found.map((p) => [p.pid, p]));
@@ -232,4 +251,19 @@ export async function stopUser(user: StopTarget, options: StopOptions): Promise<
     for (const dir of cgroups) await freezeCgroup(dir, false).catch(() => {});
   }
   return { killed: [...killed.values()], cgroups };
+}
+
+/**
+ * After a stop, prove that nothing started as the user since: a scan that
+ * finds none and misses nothing (a listed process gone before it was read
+ * may have been one that keeps changing pid; looked at again, three times
+ * at most) ends it; anything else gets the whole stopUser.
+ */
+export async function ensureStopped(user: StopTarget, options: StopOptions): Promise<void> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const scan = scanProcesses(user.uid, options.proc);
+    if (scan.found.length > 0) break;
+    if (!scan.vanished) return;
+  }
+  await stopUser(user, options);
 }

@@ -143,23 +143,21 @@ export interface ProcStatus {
   readonly uids: readonly number[];
 }
 
+/** One `Key:\tvalue` line of a status file (looked up, not split: a scan reads hundreds). */
+function statusField(text: string, key: string): string | undefined {
+  const line = text.startsWith(`${key}:`) ? 0 : text.indexOf(`\n${key}:`) + 1;
+  if (line === 0 && !text.startsWith(`${key}:`)) return undefined;
+  const start = line + key.length + 1;
+  const end = text.indexOf("\n", start);
+  return text.slice(start, end < 0 ? undefined : end).trim();
+}
+
 /** /proc/<pid>/status; undefined when it lacks the Uid or State lines. */
 export function parseProcStatus(pid: number, text: string): ProcStatus | undefined {
-  let name = "";
-  let state: string | undefined;
-  let uids: number[] | undefined;
-  for (const line of text.split("\n")) {
-    const tab = line.indexOf(":");
-    if (tab < 0) continue;
-    const key = line.slice(0, tab);
-    const value = line.slice(tab + 1).trim();
-    if (key === "Name") name = value;
-    else if (key === "State") state = value.charAt(0);
-    else if (key === "Uid") uids = value.split(/\s+/).map(Number);
-  }
-  if (state === undefined || uids === undefined || uids.length < 4 || uids.some(Number.isNaN))
-    return undefined;
-  return { pid, name, state, uids };
+  const state = statusField(text, "State")?.charAt(0);
+  const uids = statusField(text, "Uid")?.split(/\s+/).map(Number);
+  if (!state || uids === undefined || uids.length < 4 || uids.some(Number.isNaN)) return undefined;
+  return { pid, name: statusField(text, "Name") ?? "", state, uids };
 }
 
 /**

@@ -362,6 +362,8 @@ describe("a reset against an agent that tries to outlive it", {
       stdio: "ignore",
     });
     try {
+      // Frozen once it runs as the agent (setpriv is root until it drops to the agent's uid).
+      await waitFor("the agent's sleep", () => (live("42450").length > 0 ? true : undefined));
       writeFileSync(path.join(frozen, "cgroup.procs"), `${stuck.pid}\n`);
       writeFileSync(path.join(frozen, "freezer.state"), "FROZEN\n");
       await waitFor("the frozen process", () =>

@@ -29,6 +29,7 @@ import { placeAsRoot } from "../../src/host/agent-files.ts";
 import { removeSpooledJobs, sweepTempDirs } from "../../src/host/leftovers.ts";
 import { fstabPath } from "../../src/host/persist.ts";
 import { agentTmpDir } from "../../src/host/render/units.ts";
+import { scanProcesses } from "../../src/host/stop.ts";
 import { parseMountinfo, parseProcStatus, runsAs } from "../../src/os/tables.ts";
 import type { ResolvedTown } from "../../src/town/types.ts";
 import { Supervisor } from "../../src/up/supervisor.ts";
@@ -57,6 +58,28 @@ describe("processes of an agent, from /proc/<pid>/status", () => {
     assert.equal(of("X", "1100\t1100\t1100\t1100"), false);
     assert.equal(parseProcStatus(7, "Name:\tx\n"), undefined);
     assert.deepEqual(parseProcStatus(7, status("S", "1\t2\t3\t4"))?.uids, [1, 2, 3, 4]);
+    assert.equal(parseProcStatus(7, status("S", "1\t2\t3\t4"))?.name, "sleep");
+  });
+
+  it("says when a listed process was gone before it was read: a scan that proves nothing", () => {
+    const proc = path.join(dir, "proc");
+    const add = (pid: string, text?: string) => {
+      mkdirSync(path.join(proc, pid), { recursive: true });
+      if (text !== undefined) writeFileSync(path.join(proc, pid, "status"), text);
+    };
+    add("100", status("S", "1100\t1100\t1100\t1100"));
+    add("101", status("Z", "1100\t1100\t1100\t1100"));
+    add("102", status("S", "1101\t1101\t1101\t1101"));
+    add("self");
+    let scan = scanProcesses(1100, proc);
+    assert.deepEqual(
+      scan.found.map((p) => p.pid),
+      [100],
+    );
+    assert.equal(scan.vanished, false);
+    add("103");
+    scan = scanProcesses(1100, proc);
+    assert.equal(scan.vanished, true, "103 was listed and had no status to read");
   });
 });
 
