@@ -27,21 +27,18 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { stringify } from "smol-toml";
+import { before, describe, it } from "node:test";
 import { locateCgroup } from "../../src/agent/cgroup.ts";
 import { parseProcStatus, runsAs } from "../../src/os/tables.ts";
-import { REPO_ROOT } from "../support/fixtures.ts";
 import { seededRepo } from "../support/git-repo.ts";
-import { cleanupHost, isRoot, makeTempRoot, mustRun, run, stopChild } from "../support/host.ts";
-import { installForTest } from "../support/install.ts";
+import { isRoot, mustRun, run } from "../support/host.ts";
+import { BIN, type Daemon, testTown } from "../support/town.ts";
+import { uidsOf } from "../support/uids.ts";
 
-const BIN = path.join(REPO_ROOT, "bin", "nuketown");
 const AGENT = "nt-test-rc-ada";
 const UID = 60430;
 /** Another uid (no account needed): its files beside the agent's must stay. */
 const OTHER_UID = 60431;
-const APPROVERS = `nt-test-rcap-${process.pid}`;
 const TAG = `nt-rc-${process.pid}`;
 const AS_AGENT = ["setpriv", `--reuid=${UID}`, `--regid=${UID}`, "--clear-groups"];
 const CRONTABS = "/var/spool/cron/crontabs";
@@ -78,98 +75,82 @@ const subvolumeId = (dir: string) => mustRun("btrfs", ["inspect-internal", "root
 describe("a reset against an agent that tries to outlive it", {
   skip: !isRoot() && "needs root",
 }, () => {
-  let root = "";
+  const town = testTown({
+    label: "rcontain",
+    uids: uidsOf(import.meta.filename),
+    install: true,
+  });
   let config = "";
   let home = "";
-  let upProcess: ChildProcess | undefined;
-  let output = "";
+  let up: Daemon | undefined;
   let slowPath = "";
   const reapers: ChildProcess[] = [];
   const madeDirs: string[] = [];
-  const upState = () =>
-    JSON.parse(readFileSync(path.join(root, "run", "up.json"), "utf8")) as UpState;
+  const output = () => up?.output() ?? "";
+  const upState = () => JSON.parse(readFileSync(town.path("run", "up.json"), "utf8")) as UpState;
   const daemon = () => upState().services.find((s) => s.name === `agent ${AGENT}`);
-  const tmpdir = () => path.join(root, "run", "agents", AGENT, "tmp");
+  const tmpdir = () => town.path("run", "agents", AGENT, "tmp");
 
   async function waitFor<T>(what: string, probe: () => T | undefined, ms = 30_000): Promise<T> {
     const deadline = Date.now() + ms;
     while (Date.now() < deadline) {
+      if (up !== undefined && up.child.exitCode !== null)
+        throw new Error(`up exited ${up.child.exitCode} while waiting for ${what}:\n${output()}`);
       try {
         const value = probe();
         if (value !== undefined) return value;
       } catch {}
       await new Promise((r) => setTimeout(r, 20));
     }
-    throw new Error(`timed out waiting for ${what}; up said:\n${output}`);
+    throw new Error(`timed out waiting for ${what}; up said:\n${output()}`);
   }
 
   before(async () => {
-    root = makeTempRoot("reset-containment");
-    const repo = seededRepo(root, "site");
-    // A git that takes 1.5 s: the round's clone runs through it (the reset's PATH).
-    const slow = path.join(root, "slowbin");
+    const repo = seededRepo(town.root, "site");
+    // A git that takes 1.5 s: the round's clone runs through it (the reset's PATH, not up's).
+    const slow = town.path("slowbin");
     mkdirSync(slow, { mode: 0o755 });
     writeFileSync(path.join(slow, "git"), '#!/bin/sh\nsleep 1.5\nexec /usr/bin/git "$@"\n', {
       mode: 0o755,
     });
     slowPath = `${slow}:${process.env.PATH}`;
-    const runtime = path.join(root, "runtime.sh");
+    const runtime = town.path("runtime.sh");
     writeFileSync(runtime, '#!/bin/sh\necho \'{"type":"answer","text":"hello"}\'\n', {
       mode: 0o755,
     });
-    config = path.join(root, "town.toml");
-    writeFileSync(
-      config,
-      stringify({
-        name: "nt-test-rc",
-        agentsDir: path.join(root, "agents"),
-        persistDir: path.join(root, "persist"),
-        stateDir: path.join(root, "state"),
-        runtimeDir: path.join(root, "run"),
-        etcDir: path.join(root, "etc"),
-        install: { prefix: installForTest(root) },
-        uidRange: { min: 60100, max: 60999 },
-        homes: { backend: "image", image: { size: "256M" } },
-        approval: { group: APPROVERS },
-        basePackages: ["git"],
-        agents: {
-          [AGENT]: {
-            uid: UID,
-            persist: ["projects"],
-            repos: [repo.bare],
-            runtime: { kind: "command", command: runtime },
-          },
+    town.declare({
+      homes: { backend: "image", image: { size: "256M" } },
+      basePackages: ["git"],
+      agents: {
+        [AGENT]: {
+          uid: UID,
+          persist: ["projects"],
+          repos: [repo.bare],
+          runtime: { kind: "command", command: runtime },
         },
-      }),
-    );
-    home = path.join(root, "agents", AGENT);
+      },
+    });
+    config = town.config;
+    home = town.home(AGENT);
     for (const dir of [CRONTABS, ATJOBS]) {
       if (existsSync(dir)) continue;
       // Cron and at are not installed here: their spools are made (and removed after) by the test.
       for (let d = dir; !existsSync(d); d = path.dirname(d)) madeDirs.unshift(d);
       mkdirSync(dir, { recursive: true, mode: 0o755 });
     }
-    upProcess = spawn(BIN, ["up", config], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, PATH: slowPath },
+    // Before the town's accounts go: the root parents that never reap, and what the test planted.
+    town.defer(() => {
+      for (const reaper of reapers) reaper.kill("SIGKILL");
+      for (const dir of ["/tmp", "/var/tmp", "/dev/shm"])
+        for (const name of readdirSync(dir))
+          if (name.startsWith(TAG)) rmSync(path.join(dir, name), { recursive: true, force: true });
+      rmSync(path.join(CRONTABS, AGENT), { force: true });
+      for (const name of existsSync(ATJOBS) ? readdirSync(ATJOBS) : [])
+        if (name.startsWith(TAG)) rmSync(path.join(ATJOBS, name), { force: true });
+      for (const dir of madeDirs.reverse()) rmSync(dir, { recursive: true, force: true });
     });
-    upProcess.stdout?.on("data", (d) => (output += d));
-    upProcess.stderr?.on("data", (d) => (output += d));
-    await waitFor("the town", () => (output.includes("is up:") ? true : undefined), 120_000);
-  });
-
-  after(async () => {
-    for (const reaper of reapers) reaper.kill("SIGKILL");
-    await stopChild(upProcess);
-    run("pkill", ["-KILL", "-u", String(UID)]);
-    for (const dir of ["/tmp", "/var/tmp", "/dev/shm"])
-      for (const name of readdirSync(dir))
-        if (name.startsWith(TAG)) rmSync(path.join(dir, name), { recursive: true, force: true });
-    rmSync(path.join(CRONTABS, AGENT), { force: true });
-    for (const name of existsSync(ATJOBS) ? readdirSync(ATJOBS) : [])
-      if (name.startsWith(TAG)) rmSync(path.join(ATJOBS, name), { force: true });
-    for (const dir of madeDirs.reverse()) rmSync(dir, { recursive: true, force: true });
-    cleanupHost(root, [APPROVERS]);
+    up = town.up();
+    await waitFor("the town", () => (output().includes("is up:") ? true : undefined), 120_000);
   });
 
   /** Everything the agent leaves running and lying around; the names to check after. */
@@ -263,7 +244,7 @@ describe("a reset against an agent that tries to outlive it", {
     const info = statSync(tmpdir());
     assert.equal(info.mode & 0o777, 0o700);
     assert.equal(info.uid, UID);
-    const profile = path.join(root, "etc", "profile.d", "nuketown.sh");
+    const profile = town.path("etc", "profile.d", "nuketown.sh");
     const login = run("runuser", ["-u", AGENT, "--", "sh", "-c", `. ${profile}; echo $TMPDIR`]);
     assert.equal(login.stdout.trim(), tmpdir(), login.stderr);
   });
@@ -317,8 +298,8 @@ describe("a reset against an agent that tries to outlive it", {
       // been killed by the round's end and restarted again. It started after the round's clone
       // (1.5 s of git), and right after the round.
       seen.delete(after.pid!);
-      assert.deepEqual([...seen], [], `up started more than one daemon:\n${output}`);
-      assert.equal(after.restarts, before.restarts + 1, output);
+      assert.deepEqual([...seen], [], `up started more than one daemon:\n${output()}`);
+      assert.equal(after.restarts, before.restarts + 1, output());
       assert.ok(existsSync(`/proc/${after.pid}`), "the restarted daemon runs");
       const since = Date.parse(after.since ?? "");
       assert.ok(since - started >= 1500, `started ${since - started} ms into a 1.5 s round`);

@@ -34,6 +34,13 @@ export const UID_REGISTRY: readonly UidReservation[] = [
   row("integration/portal.test.ts", 60401, 60402, "agent, mayor"),
   row("integration/review.test.ts", 60410, 60411, "declared agents (no accounts)"),
   row("integration/approval-binding.test.ts", 60420, 60424, "mayor, agent, a target with an alias"),
+  row(
+    "integration/reset-containment.test.ts",
+    60430,
+    60431,
+    "agent, another uid whose files stay (no account)",
+  ),
+  // 60459: bench/reset.ts's agent (nt-test-rcb); benches run alone, but keep it free.
   row("integration/review.test.ts", 60462, 60463, "an agent with an account, a declared one"),
   row("integration/host-repair.test.ts", 60460, 60461, "agents a and b"),
   row(
