@@ -5,14 +5,24 @@
  * `<agent>/<topic>`. Uncommitted changes are never discarded: a task that
  * would have to switch branches over them fails and says which files; a task
  * for the branch already checked out runs in place and reports them.
+ *
+ * The topic comes from the prompt, and every user can read every command
+ * line in /proc: a branch name never goes into git's argv. Refs are looked up
+ * and created on git's stdin, and HEAD and the branch's upstream are written
+ * the way git writes them (under its `.lock` files).
  */
 
-import { mkdir, readdir, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { GUARDED_GIT_CONFIG } from "../host/git-guard.ts";
+import {
+  FILTER_NAMES_ARGS,
+  filterNames,
+  filterOverrides,
+  GUARDED_GIT_CONFIG,
+} from "../host/git-guard.ts";
 import type { Runner } from "../os/process.ts";
 import type { ResolvedAgent } from "../town/types.ts";
-import type { FailureReason, WorkspaceReport } from "./protocol.ts";
+import { type FailureReason, isBranchName, type WorkspaceReport } from "./protocol.ts";
 
 /** The directory under the home where projects live (persisted by convention). */
 export const PROJECTS_DIR = "projects";
@@ -154,6 +164,8 @@ export async function prepareWorkspace(
     }
     deps.log?.(`cloning ${repo.url} into ${dir}`);
     await mkdir(path.dirname(dir), { recursive: true });
+    // The checkout would run filters the agent's global config declares for the repo's attributes.
+    const filters = await configuredFilters(path.dirname(dir), agent, deps);
     const result = await deps.runner
       .run(
         "git",
@@ -168,9 +180,10 @@ export async function prepareWorkspace(
         ],
         {
           cwd: path.dirname(dir),
-          env: gitEnv(agent, deps),
+          env: { ...gitEnv(agent, deps), ...filterOverrides(filters) },
           allowFailure: true,
           timeoutMs: deps.cloneTimeoutMs ?? 10 * 60_000,
+          untrustedChildren: { exitGraceMs: 2000 },
         },
       )
       .catch(asWorkspaceError(dir));
@@ -183,12 +196,25 @@ export async function prepareWorkspace(
     cloned = true;
   }
 
+  const names = candidateBranches(agent.name, request);
+  // Checked here, not by git: the name stays out of git's argv.
+  const invalid = names.find((name) => !isBranchName(name));
+  if (invalid !== undefined)
+    throw new WorkspaceError("workspace", `${JSON.stringify(invalid)} is not a valid branch name`, {
+      workspace: dir,
+      warnings,
+    });
   // Independent questions, asked at once: this is on the path from request to runtime start.
-  const [head, dirty, target] = await Promise.all([
+  const [head, dirty, refs] = await Promise.all([
     git(["symbolic-ref", "--quiet", "--short", "HEAD"], true),
     dirtyFiles(git),
-    targetBranch(git, agent.name, request),
+    resolveCommits(git, [
+      "HEAD",
+      "refs/remotes/origin/HEAD",
+      ...names.flatMap((name) => [`refs/heads/${name}`, `refs/remotes/origin/${name}`]),
+    ]),
   ]);
+  const target = targetBranch(names, refs);
   const current = head.stdout.trim();
   const report = (branch: string, created: boolean): WorkspaceReport => ({
     workspace: dir,
@@ -214,28 +240,31 @@ export async function prepareWorkspace(
       { workspace: dir, branch: current, dirty, warnings },
     );
   }
-  switch (target.kind) {
-    case "local":
-      await git(["switch", "--quiet", target.name]);
-      return report(target.name, false);
-    case "remote":
-      await git(["switch", "--quiet", "--create", target.name, "--track", `origin/${target.name}`]);
-      return report(target.name, false);
-    case "new": {
-      const [hasHead, hasOrigin] = await Promise.all([
-        verify(git, "HEAD"),
-        verify(git, "refs/remotes/origin/HEAD"),
-      ]);
-      if (!hasHead) {
-        // An empty repository: nothing to branch from, so the first commit starts the branch.
-        await git(["symbolic-ref", "HEAD", `refs/heads/${target.name}`]);
-        return report(target.name, true);
-      }
-      const base = hasOrigin ? "origin/HEAD" : "HEAD";
-      await git(["switch", "--quiet", "--no-track", "--create", target.name, base]);
-      return report(target.name, true);
-    }
+  const gitDir = path.join(dir, ".git");
+  const ref = `refs/heads/${target.name}`;
+  if (target.kind === "local") {
+    await switchTo(git, gitDir, ref, target.commit);
+    return report(target.name, false);
   }
+  const base =
+    target.kind === "remote"
+      ? target.commit
+      : (refs.get("refs/remotes/origin/HEAD") ?? refs.get("HEAD"));
+  if (base === undefined) {
+    // An empty repository: nothing to branch from, so the first commit starts the branch.
+    await writeUnderLock(gitDir, "HEAD", `ref: ${ref}\n`);
+    return report(target.name, true);
+  }
+  // Checked out first: when that fails (files in the way), no branch was made.
+  await git(["switch", "--quiet", "--detach", base]);
+  await git(
+    ["update-ref", "--stdin", "-m", "nuketown: task branch"],
+    false,
+    `create ${ref} ${base}\n`,
+  );
+  if (target.kind === "remote") await setUpstream(gitDir, target.name);
+  await writeUnderLock(gitDir, "HEAD", `ref: ${ref}\n`);
+  return report(target.name, target.kind === "new");
 }
 
 /** What the workspace looks like after a task: its branch, HEAD and uncommitted changes. */
@@ -257,20 +286,56 @@ export async function inspectWorkspace(
 type Git = (
   args: string[],
   allowFailure?: boolean,
+  input?: string,
 ) => Promise<{ code: number; stdout: string; stderr: string }>;
 
 function gitEnv(agent: AgentPart, deps: WorkspaceDeps): NodeJS.ProcessEnv {
   return { ...(deps.env ?? process.env), HOME: agent.home, GIT_TERMINAL_PROMPT: "0" };
 }
 
+/** Filter drivers configured for git run in `cwd` (repo, global and system config). */
+async function configuredFilters(
+  cwd: string,
+  agent: AgentPart,
+  deps: WorkspaceDeps,
+): Promise<string[]> {
+  const listed = await deps.runner
+    .run("git", [...GUARDED_GIT_CONFIG, "-C", cwd, ...FILTER_NAMES_ARGS], {
+      env: gitEnv(agent, deps),
+      allowFailure: true,
+      timeoutMs: 60_000,
+      untrustedChildren: { exitGraceMs: 2000 },
+    })
+    .catch(asWorkspaceError(cwd));
+  // 1: none configured. Anything else: the config cannot be read, and git would fail on it too.
+  if (listed.code > 1)
+    throw new WorkspaceError(
+      "workspace",
+      `reading the git config in ${cwd} failed: ${lastLines(listed.stderr)}`,
+      { workspace: cwd },
+    );
+  return filterNames(listed.stdout);
+}
+
+/**
+ * git in the workspace, with the repo's executable config switched off: the
+ * guard's settings, and no filter driver (listed once, before the first
+ * command that could check anything out).
+ */
 function gitIn(dir: string, agent: AgentPart, deps: WorkspaceDeps): Git {
-  const env = gitEnv(agent, deps);
-  return async (args, allowFailure = false) => {
+  let env: Promise<NodeJS.ProcessEnv> | undefined;
+  return async (args, allowFailure = false, input = undefined) => {
+    env ??= configuredFilters(dir, agent, deps).then((names) => ({
+      ...gitEnv(agent, deps),
+      ...filterOverrides(names),
+    }));
     const result = await deps.runner
       .run("git", [...GUARDED_GIT_CONFIG, "-C", dir, ...args], {
-        env,
+        env: await env,
         allowFailure: true,
         timeoutMs: 60_000,
+        untrustedChildren: { exitGraceMs: 2000 },
+        ...(input !== undefined && { input }),
       })
       .catch(asWorkspaceError(dir));
     if (result.code !== 0 && !allowFailure)
@@ -283,30 +348,83 @@ function gitIn(dir: string, agent: AgentPart, deps: WorkspaceDeps): Git {
   };
 }
 
-async function targetBranch(
-  git: Git,
-  agent: string,
-  request: WorkspaceRequest,
-): Promise<{ name: string; kind: "local" | "remote" | "new" }> {
-  const candidates = request.branch ? [request.branch, topicBranch(agent, request)] : [];
-  if (!request.branch) candidates.push(topicBranch(agent, request));
-  const found = await Promise.all(
-    candidates.map(async (name) => {
-      const [local, remote] = await Promise.all([
-        verify(git, `refs/heads/${name}`),
-        verify(git, `refs/remotes/origin/${name}`),
-      ]);
-      return local ? "local" : remote ? "remote" : undefined;
-    }),
-  );
-  for (const [index, kind] of found.entries()) {
-    if (kind) return { name: candidates[index]!, kind };
-  }
-  return { name: topicBranch(agent, request), kind: "new" };
+/** The branches a task may mean, in order: the one asked for, then `<agent>/<topic>`. */
+function candidateBranches(agent: string, request: WorkspaceRequest): string[] {
+  const topic = topicBranch(agent, request);
+  return request.branch && request.branch !== topic ? [request.branch, topic] : [topic];
 }
 
-async function verify(git: Git, ref: string): Promise<boolean> {
-  return (await git(["rev-parse", "--verify", "--quiet", ref], true)).code === 0;
+type Target =
+  | { name: string; kind: "local" | "remote"; commit: string }
+  | { name: string; kind: "new" };
+
+function targetBranch(names: readonly string[], refs: ReadonlyMap<string, string>): Target {
+  for (const name of names) {
+    const local = refs.get(`refs/heads/${name}`);
+    if (local) return { name, kind: "local", commit: local };
+    const remote = refs.get(`refs/remotes/origin/${name}`);
+    if (remote) return { name, kind: "remote", commit: remote };
+  }
+  return { name: names.at(-1)!, kind: "new" };
+}
+
+/** The commits these refs point at, asked on stdin; a ref that names no commit is left out. */
+async function resolveCommits(git: Git, refs: readonly string[]): Promise<Map<string, string>> {
+  const answer = await git(
+    ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+    false,
+    refs.map((ref) => `${ref}\n`).join(""),
+  );
+  const lines = answer.stdout.split("\n");
+  const found = new Map<string, string>();
+  for (const [index, ref] of refs.entries()) {
+    const [commit, type] = (lines[index] ?? "").split(" ");
+    if (type === "commit" && commit && /^[0-9a-f]{40,64}$/.test(commit)) found.set(ref, commit);
+  }
+  return found;
+}
+
+/** Check out `commit` (detached), then make HEAD the branch `ref` that points at it. */
+async function switchTo(git: Git, gitDir: string, ref: string, commit: string): Promise<void> {
+  await git(["switch", "--quiet", "--detach", commit]);
+  await writeUnderLock(gitDir, "HEAD", `ref: ${ref}\n`);
+}
+
+/** `branch.<name>.remote = origin`, `.merge = refs/heads/<name>`, as `switch --track` sets. */
+async function setUpstream(gitDir: string, name: string): Promise<void> {
+  const quoted = (text: string) => `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+  const config = await readFile(path.join(gitDir, "config"), "utf8");
+  await writeUnderLock(
+    gitDir,
+    "config",
+    `${config}${config.endsWith("\n") || config === "" ? "" : "\n"}[branch ${quoted(name)}]\n` +
+      `\tremote = origin\n\tmerge = ${quoted(`refs/heads/${name}`)}\n`,
+  );
+}
+
+/** Writes a file of the git dir as git does: `<file>.lock` made exclusively, then renamed over. */
+async function writeUnderLock(gitDir: string, file: string, content: string): Promise<void> {
+  const target = path.join(gitDir, file);
+  const lock = `${target}.lock`;
+  const handle = await open(lock, "wx", 0o644).catch((error: NodeJS.ErrnoException) => {
+    throw new WorkspaceError(
+      "workspace",
+      error.code === "EEXIST"
+        ? `${lock} exists: another git is changing ${file} (or died doing so: remove it)`
+        : `cannot write ${target}: ${error.message}`,
+      { workspace: path.dirname(gitDir) },
+    );
+  });
+  try {
+    await handle.writeFile(content);
+    await handle.sync();
+    await handle.close();
+    await rename(lock, target);
+  } catch (error) {
+    await handle.close().catch(() => {});
+    await rm(lock, { force: true });
+    throw error;
+  }
 }
 
 async function dirtyFiles(git: Git): Promise<string[]> {

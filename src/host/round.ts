@@ -339,6 +339,9 @@ async function cloneRepos(ctx: RoundContext, agent: ResolvedAgent): Promise<stri
     env: { HOME: agent.home, PATH: process.env.PATH ?? "/usr/bin:/bin", GIT_TERMINAL_PROMPT: "0" },
     allowFailure: true,
     timeoutMs: 10 * 60_000,
+    // Whatever git starts here must not hold the reset: its group dies at the timeout, and
+    // output is not waited for past git's exit.
+    untrustedChildren: { exitGraceMs: 2000 },
   };
   for (const repo of agent.repos) {
     const target = path.join(agent.home, repo.path);

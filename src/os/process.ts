@@ -26,6 +26,13 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Kill the program once its stdout passes this many bytes (it exits 1, saying so on stderr). */
   readonly maxOutputBytes?: number;
+  /**
+   * For programs that may start others we do not trust (git in an agent's
+   * repo): run in a process group of its own, which the timeout and the abort
+   * kill whole (SIGKILL), and stop reading its output this long after it
+   * exited, so a descendant holding the pipes open cannot keep us waiting.
+   */
+  readonly untrustedChildren?: { readonly exitGraceMs: number };
 }
 
 export interface CommandResult {
@@ -94,13 +101,24 @@ export const systemRunner: Runner = {
         uid: options.uid,
         gid: options.gid,
         stdio: ["pipe", "pipe", "pipe"],
+        detached: options.untrustedChildren !== undefined,
       });
+      const untrusted = options.untrustedChildren;
+      const stop = () => {
+        if (untrusted && child.pid !== undefined) {
+          try {
+            process.kill(-child.pid, "SIGKILL");
+          } catch {
+            // The group is gone already.
+          }
+          child.stdout.destroy();
+          child.stderr.destroy();
+        } else child.kill("SIGTERM");
+      };
       // Our own timer, not spawn's: spawn's outlives a program that failed to start.
       const timer =
-        options.timeoutMs === undefined
-          ? undefined
-          : setTimeout(() => child.kill("SIGTERM"), options.timeoutMs);
-      const onAbort = () => child.kill("SIGTERM");
+        options.timeoutMs === undefined ? undefined : setTimeout(stop, options.timeoutMs);
+      const onAbort = stop;
       options.signal?.addEventListener("abort", onAbort, { once: true });
       child.once("close", () => options.signal?.removeEventListener("abort", onAbort));
       const out: Buffer[] = [];
@@ -124,8 +142,18 @@ export const systemRunner: Runner = {
           reject(new MissingToolError(program, DEBIAN_PACKAGE[program] ?? program));
         else reject(error);
       });
+      let grace: NodeJS.Timeout | undefined;
+      if (untrusted)
+        child.once("exit", () => {
+          // What it wrote before exiting is in the pipe already; this only cuts off a holder.
+          grace = setTimeout(() => {
+            child.stdout.destroy();
+            child.stderr.destroy();
+          }, untrusted.exitGraceMs);
+        });
       child.on("close", (code, signal) => {
         clearTimeout(timer);
+        clearTimeout(grace);
         const stdoutBytes = Buffer.concat(out);
         const result: CommandResult = overflow
           ? {

@@ -27,7 +27,7 @@ import {
 import type { RuntimeTask } from "../../src/agent/runtimes/types.ts";
 import { FileSessionStore } from "../../src/agent/sessions.ts";
 import { prepareWorkspace, type WorkspaceError } from "../../src/agent/workspace.ts";
-import { systemRunner } from "../../src/os/process.ts";
+import { type Runner, systemRunner } from "../../src/os/process.ts";
 import type { ResolvedAgent } from "../../src/town/types.ts";
 import { resolveOrThrow } from "../support/fixtures.ts";
 
@@ -344,5 +344,91 @@ describe("workspace bootstrap with real git", () => {
     const report = await prepareWorkspace(agent, { project: "empty", prompt: "start it" }, deps);
     assert.equal(report.branch, "ada/start-it");
     assert.equal(git(report.workspace, "symbolic-ref", "--short", "HEAD"), "ada/start-it");
+  });
+
+  it("never puts the branch name in git's argv, and sets the upstream as switch --track does", async () => {
+    const agent = wsAgent();
+    const argv: string[] = [];
+    const recording: Runner = {
+      run(program, args, options) {
+        argv.push([program, ...args].join(" "));
+        return systemRunner.run(program, args, options);
+      },
+    };
+    const watched = { ...deps, runner: recording };
+    const made = await prepareWorkspace(
+      agent,
+      { project: "site", prompt: "Rotate zebrakey tonight" },
+      watched,
+    );
+    assert.equal(made.branch, "ada/rotate-zebrakey-tonight");
+    assert.equal(made.created, true);
+    const ws = made.workspace;
+    assert.equal(git(ws, "symbolic-ref", "HEAD"), "refs/heads/ada/rotate-zebrakey-tonight");
+    assert.equal(git(ws, "rev-parse", "HEAD"), git(bare, "rev-parse", "main"));
+    git(ws, "switch", "--quiet", "main");
+    const back = await prepareWorkspace(
+      agent,
+      { project: "site", prompt: "Rotate zebrakey tonight" },
+      watched,
+    );
+    assert.deepEqual([back.branch, back.created], ["ada/rotate-zebrakey-tonight", false]);
+    // A branch only the remote has: made locally, tracking it.
+    git(bare, "branch", "ada/remote-only-zebra", "feature");
+    git(ws, "fetch", "--quiet", "origin");
+    const remote = await prepareWorkspace(
+      agent,
+      { project: "site", prompt: "x", branch: "remote-only-zebra" },
+      watched,
+    );
+    assert.deepEqual([remote.branch, remote.created], ["ada/remote-only-zebra", false]);
+    assert.equal(
+      git(ws, "rev-parse", "--abbrev-ref", "@{upstream}"),
+      "origin/ada/remote-only-zebra",
+    );
+    assert.ok(existsSync(path.join(ws, "feature.txt")), "the branch is checked out");
+    assert.equal(git(ws, "status", "--porcelain"), "");
+    const leaked = argv.filter((line) => line.includes("zebra"));
+    assert.deepEqual(leaked, [], "no git command line carries the branch");
+    git(ws, "switch", "--quiet", "main");
+  });
+
+  it("refuses a requested branch git would refuse, before running anything", async () => {
+    const agent = wsAgent();
+    for (const branch of ["a..b", "x y", "-f", "a.lock", "HEAD", "a:b", "a\nb"])
+      await assert.rejects(
+        prepareWorkspace(agent, { project: "site", prompt: "x", branch }, deps),
+        /is not a valid branch name/,
+        branch,
+      );
+  });
+
+  it("runs no filter driver the repo's config and attributes declare", async () => {
+    const agent = wsAgent();
+    const ws = path.join(agent.home, "projects", "site");
+    const ran = path.join(dir, "filter-ran");
+    const filter = script("evil-filter", `echo "$0" >> ${ran}\nexec cat`);
+    writeFileSync(path.join(ws, ".git", "info", "attributes"), "* filter=n.t=x\n");
+    for (const [key, value] of [
+      ["filter.n.t=x.smudge", filter],
+      ["filter.n.t=x.clean", filter],
+      ["filter.n.t=x.process", filter],
+      ["filter.n.t=x.required", "true"],
+    ] as const)
+      git(ws, "config", key, value);
+    try {
+      const report = await prepareWorkspace(
+        agent,
+        { project: "site", prompt: "x", branch: "feature" },
+        deps,
+      );
+      assert.equal(report.branch, "feature");
+      assert.ok(existsSync(path.join(ws, "feature.txt")));
+      assert.equal(existsSync(ran), false, "the filter ran");
+    } finally {
+      git(ws, "config", "--remove-section", "filter.n.t=x");
+      rmSync(path.join(ws, ".git", "info", "attributes"), { force: true });
+      git(ws, "switch", "--quiet", "main");
+    }
   });
 });

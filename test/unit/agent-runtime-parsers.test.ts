@@ -29,6 +29,7 @@ import {
   topicBranch,
   topicSlug,
 } from "../../src/agent/workspace.ts";
+import { filterNames, filterOverrides } from "../../src/host/git-guard.ts";
 import { REPO_ROOT, resolveOrThrow } from "../support/fixtures.ts";
 
 const FIXTURES = path.join(REPO_ROOT, "test", "fixtures", "runtimes");
@@ -360,6 +361,23 @@ describe("workspace naming", () => {
     assert.equal(topicBranch("ada", { prompt: "Fix the footer" }), "ada/fix-the-footer");
     assert.equal(topicBranch("ada", { prompt: "x", branch: "footer" }), "ada/footer");
     assert.equal(topicBranch("ada", { prompt: "x", branch: "ada/footer" }), "ada/footer");
+  });
+
+  it("switches off every configured filter driver, whatever its name holds", () => {
+    const listed = "filter.lfs.clean\0filter.lfs.smudge\0filter.n.t=x y.process\0filter.bad\0";
+    assert.deepEqual(filterNames(listed), ["lfs", "n.t=x y"]);
+    assert.deepEqual(filterNames(""), []);
+    const env = filterOverrides(["n.t=x y"]);
+    assert.equal(env.GIT_CONFIG_COUNT, "4");
+    assert.deepEqual(
+      [0, 1, 2, 3].map((i) => `${env[`GIT_CONFIG_KEY_${i}`]}=${env[`GIT_CONFIG_VALUE_${i}`]}`),
+      [
+        "filter.n.t=x y.smudge=",
+        "filter.n.t=x y.clean=",
+        "filter.n.t=x y.process=",
+        "filter.n.t=x y.required=false",
+      ],
+    );
   });
 
   it("names declared projects and warns when projects are not persisted", () => {
