@@ -1,7 +1,8 @@
 /**
  * A reset must not run what an agent planted in its persisted clone: the
  * round fetches that clone as the agent, and git would run the repository's
- * own hooks, fsmonitor command or upload-pack. As root, with a real git.
+ * own hooks, fsmonitor command, upload-pack or alternate refs command. As
+ * root, with a real git.
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -41,7 +42,9 @@ describe("a reset and the agent's persisted clone", { skip: !isRoot() && "needs 
     marker = path.join(root, "planted-ran");
   });
 
-  it("runs none of the clone's hooks, fsmonitor, ssh or upload-pack, and leaves no process of the agent", () => {
+  it("runs none of the clone's hooks, fsmonitor, ssh, upload-pack or alternate refs command, and leaves no process of the agent", {
+    timeout: 300_000,
+  }, () => {
     // What an agent can do to its own persisted clone.
     const evil = path.join(clone, ".git", "evil.sh");
     writeFileSync(
@@ -49,12 +52,24 @@ describe("a reset and the agent's persisted clone", { skip: !isRoot() && "needs 
       `#!/bin/sh\necho "$0 $*" >> ${marker}\n(setsid sleep 4242 >/dev/null 2>&1 &)\nexec git-upload-pack "$@"\n`,
       { mode: 0o755 },
     );
+    const alternate = path.join(clone, ".git", "evil-alt.sh");
+    writeFileSync(alternate, `#!/bin/sh\necho "$0 $*" >> ${marker}\nsleep 4243 &\n`, {
+      mode: 0o755,
+    });
+    mustRun("git", ["init", "--quiet", "--bare", path.join(clone, ".git", "alt.git")]);
+    writeFileSync(
+      path.join(clone, ".git", "objects", "info", "alternates"),
+      `${path.join(clone, ".git", "alt.git", "objects")}\n`,
+    );
     const planted: [string, string][] = [
       ["core.fsmonitor", evil],
       ["core.hooksPath", path.join(clone, ".git", "myhooks")],
       ["remote.origin.uploadpack", evil],
       ["core.sshCommand", evil],
       ["credential.helper", `!${evil}`],
+      // Listed refs of an alternate the clone names (inside its own .git): a process that keeps
+      // git's pipes open would hang the reset, if it ran.
+      ["core.alternateRefsCommand", alternate],
     ];
     for (const [key, value] of planted)
       run("runuser", ["-u", AGENT, "--", "git", "-C", clone, "config", key, value]);
