@@ -157,7 +157,6 @@ let
 
   unitName = name: "${name}.service";
   agentUnit = agent: "nuketown-agent-${agent.name}";
-  chatUnit = agent: "nuketown-chat-${agent.name}";
   chatTransport =
     if cfg.chat.transport != null then
       cfg.chat.transport
@@ -185,7 +184,6 @@ let
   # The same protections as src/host/render/units.ts gives each unit.
   agentHardening =
     agent:
-    { taskCgroups }:
     let
       always = {
         LockPersonality = true;
@@ -213,14 +211,17 @@ let
         ProtectProc = "invisible";
         RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6 AF_NETLINK";
       }
+      # No ProtectControlGroups: it would make the delegated cgroup read-only.
       // lib.optionalAttrs (agent.devices == [ ]) {
         PrivateDevices = true;
         ProtectClock = true;
-      }
-      // lib.optionalAttrs (!taskCgroups) { ProtectControlGroups = true; };
+      };
 
+  # An online agent's chat runs in its daemon's process (one per agent).
   agentService = agent: {
-    description = "nuketown agent ${agent.name} (${agent.role})";
+    description =
+      "nuketown agent ${agent.name} (${agent.role})"
+      + lib.optionalString (chatRuns agent) ", online on ${chatTransport}";
     after = [
       "nuketown-reset.service"
       "nuketown-approvald.service"
@@ -243,37 +244,12 @@ let
       ExecStart = "${bin} agent ${agent.name} --manifest ${manifestPath}";
       Restart = "on-failure";
       RestartSec = 5;
+      # SIGTERM to the daemon alone (it stops its tasks): sudo would pass it on to a reset the agent asked for.
+      KillMode = "mixed";
       # Each task gets a cgroup below the unit's: everything it starts dies with it.
       Delegate = true;
     }
     // agentHardening agent { taskCgroups = true; };
-  };
-
-  chatService = agent: {
-    description = "nuketown chat: ${agent.name} online on ${chatTransport}";
-    after = [
-      (unitName (agentUnit agent))
-      "network-online.target"
-    ];
-    wants = [ "network-online.target" ];
-    partOf = [ (unitName (agentUnit agent)) ];
-    wantedBy = [
-      "multi-user.target"
-      (unitName (agentUnit agent))
-    ];
-    # TMPDIR: private, emptied by every round (nuketown reset), unless declared.
-    environment = { TMPDIR = agentTmpDir agent; } // agent.runtime.env // {
-      PATH = lib.mkForce (agentPath agent);
-    };
-    serviceConfig = {
-      User = agent.name;
-      Group = agent.name;
-      WorkingDirectory = home agent;
-      ExecStart = "${bin} chat ${agent.name} --manifest ${manifestPath}";
-      Restart = "on-failure";
-      RestartSec = 5;
-    }
-    // agentHardening agent { taskCgroups = false; };
   };
 
   isDeviceSpec = device: builtins.match "(/dev/|UUID=|LABEL=|PARTUUID=|PARTLABEL=).*" device != null;
@@ -568,9 +544,6 @@ in
         };
       };
     }
-    // lib.listToAttrs (map (a: lib.nameValuePair (agentUnit a) (agentService a)) agents)
-    // lib.listToAttrs (
-      map (a: lib.nameValuePair (chatUnit a) (chatService a)) (filter chatRuns agents)
-    );
+    // lib.listToAttrs (map (a: lib.nameValuePair (agentUnit a) (agentService a)) agents);
   };
 }

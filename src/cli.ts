@@ -242,10 +242,15 @@ export function buildProgram(): Command {
     program
       .command("agent")
       .description(
-        "run an agent's daemon (as the agent): takes tasks on its socket, runs its runtime",
+        "run an agent's daemon (as the agent): takes tasks on its socket, runs its runtime, and is the agent online in chat when its chat runs",
       )
-      .argument("<name>", "the agent"),
-  ).action(async (name: string, opts: TownOpts) => {
+      .argument("<name>", "the agent")
+      .option("--no-chat", "do not go online, even when the agent's chat runs")
+      .option(
+        "--secret-file <file>",
+        "read the chat credential here (default: ~/.config/nuketown/chat-secret, placed by apply)",
+      ),
+  ).action(async (name: string, opts: TownOpts & { chat: boolean; secretFile?: string }) => {
     const { agent } = await import("./commands/agent.ts");
     process.exitCode = await agent({ ...opts, name, ...streams() });
   });
@@ -253,7 +258,7 @@ export function buildProgram(): Command {
     program
       .command("chat")
       .description(
-        "run an agent's chat presence (as the agent): answers its rooms through its daemon",
+        "run an agent's chat presence alone (as the agent; nuketown agent runs it for the town): answers its rooms through its daemon",
       )
       .argument("<name>", "the agent")
       .option(

@@ -207,6 +207,20 @@ export interface AgentStatus {
   /** Projects the agent can work on: declared repos and existing clones. */
   readonly projects: readonly string[];
   readonly warnings: readonly string[];
+  /** The agent's chat presence, when it runs in the daemon's process (an online agent). */
+  readonly chat?: {
+    readonly network: string;
+    /** Its account: Matrix user id or bare JID. */
+    readonly account: string;
+    /** `failed`: the server refused the credential; it is tried again now and then. */
+    readonly state: "connecting" | "online" | "offline" | "failed";
+    /** Why it is not online, and when it tries again. */
+    readonly detail?: string;
+    /** When it entered this state. */
+    readonly since: string;
+    /** How often its transport was started again in this process. */
+    readonly restarts: number;
+  };
 }
 
 /** Cut text to `max` characters, marking the cut. */

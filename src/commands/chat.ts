@@ -1,16 +1,20 @@
 /**
- * `nuketown chat <name>`: the agent's presence on the town's chat network,
- * run as the agent (one service per agent, beside its daemon). Messages
- * become tasks on the agent daemon's socket; answers go back where they were
- * asked. Like the daemon it stops and exits 75 when its town changes.
+ * `nuketown chat <name>`: the agent's presence on the town's chat network
+ * alone, run as the agent. The town runs it inside the agent's daemon
+ * (`nuketown agent`); this command is for a daemon started with --no-chat,
+ * and does nothing where the daemon is online already (two clients of one
+ * account would answer twice). Messages become tasks on the agent daemon's
+ * socket; answers go back where they were asked. Like the daemon it stops
+ * and exits 75 when its town changes.
  */
 import path from "node:path";
+import { AgentClient } from "../agent/client.ts";
 import { openTransport, readCredential } from "../chat/connect.ts";
 import { agentChatId, allowedFor } from "../chat/people.ts";
 import { ChatResident } from "../chat/resident.ts";
 import { TransportFatalError } from "../chat/transport.ts";
 import { loadWatchedTown, serveUntilDone } from "../daemon/lifecycle.ts";
-import { ConfigError, FailedError, RefusedError } from "../errors.ts";
+import { ConfigError, EXIT, FailedError, RefusedError } from "../errors.ts";
 import type { Streams } from "../output.ts";
 import { CHAT_SECRET_FILE } from "../town/rules.ts";
 import { agentOf, requireAgentUid } from "./town-source.ts";
@@ -43,6 +47,11 @@ export async function chat(opts: ChatOptions): Promise<number> {
   requireAgentUid(agent, "chat", "it speaks for the agent");
 
   const log = (line: string) => opts.err.write(`nuketown chat ${agent.name}: ${line}\n`);
+  const daemon = await daemonOnline(agent.socket);
+  if (daemon !== undefined) {
+    log(`the agent daemon (pid ${daemon}) is ${agent.name} online already: nothing to do`);
+    return EXIT.ok;
+  }
   const secretFile = opts.secretFile ?? path.join(agent.home, CHAT_SECRET_FILE);
   const secret = await readCredential(secretFile).catch((error: Error) => {
     throw new RefusedError(
@@ -89,4 +98,18 @@ export async function chat(opts: ChatOptions): Promise<number> {
 /** A transport's give-up as the CLI reports it: its message, exit 5 (systemd and up restart it). */
 function asFailure(error: Error): Error {
   return error instanceof TransportFatalError ? new FailedError(error.message) : error;
+}
+
+/** The pid of the agent daemon when it runs the agent's chat itself. */
+async function daemonOnline(socket: string): Promise<number | undefined> {
+  let client: AgentClient | undefined;
+  try {
+    client = await AgentClient.connect(socket);
+    const status = await client.status();
+    return status.chat ? status.pid : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    client?.close();
+  }
 }

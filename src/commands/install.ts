@@ -11,7 +11,7 @@ import { EXIT } from "../errors.ts";
 import { applyPlan } from "../host/apply.ts";
 import { observeHost, systemdIsInit } from "../host/observe.ts";
 import { planHost } from "../host/plan.ts";
-import { renderUnits } from "../host/render/units.ts";
+import { chatUnitName, renderUnits } from "../host/render/units.ts";
 import { createDecryptor } from "../host/secrets.ts";
 import {
   installedVersion,
@@ -86,6 +86,12 @@ const daemonUnits = (town: ResolvedTown) =>
     .map((u) => u.name)
     .filter((name) => name !== "nuketown-reset.service");
 
+/** The chat units an older nuketown installed, before each agent's daemon ran its chat. */
+const legacyChatUnits = (town: ResolvedTown) =>
+  town.agents
+    .map((a) => chatUnitName(a.name))
+    .filter((unit) => existsSync(path.join(town.paths.unitDir, unit)));
+
 /**
  * Restart the town's running daemons so they run the version that is now
  * current: systemd restarts the units that are running; a `nuketown up`
@@ -94,9 +100,18 @@ const daemonUnits = (town: ResolvedTown) =>
  */
 export async function restartDaemons(town: ResolvedTown): Promise<string[]> {
   if (await systemdIsInit()) {
+    const lines: string[] = [];
+    // An agent's daemon now runs its chat too: the chat units an older nuketown installed
+    // must not stay online beside it (two clients of one account answer twice). apply
+    // removes their files.
+    const legacy = legacyChatUnits(town);
+    if (legacy.length > 0) {
+      await systemRunner.run("systemctl", ["disable", "--now", ...legacy], { allowFailure: true });
+      lines.push(`stopped ${legacy.join(", ")}: each agent's daemon runs its chat now`);
+    }
     const units = daemonUnits(town);
     await systemRunner.run("systemctl", ["try-restart", ...units]);
-    return [`restarted the running units of town ${town.name}: ${units.join(", ")}`];
+    return [...lines, `restarted the running units of town ${town.name}: ${units.join(", ")}`];
   }
   const up = await supervisingUp(town);
   if (up === undefined) return [`no daemons of town ${town.name} are running`];
@@ -159,6 +174,7 @@ export async function uninstall(opts: UninstallOptions): Promise<number> {
     }
     const files = [
       ...renderUnits(town).map((u) => path.join(town.paths.unitDir, u.name)),
+      ...town.agents.map((a) => path.join(town.paths.unitDir, chatUnitName(a.name))),
       town.paths.sudoers,
       town.paths.udevRules,
       town.paths.profile,
@@ -199,7 +215,7 @@ export async function uninstall(opts: UninstallOptions): Promise<number> {
 
 async function stopDaemons(town: ResolvedTown, say: (line: string) => void): Promise<void> {
   if (await systemdIsInit()) {
-    const units = [...daemonUnits(town), "nuketown-reset.service"];
+    const units = [...daemonUnits(town), ...legacyChatUnits(town), "nuketown-reset.service"];
     await systemRunner.run("systemctl", ["disable", "--now", ...units]).catch(() => {});
     say(`stopped and disabled ${units.join(", ")}`);
     return;

@@ -1,5 +1,6 @@
 import { ConfigError, EXIT, FailedError, RefusedError } from "../errors.ts";
 import { emptyTrash, mountHomes } from "../host/homes.ts";
+import { leaveAgentCgroups } from "../host/leave-cgroup.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
 import { resetAgent } from "../host/round.ts";
@@ -42,6 +43,17 @@ export async function reset(opts: ResetOptions): Promise<number> {
     );
   }
   const chosen = opts.all ? town.agents : town.agents.filter((a) => opts.agents.includes(a.name));
+  // Asked by the agent itself (chat's !reset): out of its cgroup before the round stops it.
+  const left = await leaveAgentCgroups(chosen.map((a) => a.uid));
+  if (left) {
+    // Whoever asked is stopped with the agent: what this reset still says may go nowhere.
+    for (const stream of [process.stdout, process.stderr]) stream.on("error", () => {});
+    opts.err.write(
+      left.to === undefined
+        ? `warning: this reset runs in ${left.from}, which stopping the agent stops, and no cgroup above it takes it\n`
+        : `this reset left ${left.from} for ${left.to}: stopping the agent does not stop it\n`,
+    );
+  }
 
   return withHostLock(town.stateDir, "reset", async () => {
     const applied = (await readState(town.stateDir)).agents;

@@ -1,15 +1,16 @@
 import { readFile } from "node:fs/promises";
+import { AgentClient } from "../agent/client.ts";
 import { ControlClient } from "../approval/client.ts";
 import type { PendingRequest } from "../approval/protocol.ts";
 import { EXIT } from "../errors.ts";
 import { systemdIsInit } from "../host/observe.ts";
 import { readMounts } from "../host/persist.ts";
-import { agentUnitName, chatRuns, chatUnitName } from "../host/render/units.ts";
+import { agentUnitName, chatRuns } from "../host/render/units.ts";
 import { readState } from "../host/state.ts";
 import { systemRunner } from "../os/process.ts";
 import { printable, type Streams, table } from "../output.ts";
 import type { DeclarationFormat } from "../town/parse.ts";
-import type { ResolvedTown } from "../town/types.ts";
+import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
 import type { ServiceState } from "../up/supervisor.ts";
 import { townFrom } from "./town-source.ts";
 import { upStatePath } from "./up.ts";
@@ -44,11 +45,8 @@ export async function status(opts: StatusOptions): Promise<number> {
       const service = systemd
         ? await unitState(agentUnitName(agent.name))
         : describeSupervised(supervised, `agent ${agent.name}`);
-      const chat = !chatRuns(town, agent)
-        ? "-"
-        : systemd
-          ? await unitState(chatUnitName(agent.name))
-          : describeSupervised(supervised, `chat ${agent.name}`);
+      // The agent's daemon runs its chat: it says how it stands (root and the mayor may ask).
+      const chat = !chatRuns(town, agent) ? "-" : await chatOf(agent, service);
       return {
         agent: agent.name,
         uid: agent.uid,
@@ -142,6 +140,28 @@ async function readSupervised(town: ResolvedTown): Promise<Supervised | undefine
     return state;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * An online agent's chat, as its daemon tells it: "online (pid 1234)", or
+ * what keeps it offline ("failed (pid 1234: … refused the access token …;
+ * trying again in 60 s)"). A daemon that cannot be asked: its service's state.
+ */
+async function chatOf(agent: ResolvedAgent, service: string): Promise<string> {
+  let client: AgentClient | undefined;
+  try {
+    client = await AgentClient.connect(agent.socket);
+    const status = await client.status();
+    const chat = status.chat;
+    if (!chat) return `not online (pid ${status.pid} runs without chat)`;
+    const detail = chat.detail ? `: ${chat.detail}` : "";
+    const restarts = chat.restarts > 0 ? `, ${chat.restarts} restarts` : "";
+    return `${chat.state} (pid ${status.pid}${restarts}, since ${chat.since}${detail})`;
+  } catch {
+    return `daemon ${service}`;
+  } finally {
+    client?.close();
   }
 }
 

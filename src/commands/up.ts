@@ -8,8 +8,6 @@ import {
   APPROVALD_UNIT,
   agentTmpDir,
   agentUnitName,
-  chatRuns,
-  chatUnitName,
   DASHBOARD_UNIT,
   dashboardRuns,
 } from "../host/render/units.ts";
@@ -78,7 +76,6 @@ export async function up(opts: UpOptions): Promise<number> {
       ...(approvers.nobody ? [] : [APPROVALD_UNIT]),
       ...(dashboardRuns(town) ? [DASHBOARD_UNIT] : []),
       ...town.agents.map((a) => agentUnitName(a.name)),
-      ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnitName(a.name)),
     ];
     await systemRunner.run("systemctl", ["start", ...units]);
     opts.out.write(`\n${guide(town, `systemd runs ${units.join(", ")}`)}`);
@@ -97,16 +94,16 @@ export async function up(opts: UpOptions): Promise<number> {
       ? `nuketown up: agent daemons run in cgroups under ${cgroups.dir}: each task's processes are killed with it\n`
       : `nuketown up: no cgroup for the agent daemons (${cgroups.reason}): a task's processes are found by process group and NUKETOWN_TASK_ID\n`,
   );
-  /** `nuketown agent|chat <name>`, run as the agent in its home. */
-  const asAgent = (command: "agent" | "chat", agent: ResolvedAgent): ServiceSpec => ({
-    name: `${command} ${agent.name}`,
+  /** `nuketown agent <name>`, run as the agent in its home (online too, when its chat runs). */
+  const asAgent = (agent: ResolvedAgent): ServiceSpec => ({
+    name: `agent ${agent.name}`,
     command: town.install.bin,
-    args: [command, agent.name, "--manifest", town.paths.manifest],
+    args: ["agent", agent.name, "--manifest", town.paths.manifest],
     uid: agent.uid,
     gid: agent.gid,
     cwd: agent.home,
     env: agentServiceEnv(town, agent),
-    log: path.join(logs, `${command}-${agent.name}.log`),
+    log: path.join(logs, `agent-${agent.name}.log`),
     // Not started while a reset of the agent runs; started again as soon as it ends.
     round: { lock: agentLockFile(town, agent.name), stamp: agentRoundStamp(town, agent.name) },
   });
@@ -132,13 +129,9 @@ export async function up(opts: UpOptions): Promise<number> {
         ]
       : []),
     ...town.agents.map((agent) => ({
-      ...asAgent("agent", agent),
+      ...asAgent(agent),
       ...(cgroups.ok && { cgroup: path.join(cgroups.dir, agent.name) }),
     })),
-    // Its restart must not take the agent daemon's work down with it.
-    ...town.agents
-      .filter((agent) => chatRuns(town, agent))
-      .map((agent) => ({ ...asAgent("chat", agent), reapUser: false })),
   ];
   // One write at a time, each of the state as it is when it runs: concurrent
   // renames could otherwise leave an older state on disk last.

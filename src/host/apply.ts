@@ -216,6 +216,12 @@ async function execute(
       return;
     }
     case "remove-file": {
+      // A unit no longer rendered (an agent's chat unit, now part of its daemon's) is stopped
+      // while systemd still knows its file: disabled after its removal, it would run on.
+      if (!ctx.root && ctx.systemd && isUnitFile(town, action.path))
+        await runner.run("systemctl", ["disable", "--now", path.basename(action.path)], {
+          allowFailure: true,
+        });
       await rm(ctx.root ? path.join(ctx.root, action.path) : action.path, { force: true });
       await save({ ...state(), files: state().files.filter((f) => f !== action.path) });
       return;
@@ -327,4 +333,8 @@ async function execute(
       return;
     }
   }
+}
+
+function isUnitFile(town: ResolvedTown, file: string): boolean {
+  return path.dirname(file) === town.paths.unitDir && file.endsWith(".service");
 }

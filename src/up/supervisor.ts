@@ -26,12 +26,6 @@ export interface ServiceSpec {
   /** Appended with the child's stdout and stderr. */
   readonly log: string;
   /**
-   * Before a restart, kill everything else running as `uid` (what an agent
-   * daemon started outlives it). Off for a service that shares the uid with
-   * one that must keep running (the agent's chat beside its daemon).
-   */
-  readonly reapUser?: boolean;
-  /**
    * A cgroup v2 directory to run in: made, delegated to `uid`, joined before
    * the service's program starts, emptied (cgroup.kill) when it ends and
    * removed when the supervisor stops.
@@ -343,7 +337,7 @@ export class Supervisor {
     // a new daemon must not find the old one's work still running.
     const reap = async () => {
       if (spec.cgroup !== undefined) await destroyCgroup(spec.cgroup).catch(() => {});
-      if (spec.reapUser !== false && spec.uid !== undefined && spec.uid !== 0)
+      if (spec.uid !== undefined && spec.uid !== 0)
         await stopUser(
           { name: spec.name, uid: spec.uid, gid: spec.gid ?? spec.uid },
           { runner: systemRunner },

@@ -2,9 +2,9 @@
  * A whole town online, for the chat end-to-end tests and the chat bench: a
  * real chat server (Synapse or Prosody) on loopback, real accounts for the
  * mayor, a stranger, the agent and the town bot, the town brought up with
- * `nuketown up` (approvald with the chat channel, the agent daemon with a
- * `command` runtime, `nuketown chat` as the agent), and the mayor's and the
- * stranger's own chat clients to talk with.
+ * `nuketown up` (approvald with the chat channel; the agent daemon with a
+ * `command` runtime, and the agent's chat presence in the same process), and
+ * the mayor's and the stranger's own chat clients to talk with.
  */
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -194,14 +194,15 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
     const up = town.up();
     const logDir = path.join(root, "state", "logs");
     const logs = () => {
-      const files = ["approvald.log", `agent-${agent}.log`, `chat-${agent}.log`];
+      const files = ["approvald.log", `agent-${agent}.log`];
       return [
         `--- up\n${up.output()}`,
         ...files.map((f) => `--- ${f}\n${readIf(path.join(logDir, f))}`),
       ].join("\n");
     };
+    // The agent's daemon is its chat presence too: one process, one log.
     const chatOnlineCount = () =>
-      (readIf(path.join(logDir, `chat-${agent}.log`)).match(/online as /g) ?? []).length;
+      (readIf(path.join(logDir, `agent-${agent}.log`)).match(/online as /g) ?? []).length;
     const chatOnline = async (count = 1, ms = 60_000) => {
       await until(`the agent's chat online (${count})`, () => chatOnlineCount() >= count, ms, logs);
     };
@@ -392,7 +393,7 @@ export async function until(
   throw new Error(`timed out waiting for ${what}\n${context()}`);
 }
 
-/** Kill the agent's chat service hard (a crash); `nuketown up` starts it again. */
+/** Kill the agent's process (its daemon and chat) hard, a crash; `nuketown up` starts it again. */
 export function crashChat(town: ChatTown): void {
-  run("pkill", ["-KILL", "-f", `chat ${town.agent} --manifest`]);
+  run("pkill", ["-KILL", "-f", `agent ${town.agent} --manifest`]);
 }

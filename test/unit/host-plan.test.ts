@@ -386,6 +386,27 @@ describe("host planner", () => {
     assert.equal(presentPackages({ kind: "unsupported" }, ["git"]), undefined);
   });
 
+  it("GIVEN an agent's chat unit from an older nuketown THEN systemd stops, disables and forgets it", () => {
+    const t = town();
+    const legacy = `${t.paths.unitDir}/nuketown-chat-ada.service`;
+    const host = converged(t);
+    const observed: ObservedHost = {
+      ...host,
+      systemd: true,
+      state: { ...host.state, files: [...host.state.files, legacy] },
+      files: { ...host.files, [legacy]: { content: "[Service]\n", mode: "0644" } },
+    };
+    const plan = planHost(t, observed);
+    assert.deepEqual(
+      plan.actions.map((a) => `${a.layer} ${a.kind}`),
+      ["files remove-file", "services reload-systemd"],
+    );
+    assert.deepEqual(plan.actions[0], { layer: "files", kind: "remove-file", path: legacy });
+    const reload = plan.actions[1];
+    assert.ok(reload?.kind === "reload-systemd");
+    assert.deepEqual(reload.disable, ["nuketown-chat-ada.service"]);
+  });
+
   it("plans only files with --root", () => {
     const plan = planHost(town(), empty, { filesOnly: true });
     assert.ok(plan.actions.every((a) => a.layer === "files"));

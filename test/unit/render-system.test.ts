@@ -388,7 +388,7 @@ describe("systemd units", () => {
     assert.deepEqual(directive(content, "WantedBy"), ["multi-user.target"]);
   });
 
-  it("runs an online agent's chat as the agent, part of its daemon's unit", () => {
+  it("runs an online agent's chat in its daemon's unit: one service, one process per agent", () => {
     const chat = {
       enable: true,
       project: "site",
@@ -399,20 +399,26 @@ describe("systemd units", () => {
       {},
       { chat: { matrix: { homeserver: "http://127.0.0.1:8008" } } },
     );
-    const content = unit(online, chatUnitName("ada"));
+    const units = renderUnits(online).map((u) => u.name);
+    assert.ok(!units.includes(chatUnitName("ada")), "no chat unit beside the agent's");
+    assert.ok(!units.some((u) => u.startsWith("nuketown-chat-")));
+    const content = unit(online, agentUnitName("ada"));
+    assert.deepEqual(directive(content, "Description"), [
+      "nuketown agent ada (software), online on matrix",
+    ]);
     assert.deepEqual(directive(content, "User"), ["ada"]);
-    assert.deepEqual(directive(content, "PartOf"), [agentUnitName("ada")]);
-    assert.match(directive(content, "ExecStart")[0] ?? "", / chat ada --manifest /);
-    assert.deepEqual(directive(content, "WantedBy"), [`multi-user.target ${agentUnitName("ada")}`]);
-    // No chat network, or chat off: no chat unit.
+    assert.match(directive(content, "ExecStart")[0] ?? "", / agent ada --manifest /);
+    // It reaches the homeserver and keeps making a cgroup per task.
+    assert.deepEqual(directive(content, "RestrictAddressFamilies"), [
+      "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    ]);
+    assert.deepEqual(directive(content, "Delegate"), ["yes"]);
+    assert.deepEqual(directive(content, "ProtectControlGroups"), []);
+    // No chat network, or chat off: the description says nothing of chat.
     const local = townWith({ chat: { ...chat, matrix: undefined } });
-    assert.ok(!renderUnits(local).some((u) => u.name === chatUnitName("ada")));
-    const off = townWith(
-      { chat: { ...chat, enable: false } },
-      {},
-      { chat: { matrix: { homeserver: "http://127.0.0.1:8008" } } },
-    );
-    assert.ok(!renderUnits(off).some((u) => u.name === chatUnitName("ada")));
+    assert.deepEqual(directive(unit(local, agentUnitName("ada")), "Description"), [
+      "nuketown agent ada (software)",
+    ]);
   });
 
   it("runs the dashboard when it is an approval channel or the town's chat, else not", () => {

@@ -110,6 +110,7 @@ import {
   type SendOptions,
   type SentMessage,
   splitText,
+  TransportFatalError,
   type TransportHandlers,
   type TransportOptions,
 } from "../transport.ts";
@@ -504,7 +505,7 @@ export class XmppTransport implements ChatTransport {
         await dropSocket(client);
         if (!this.#running) return;
         if (isRefusedCredential(error)) {
-          const refused = new Error(
+          const refused = new TransportFatalError(
             `xmpp: ${this.#options.service} refused the credentials of ${this.self} (${describe(error)})`,
           );
           if (!this.#everOnline) {

@@ -32,12 +32,19 @@ export function agentUnitName(agent: string): string {
   return `nuketown-agent-${agent}.service`;
 }
 
-/** Name of the service running one agent's chat presence. */
+/**
+ * Name of the service that ran one agent's chat presence before it moved
+ * into the agent's own service: no longer rendered, it is stopped and
+ * removed where an older nuketown installed it.
+ */
 export function chatUnitName(agent: string): string {
   return `nuketown-chat-${agent}.service`;
 }
 
-/** The agent is online: chat enabled, and it has an account on the town's chat network. */
+/**
+ * The agent is online: chat enabled, and it has an account on the town's
+ * chat network. Its daemon then runs its chat presence too (one process).
+ */
 export function chatRuns(town: ResolvedTown, agent: ResolvedAgent): boolean {
   if (!agent.chat.enable) return false;
   if (town.chat.transport === "matrix") return agent.chat.matrix !== undefined;
@@ -60,7 +67,6 @@ export function renderUnits(town: ResolvedTown): UnitFile[] {
     approvaldUnit(town),
     ...(dashboardRuns(town) ? [dashboardUnit(town)] : []),
     ...town.agents.map((a) => agentUnit(town, a)),
-    ...town.agents.filter((a) => chatRuns(town, a)).map((a) => chatUnit(town, a)),
   ];
   return units.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
@@ -212,9 +218,10 @@ function dashboardUnit(town: ResolvedTown): UnitFile {
 }
 
 function agentUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
+  const online = chatRuns(town, agent) ? `, online on ${town.chat.transport}` : "";
   return unitFile(town, agentUnitName(agent.name), {
     Unit: [
-      `Description=nuketown agent ${word(agent.name)} (${word(agent.role)})`,
+      `Description=nuketown agent ${word(agent.name)} (${word(agent.role)})${online}`,
       // Wants, not Requires: one agent's failed round must not keep the others down.
       `After=${RESET_UNIT} ${APPROVALD_UNIT} network-online.target`,
       `Wants=${RESET_UNIT} network-online.target`,
@@ -227,39 +234,16 @@ function agentUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
       `ExecStart=${word(town.install.bin)} agent ${word(agent.name)} --manifest ${word(town.paths.manifest)}`,
       "Restart=on-failure",
       "RestartSec=5",
+      "# SIGTERM to the daemon alone, which stops its tasks; SIGKILL to what is left. A reset the",
+      "# agent asked for (chat's !reset) runs under its sudo here: sudo would pass a SIGTERM on.",
+      "KillMode=mixed",
       "# The unit's cgroup is the agent's: the daemon gives each task a cgroup in it, so that",
       "# everything a task starts (setsid or not) is killed with it. No controllers are enabled.",
       "Delegate=yes",
       "",
-      ...agentHardening(agent, { taskCgroups: true }),
-    ],
-    Install: ["WantedBy=multi-user.target"],
-  });
-}
-
-function chatUnit(town: ResolvedTown, agent: ResolvedAgent): UnitFile {
-  const daemon = agentUnitName(agent.name);
-  return unitFile(town, chatUnitName(agent.name), {
-    Unit: [
-      `Description=nuketown chat: ${word(agent.name)} online on ${town.chat.transport}`,
-      // It hands messages to the agent daemon: stopped and restarted with it (a round stops both).
-      `After=${daemon} network-online.target`,
-      `Wants=network-online.target`,
-      `PartOf=${daemon}`,
-    ],
-    Service: [
-      `User=${word(agent.name)}`,
-      `Group=${word(agent.group)}`,
-      `WorkingDirectory=${word(agent.home)}`,
-      ...agentEnvironment(town, agent),
-      `ExecStart=${word(town.install.bin)} chat ${word(agent.name)} --manifest ${word(town.paths.manifest)}`,
-      "Restart=on-failure",
-      "RestartSec=5",
-      "",
       ...agentHardening(agent),
     ],
-    // Wanted by the agent's unit too: a round that starts the agent brings its chat back.
-    Install: [`WantedBy=multi-user.target ${daemon}`],
+    Install: ["WantedBy=multi-user.target"],
   });
 }
 
@@ -296,8 +280,7 @@ export function environmentLine(key: string, value: string): string {
   return `Environment="${escaped}"`;
 }
 
-/** `taskCgroups`: the service makes cgroups for its tasks (the agent daemon, not its chat). */
-function agentHardening(agent: ResolvedAgent, options: { taskCgroups?: boolean } = {}): string[] {
+function agentHardening(agent: ResolvedAgent): string[] {
   const always = [
     "LockPersonality=yes",
     "RestrictRealtime=yes",
@@ -333,9 +316,7 @@ function agentHardening(agent: ResolvedAgent, options: { taskCgroups?: boolean }
     "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes",
     "ProtectKernelLogs=yes",
-    ...(options.taskCgroups
-      ? ["# No ProtectControlGroups: it would make the delegated cgroup read-only."]
-      : ["ProtectControlGroups=yes"]),
+    "# No ProtectControlGroups: it would make the delegated cgroup read-only.",
     "ProtectHostname=yes",
     "ProtectProc=invisible",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
