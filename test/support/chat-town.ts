@@ -13,6 +13,7 @@ import { MatrixPerson, type Person, XmppPerson } from "./chat-people.ts";
 import { mustRun, run } from "./host.ts";
 import { type ProsodyServer, startProsody } from "./prosody.ts";
 import { type SynapseServer, startSynapse } from "./synapse.ts";
+import { startTcpCut, type TcpCut } from "./tcp-cut.ts";
 import { BIN, openTestTown } from "./town.ts";
 import { type Uids, uidsOf } from "./uids.ts";
 
@@ -31,6 +32,11 @@ export interface ChatTownOptions {
   readonly sudo?: boolean;
   /** Seconds an approval request waits (default 60). */
   readonly approvalTimeout?: number;
+  /**
+   * The town's daemons reach the chat server through a relay the test can
+   * cut (`town.relay`); the people's clients go straight to it.
+   */
+  readonly relay?: boolean;
 }
 
 export interface ChatTown {
@@ -60,6 +66,8 @@ export interface ChatTown {
   runtimeCalls(): string[];
   /** What `nuketown up` and the daemons logged so far. */
   logs(): string;
+  /** Between the town's daemons and the chat server, when asked for (`relay`). */
+  readonly relay?: TcpCut;
   /** Resolves once the agent's chat service has said it is online `count` times in all. */
   chatOnline(count?: number, ms?: number): Promise<void>;
   /** How often the agent's chat service has said it is online so far. */
@@ -144,6 +152,20 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
     });
     town.defer(() => stranger.stop());
 
+    // The daemons' way to the server: straight, or through a relay the test can cut.
+    const target = new URL(
+      kind === "matrix" ? (server as SynapseServer).url : (server as ProsodyServer).service,
+    );
+    const relay = options.relay
+      ? await startTcpCut({ host: target.hostname, port: Number(target.port) })
+      : undefined;
+    if (relay) town.defer(() => relay.close());
+    const via = (url: string) => {
+      if (!relay) return url;
+      const through = new URL(url);
+      through.port = String(relay.port);
+      return through.toString().replace(/\/$/, "");
+    };
     const chatAccount =
       kind === "matrix"
         ? { matrix: { userId: accounts.agent.id, tokenSecret: { file: "agent.age" } } }
@@ -152,13 +174,13 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
       kind === "matrix"
         ? {
             matrix: {
-              homeserver: (server as SynapseServer).url,
+              homeserver: via((server as SynapseServer).url),
               bot: { userId: accounts.bot.id, tokenSecret: { file: "bot.age" } },
             },
           }
         : {
             xmpp: {
-              service: (server as ProsodyServer).service,
+              service: via((server as ProsodyServer).service),
               domain: (server as ProsodyServer).domain,
               bot: { jid: accounts.bot.id, passwordSecret: { file: "bot.age" } },
             },
@@ -250,6 +272,7 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
           agentToken: accounts.agent.secret,
         },
       }),
+      ...(relay && { relay }),
       runtimeCalls: () =>
         readIf(runtimeLog)
           .split("\n")
