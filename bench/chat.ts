@@ -2,24 +2,21 @@
  * Chat: message-to-reply latency through each real server (Synapse,
  * Prosody) with a trivial `command` runtime, against an echo between two
  * plain chat clients on the same server in the same process (the server's
- * own cost: the humans' clients are the raw Matrix API and @xmpp/client); and the resident memory of one idle online
- * agent's chat service. Goals: p99 under 250 ms on loopback; under 80 MB per
- * idle agent. Needs root (the town's accounts) and both servers installed
+ * own cost: the humans' clients are the raw Matrix API and @xmpp/client).
+ * Goal: p99 under 250 ms on loopback. The memory of an idle online agent is
+ * measured by bench/online.ts. Needs root (the town's accounts) and both
+ * servers installed
  * (scripts/install-chat-servers.sh).
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { TransportKind } from "../src/chat/transport.ts";
 import { type ChatTown, type Heard, startChatTown } from "../test/support/chat-town.ts";
-import { run } from "../test/support/host.ts";
 
 const ROUNDS = 100;
 const WARMUP = 5;
-const IDLE_MS = 10_000;
 const GOAL_P99_MS = 250;
-const GOAL_RSS_MB = 80;
 
 const pick = (sorted: readonly number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
@@ -45,13 +42,6 @@ async function roundTrip(
   await send();
   await got;
   return performance.now() - t0;
-}
-
-function rssMb(pattern: string): number | undefined {
-  const pid = run("pgrep", ["-f", pattern]).stdout.trim().split("\n")[0];
-  if (!pid) return undefined;
-  const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  return kb === undefined ? undefined : Number(kb) / 1024;
 }
 
 async function benchTransport(kind: TransportKind, uid: number): Promise<boolean> {
@@ -90,9 +80,6 @@ async function benchTransport(kind: TransportKind, uid: number): Promise<boolean
     }
     agent.sort((a, b) => a - b);
     echo.sort((a, b) => a - b);
-    await new Promise((r) => setTimeout(r, IDLE_MS));
-    const chatRss = rssMb(`chat ${town.agent} --manifest`);
-    const daemonRss = rssMb(`agent ${town.agent} --manifest`);
 
     console.log(`${kind}: ${ROUNDS} round trips (after ${WARMUP} warm-up)`);
     console.log(`${"".padEnd(34)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}`);
@@ -106,14 +93,6 @@ async function benchTransport(kind: TransportKind, uid: number): Promise<boolean
     const p99 = pick(agent, 0.99);
     console.log(
       `goal: p99 under ${GOAL_P99_MS} ms: ${p99.toFixed(1)} ms, ${p99 < GOAL_P99_MS ? "met" : "NOT met"}`,
-    );
-    console.log(
-      `idle agent after ${IDLE_MS / 1000} s: chat service ${chatRss?.toFixed(1) ?? "?"} MB RSS` +
-        ` (agent daemon beside it: ${daemonRss?.toFixed(1) ?? "?"} MB)`,
-    );
-    const rssMet = chatRss !== undefined && chatRss < GOAL_RSS_MB;
-    console.log(
-      `goal: under ${GOAL_RSS_MB} MB per idle agent's chat: ${rssMet ? "met" : "NOT met"}`,
     );
     return true;
   } finally {

@@ -9,8 +9,9 @@
  * YAML, against a JSON round trip of the same objects) and, as root only: the host (bench/host.ts: resets, no-op apply), one
  * reset (bench/reset.ts: goal under 50 ms, beside the as-agent writer it replaced), the
  * approval round trip (bench/approval.ts), sudo end to end through the
- * installed gate (bench/sudo.ts), chat latency and memory
- * (bench/chat.ts), and an approval clicked in the dashboard
+ * installed gate (bench/sudo.ts), chat latency (bench/chat.ts), an online
+ * agent's memory and how fast it is back after a reset or `nuketown up`
+ * (bench/online.ts), and an approval clicked in the dashboard
  * (bench/dashboard.ts).
  */
 import { performance } from "node:perf_hooks";
@@ -21,6 +22,7 @@ import { benchChat } from "./chat.ts";
 import { benchCloud } from "./cloud.ts";
 import { benchDashboard } from "./dashboard.ts";
 import { benchHost } from "./host.ts";
+import { benchOnline } from "./online.ts";
 import { benchReset } from "./reset.ts";
 import { benchSudo } from "./sudo.ts";
 import { generateTown } from "./towns.ts";
@@ -110,6 +112,7 @@ for (const next of [
   benchApproval,
   benchSudo,
   benchChat,
+  () => benchOnline(),
   benchDashboard,
 ]) {
   if (process.exitCode !== 0) break;

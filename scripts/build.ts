@@ -5,7 +5,8 @@
  * root on every sudo, is also bundled by esbuild into one file,
  * dist/libexec/gate.cjs, that imports nothing but Node's own modules: one
  * file read instead of a module graph, no type stripping, nothing resolved
- * from node_modules.
+ * from node_modules. Each chat transport is bundled with its network's SDK
+ * in the same way, in place of tsc's copy (our own modules stay apart).
  */
 import { spawnSync } from "node:child_process";
 import { rmSync, utimesSync, writeFileSync } from "node:fs";
@@ -31,6 +32,7 @@ if (tsc.status !== 0) {
   process.exit(tsc.status ?? 1);
 }
 const { build } = await import("esbuild");
+type Plugin = import("esbuild").Plugin;
 await build({
   entryPoints: [path.join(root, "src", "approval", "gate-main.ts")],
   outfile: path.join(dist, "libexec", "gate.cjs"),
@@ -58,6 +60,39 @@ await build({
   logLevel: "warning",
   allowOverwrite: true,
 });
+// Each chat transport with its network's SDK in one file, replacing tsc's copy: an online agent's
+// daemon (run under --lite-mode) then reads and compiles one file instead of the SDK's hundreds of
+// modules at every start (Matrix: ~200 of them). Our own modules stay imports of their own, so the
+// rest of the program shares them (one CredentialRefused class, one transport.ts).
+const ownModulesApart: Plugin = {
+  name: "own-modules-apart",
+  setup(build) {
+    build.onResolve({ filter: /^\.\.?\// }, (args) =>
+      args.kind === "entry-point" || args.importer.includes(`${path.sep}node_modules${path.sep}`)
+        ? undefined
+        : { path: args.path, external: true },
+    );
+  },
+};
+for (const network of ["matrix", "xmpp"]) {
+  const transport = path.join(dist, "chat", network, "transport.js");
+  await build({
+    entryPoints: [transport],
+    outfile: transport,
+    allowOverwrite: true,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node22",
+    plugins: [ownModulesApart],
+    // The SDKs' CommonJS parts require Node's modules: an ES module has no require of its own.
+    banner: {
+      js: 'import { createRequire as nuketownRequire } from "node:module"; const require = nuketownRequire(import.meta.url);',
+    },
+    legalComments: "none",
+    logLevel: "warning",
+  });
+}
 const stamp = path.join(dist, ".built");
 writeFileSync(stamp, `${began.toISOString()}\n`);
 utimesSync(stamp, began, began);
