@@ -108,7 +108,9 @@ describe("nuketown up", { skip: !isRoot() && "needs root" }, () => {
         const exe = readlinkSync(`/proc/${service.pid}/exe`);
         const argv = readFileSync(`/proc/${service.pid}/cmdline`, "utf8").split("\0");
         if (exe !== path.join(lib, version, "bin", "node")) return undefined;
-        if (argv[1] !== path.join(lib, version, "dist", "cli.js")) return undefined;
+        // The agent daemon runs with Node flags before the script (the installed launcher).
+        if (argv.find((a) => a.endsWith("cli.js")) !== path.join(lib, version, "dist", "cli.js"))
+          return undefined;
       }
       return services;
     };
