@@ -258,6 +258,17 @@ async function benchMemory(kind: Network, town: ChatTown): Promise<boolean> {
 
 // ---- reset ------------------------------------------------------------------------
 
+/** Every "restarting in N ms" that `up` said, in order. */
+function restartDelaysIn(logs: string): number[] {
+  return [...logs.matchAll(/restarting in (\d+) ms/g)].map((m) => Number(m[1]));
+}
+
+/** The kernel's CPU pressure, 10 s average: how much of the time something waited for a CPU. */
+function cpuPressure(): string {
+  const some = /some avg10=([\d.]+)/.exec(readFileSync("/proc/pressure/cpu", "utf8"))?.[1];
+  return some === undefined ? "CPU pressure unknown" : `CPU pressure ${some}%`;
+}
+
 /** CPU time (user + system) a process has used, in ms. */
 function cpuMs(pid: number | undefined): number {
   if (pid === undefined) return Number.NaN;
@@ -293,12 +304,13 @@ async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
     answer: [] as number[],
   };
   const restartDelays: number[] = [];
+  const cpu: number[] = [];
   for (let i = 0; i < RESET_ROUNDS; i++) {
     // The supervisor restarts a daemon that ran a while after its least delay, as on a host.
     const wait = STABLE_MS - uptimeMs(agent.uid);
     if (wait > 0) await sleep(wait);
     const online = town.chatOnlineCount();
-    const logged = town.logs().length;
+    const delaysBefore = restartDelaysIn(town.logs()).length;
     const t0 = performance.now();
     const reset = spawnSync(BIN, ["reset", agent.name, "--manifest", town.manifest], {
       encoding: "utf8",
@@ -322,12 +334,17 @@ async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
       60_000,
     );
     const tAnswer = performance.now();
+    cpu.push(cpuMs(rssOf(agent.uid)[0]?.pid));
     phases.reset.push(tReset - t0);
     phases.socket.push(tSocket - tReset);
     phases.online.push(tOnline - tSocket);
     phases.answer.push(tAnswer - tOnline);
-    const delay = /restarting in (\d+) ms/.exec(town.logs().slice(logged))?.[1];
-    restartDelays.push(delay === undefined ? 0 : Number(delay));
+    // The supervisor's wait before it started the daemon again (`up` says it).
+    restartDelays.push(
+      restartDelaysIn(town.logs())
+        .slice(delaysBefore)
+        .reduce((a, b) => a + b, 0),
+    );
   }
   const total = phases.reset.map(
     (r, i) => r + (phases.socket[i] ?? 0) + (phases.online[i] ?? 0) + (phases.answer[i] ?? 0),
@@ -342,6 +359,9 @@ async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
   );
   console.log(`    → online in chat                ${ms(median(phases.online)).padStart(9)}`);
   console.log(`    → the answer                    ${ms(median(phases.answer)).padStart(9)}`);
+  console.log(
+    `    CPU the new process used until it answered: ${ms(median(cpu))} (${cpuPressure()}, ${availableParallelism()} CPUs)`,
+  );
   console.log(`  message → answer, online (baseline) ${ms(median(baseline)).padStart(7)}`);
   console.log(`  reset → answer / baseline: ${(median(total) / median(baseline)).toFixed(1)}x`);
   const met = median(total) < GOAL_RESET_MS;
@@ -476,7 +496,7 @@ async function benchUp(kind: Network): Promise<boolean> {
     );
     // Where the time went: the CPU each daemon used to come online, on this many CPUs.
     const cpu = town.agents.map((agent) => cpuMs(rssOf(agent.uid)[0]?.pid));
-    const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+    const load = cpuPressure();
     const allSockets = Math.max(...sockets.values()) - t0;
     const allOnline = Math.max(...onlineAt.values()) - t0;
     const firstOnline = Math.min(...onlineAt.values()) - t0;
@@ -489,7 +509,7 @@ async function benchUp(kind: Network): Promise<boolean> {
     console.log(`    up's own work (install check, apply, start)  ${ms(tGuide - t0)}`);
     console.log(`    → every daemon's socket answers  ${ms(allSockets).padStart(8)}`);
     console.log(
-      `    CPU per daemon until online: median ${ms(median(cpu))} (all ${TOWN_AGENTS}: ${ms(cpu.reduce((a, b) => a + b, 0))} on ${availableParallelism()} CPUs; load average ${load})`,
+      `    CPU per daemon until online: median ${ms(median(cpu))} (all ${TOWN_AGENTS}: ${ms(cpu.reduce((a, b) => a + b, 0))} on ${availableParallelism()} CPUs; ${load})`,
     );
     console.log(`  ${TOWN_AGENTS} bare node started at once (baseline) ${ms(bareMs)}`);
     console.log(`  up → online / baseline: ${(allOnline / bareMs).toFixed(1)}x`);
