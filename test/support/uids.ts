@@ -50,6 +50,7 @@ export const UID_REGISTRY: readonly UidReservation[] = [
     "the agent of the town under new directories",
   ),
   row("integration/up.test.ts", 60465, 60465, "the agent of the town nobody can approve in"),
+  row("integration/chat-one-process.test.ts", 60490, 60493, "Matrix, XMPP towns: agent, mayor"),
   row("integration/up.test.ts", 60501, 60502, "agent, mayor"),
   row(
     "integration/change-agent.test.ts",

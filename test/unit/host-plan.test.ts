@@ -390,21 +390,25 @@ describe("host planner", () => {
     const t = town();
     const legacy = `${t.paths.unitDir}/nuketown-chat-ada.service`;
     const host = converged(t);
+    const units = renderUnits(t).map((u) => u.name);
     const observed: ObservedHost = {
       ...host,
       systemd: true,
-      state: { ...host.state, files: [...host.state.files, legacy] },
+      units: Object.fromEntries([...units, "nuketown-chat-ada.service"].map((u) => [u, "enabled"])),
+      linger: t.agents.map((a) => a.name),
+      state: {
+        ...host.state,
+        files: [...host.state.files, legacy],
+        units: [...units, "nuketown-chat-ada.service"],
+      },
       files: { ...host.files, [legacy]: { content: "[Service]\n", mode: "0644" } },
     };
     const plan = planHost(t, observed);
-    assert.deepEqual(
-      plan.actions.map((a) => `${a.layer} ${a.kind}`),
-      ["files remove-file", "services reload-systemd"],
-    );
+    assert.deepEqual(plan.actions.map(describeAction), [
+      `- ${legacy}`,
+      "~ systemd daemon-reload; disable nuketown-chat-ada.service",
+    ]);
     assert.deepEqual(plan.actions[0], { layer: "files", kind: "remove-file", path: legacy });
-    const reload = plan.actions[1];
-    assert.ok(reload?.kind === "reload-systemd");
-    assert.deepEqual(reload.disable, ["nuketown-chat-ada.service"]);
   });
 
   it("plans only files with --root", () => {
