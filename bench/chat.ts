@@ -118,7 +118,7 @@ export async function benchChat(
   if (build.status !== 0) throw new Error("npm run build failed");
   for (const [i, kind] of kinds.entries()) {
     if (i > 0) console.log("");
-    await benchTransport(kind, kind === "matrix" ? 60811 : 60821);
+    await benchTransport(kind, kind === "matrix" ? 60940 : 60942);
   }
   return 0;
 }

@@ -43,8 +43,6 @@ const GOAL_UP_MS = 5000;
 const RESET_ROUNDS = 3;
 const ROUND_TRIPS = 5;
 const TOWN_AGENTS = 10;
-/** `nuketown up` restarts a daemon at once only after it ran this long (src/up/supervisor.ts). */
-const STABLE_MS = 61_000;
 
 type Network = "matrix" | "xmpp";
 
@@ -276,18 +274,6 @@ function cpuMs(pid: number | undefined): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-/** How long the agent's process has run. */
-function uptimeMs(uid: number): number {
-  const [p] = rssOf(uid);
-  if (!p) return 0;
-  const started = Number(
-    readFileSync(`/proc/${p.pid}/stat`, "utf8").split(") ")[1]?.split(" ")[19],
-  );
-  const hz = 100;
-  const uptime = Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
-  return (uptime - started / hz) * 1000;
-}
-
 async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
   const townFile = manifestTown(town.manifest);
   const agent = townFile.agents.find((a) => a.name === town.agent);
@@ -305,9 +291,6 @@ async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
   const restartDelays: number[] = [];
   const cpu: number[] = [];
   for (let i = 0; i < RESET_ROUNDS; i++) {
-    // The supervisor restarts a daemon that ran a while after its least delay, as on a host.
-    const wait = STABLE_MS - uptimeMs(agent.uid);
-    if (wait > 0) await sleep(wait);
     const online = town.chatOnlineCount();
     const delaysBefore = restartDelaysIn(town.logs()).length;
     const t0 = performance.now();
@@ -338,7 +321,8 @@ async function benchReset(kind: Network, town: ChatTown): Promise<boolean> {
     phases.socket.push(tSocket - tReset);
     phases.online.push(tOnline - tSocket);
     phases.answer.push(tAnswer - tOnline);
-    // The supervisor's wait before it started the daemon again (`up` says it).
+    // Any back-off `up` waited before it started the daemon again (none after a round: it waits
+    // on the round's lock and starts the daemon as the round ends).
     restartDelays.push(
       restartDelaysIn(town.logs())
         .slice(delaysBefore)

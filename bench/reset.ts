@@ -6,7 +6,7 @@
  * them before: ~75 ms of starting Node), and the floor a btrfs home costs
  * anyway (rename the home aside + `btrfs subvolume snapshot`).
  *
- * The agent is a bench account (nt-test-rcb, uid 60459), everything lives
+ * The agent is a bench account (nt-test-rcb, uid 60944), everything lives
  * under one temp dir, removed in a finally block and on Ctrl-C.
  *
  *   node bench/reset.ts        (also run by `npm run bench`)
@@ -30,7 +30,7 @@ import { formatProblem } from "../src/town/problems.ts";
 import type { ResolvedAgent, ResolvedTown } from "../src/town/types.ts";
 import { cleanupHost, isRoot, makeTempRoot, run } from "../test/support/host.ts";
 
-const AGENT = { name: "nt-test-rcb", uid: 60459 };
+const AGENT = { name: "nt-test-rcb", uid: 60944 };
 const RUNS = 30;
 const WARMUP = 3;
 const GOAL_MS = 50;

@@ -5,32 +5,15 @@
  * (runner.ts: the queue, workspaces, runtimes, a cgroup per task, history).
  * A task that fails in any way is a report, never a dead daemon.
  */
-import type { Runner } from "../os/process.ts";
 import { printable } from "../output.ts";
 import type { ResolvedAgent, ResolvedTown } from "../town/types.ts";
-import type { TaskContainment } from "./containment.ts";
 import type { AgentStatus } from "./protocol.ts";
-import { TaskRunner } from "./runner.ts";
-import type { Runtime, SessionStore } from "./runtimes/index.ts";
+import { TaskRunner, type TaskRunnerOptions } from "./runner.ts";
 import { AgentServer } from "./server.ts";
 
-export interface AgentDaemonOptions {
+/** The task runner's options (its warnings are the daemon's), and what the server needs more. */
+export interface AgentDaemonOptions extends Omit<TaskRunnerOptions, "warn"> {
   readonly town: ResolvedTown;
-  readonly agent: ResolvedAgent;
-  /** Runs git, setfacl and tmux. */
-  readonly runner?: Runner;
-  /** Default: the agent's declared runtime. */
-  readonly runtime?: Runtime;
-  readonly sessions?: SessionStore;
-  readonly clock?: () => Date;
-  /** One line per thing worth knowing (journald). */
-  readonly log?: (line: string) => void;
-  /** The environment runtimes and git start from. */
-  readonly env?: NodeJS.ProcessEnv;
-  /** Between SIGTERM and SIGKILL when a runtime is stopped. */
-  readonly killGraceMs?: number;
-  /** How each task's processes are kept together. @default a cgroup per task when the daemon's is delegated */
-  readonly containment?: TaskContainment;
   /** More for `status` (the agent's chat presence, when it runs in this process). */
   readonly extraStatus?: () => Partial<AgentStatus>;
 }

@@ -10,6 +10,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { runTask } from "../../src/agent/client.ts";
+import { parseManifest } from "../../src/town/manifest.ts";
 import { BIN, type ChatTown, type Heard, startChatTown, until } from "../support/chat-town.ts";
 import { isRoot, mustRun, run } from "../support/host.ts";
 import { uidsOf } from "../support/uids.ts";
@@ -130,6 +132,38 @@ for (const spec of TOWNS) {
       assert.equal(answers.length, 1, "answered once");
       await town.mayor.send(town.direct, "and now?");
       await town.mayor.waitFor("an answer as usual", fromAgent(/you said: and now\?/), 30_000);
+    });
+
+    // Matrix's revoked token is chat.test.ts's. Last: it takes the agent off the network for good.
+    it("says in status why the server refuses its password, and its daemon goes on", {
+      skip: spec.kind !== "xmpp" && "XMPP accounts",
+    }, async () => {
+      const relay = town.relay;
+      const xmpp = town.xmpp;
+      assert.ok(relay && xmpp);
+      const [daemon] = processesOf(spec.agentUid);
+      // The account is removed; the session open now ends with its connection, and the next
+      // login is refused.
+      await xmpp.unregisterAgent();
+      relay.cut();
+      relay.mend();
+      await until(
+        "status to say why",
+        () => /^failed \(pid \d+.*refused the credentials of /.test(status()?.chat ?? ""),
+        60_000,
+        town.logs,
+      );
+      const chat = status()?.chat ?? "";
+      assert.match(chat, /put the password where chat\.xmpp\.passwordSecret points/, chat);
+      // Read anew a minute later (apply may have placed another), not retried in a loop.
+      assert.match(chat, /trying again in 60 s\)$/, chat);
+      assert.equal(/pid (\d+)/.exec(chat)?.[1], String(daemon?.pid));
+      // Its daemon still takes work on its socket.
+      const manifest = parseManifest(readFileSync(town.manifest, "utf8"));
+      assert.ok(manifest.ok);
+      const socket = manifest.town.agents.find((a) => a.name === town.agent)?.socket;
+      const outcome = await runTask(socket ?? "", { project: "demo", prompt: "still there" });
+      assert.match(outcome.answer, /you said: still there/);
     });
   });
 }

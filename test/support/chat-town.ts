@@ -62,6 +62,10 @@ export interface ChatTown {
     readonly mayorToken: string;
     readonly agentToken: string;
   };
+  /** Over XMPP: the agent's account deleted from the server (its next login is refused). */
+  readonly xmpp?: {
+    unregisterAgent(): Promise<void>;
+  };
   /** Every prompt the agent's runtime was called with, one per line. */
   runtimeCalls(): string[];
   /** What `nuketown up` and the daemons logged so far. */
@@ -270,6 +274,11 @@ export async function startChatTown(options: ChatTownOptions): Promise<ChatTown>
           url: (server as SynapseServer).url,
           mayorToken: (mayor as MatrixPerson).accessToken,
           agentToken: accounts.agent.secret,
+        },
+      }),
+      ...(kind === "xmpp" && {
+        xmpp: {
+          unregisterAgent: () => (server as ProsodyServer).unregister(accounts.agent.localpart),
         },
       }),
       ...(relay && { relay }),

@@ -34,6 +34,12 @@ export interface ProsodyServer {
   readonly service: string;
   /** Creates an account with prosodyctl against this instance's config; returns its bare JID. */
   register(localpart: string, password: string): Promise<string>;
+  /**
+   * Deletes an account from the server's storage (prosodyctl deluser). A
+   * session open now stays up until its connection ends; the next login is
+   * refused (SASL not-authorized).
+   */
+  unregister(localpart: string): Promise<void>;
   /** Kills the server and removes its temp dir. */
   stop(): Promise<void>;
 }
@@ -160,6 +166,17 @@ export async function startProsody(): Promise<ProsodyServer> {
         );
       });
       return `${localpart}@${DOMAIN}`;
+    },
+    async unregister(localpart) {
+      await execFileAsync(
+        PROSODYCTL,
+        ["--config", configFile, "deluser", `${localpart}@${DOMAIN}`],
+        { cwd: dir, timeout: START_TIMEOUT_MS },
+      ).catch((error: { stdout?: string; stderr?: string; message: string }) => {
+        throw new Error(
+          `prosodyctl deluser ${localpart}: ${error.message}\n${error.stdout ?? ""}${error.stderr ?? ""}`,
+        );
+      });
     },
     stop() {
       stopped ??= (async () => {

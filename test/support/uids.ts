@@ -3,7 +3,8 @@
  * TEST_UID_MIN–TEST_UID_MAX (host.ts). Test files run at the same time, each making
  * real accounts, so no two may use the same uid; a file uses only its own
  * rows (test/unit/uids.test.ts fails otherwise). A new test takes free uids
- * here first. The benches (bench/) keep to 60900–60999 and run alone.
+ * here first. The benches (bench/) run one after another, never beside the
+ * tests: they keep to BENCH_UIDS, which no row may touch.
  */
 import path from "node:path";
 
@@ -26,6 +27,9 @@ const row = (file: string, min: number, max: number, use: string): UidReservatio
   use,
 });
 
+/** The benches' uids (bench/*.ts); test/unit/uids.test.ts holds them to it. */
+export const BENCH_UIDS: UidRange = { min: 60900, max: 60999 };
+
 export const UID_REGISTRY: readonly UidReservation[] = [
   row("integration/host.test.ts", 60101, 60104, "agents nt-test-a to -d"),
   row("integration/host.test.ts", 60150, 60150, "an account nuketown did not make"),
@@ -40,7 +44,6 @@ export const UID_REGISTRY: readonly UidReservation[] = [
     60431,
     "agent, another uid whose files stay (no account)",
   ),
-  // 60459: bench/reset.ts's agent (nt-test-rcb); benches run alone, but keep it free.
   row("integration/review.test.ts", 60462, 60463, "an agent with an account, a declared one"),
   row("integration/host-repair.test.ts", 60460, 60461, "agents a and b"),
   row(

@@ -10,7 +10,7 @@ import path from "node:path";
 import { describe, it } from "node:test";
 import { REPO_ROOT } from "../support/fixtures.ts";
 import { TEST_UID_MAX, TEST_UID_MIN } from "../support/host.ts";
-import { UID_REGISTRY, uidsOf } from "../support/uids.ts";
+import { BENCH_UIDS, UID_REGISTRY, uidsOf } from "../support/uids.ts";
 
 /** The files that make accounts, or hand uids to helpers that do. */
 const SCANNED = ["test/integration", "test/support", "test/attack"].flatMap((dir) =>
@@ -70,6 +70,24 @@ describe("the uid registry", () => {
       }
     }
     assert.deepEqual(strays, [], "reserve the uids in test/support/uids.ts");
+  });
+
+  it("keeps the benches to their own uids, which no test file owns", () => {
+    for (const row of UID_REGISTRY)
+      assert.ok(
+        row.max < BENCH_UIDS.min || row.min > BENCH_UIDS.max,
+        `${row.file} (${row.min}-${row.max}) reaches into the benches' ${BENCH_UIDS.min}-${BENCH_UIDS.max}`,
+      );
+    const benches = readdirSync(path.join(REPO_ROOT, "bench"))
+      .filter((name) => name.endsWith(".ts"))
+      .map((name) => `bench/${name}`);
+    assert.ok(benches.length > 0);
+    const strays = benches.flatMap((file) =>
+      uidsWritten(readFileSync(path.join(REPO_ROOT, file), "utf8"))
+        .filter(({ uid }) => uid < BENCH_UIDS.min || uid > BENCH_UIDS.max)
+        .map(({ uid, line }) => `${file}:${line}: uid ${uid}`),
+    );
+    assert.deepEqual(strays, [], `benches keep to ${BENCH_UIDS.min}-${BENCH_UIDS.max}`);
   });
 
   it("finds a uid written anywhere in a line, and none in a declared uidRange or a timeout", () => {

@@ -506,7 +506,7 @@ export class XmppTransport implements ChatTransport {
         if (!this.#running) return;
         if (isRefusedCredential(error)) {
           const refused = new TransportFatalError(
-            `xmpp: ${this.#options.service} refused the credentials of ${this.self} (${describe(error)})`,
+            `xmpp: ${this.#options.service} refused the credentials of ${this.self} (${describe(error)}): its password was changed or the account removed; put the password where chat.xmpp.passwordSecret points and apply`,
           );
           if (!this.#everOnline) {
             this.#first?.reject(refused);
@@ -514,6 +514,14 @@ export class XmppTransport implements ChatTransport {
             return;
           }
           this.#options.log(refused.message);
+          // As Matrix's revoked token: whoever runs the transport reads the credential anew
+          // (the agent's daemon) or exits and says why, instead of retrying a stale password.
+          const fatal = this.#handlers?.fatal;
+          if (fatal) {
+            this.#setConnection("offline", "credentials refused");
+            fatal(refused);
+            return;
+          }
         }
         const wait = backoffDelay(attempt++);
         this.#setConnection(
