@@ -249,7 +249,7 @@ let
       # Each task gets a cgroup below the unit's: everything it starts dies with it.
       Delegate = true;
     }
-    // agentHardening agent { taskCgroups = true; };
+    // agentHardening agent;
   };
 
   isDeviceSpec = device: builtins.match "(/dev/|UUID=|LABEL=|PARTUUID=|PARTLABEL=).*" device != null;
