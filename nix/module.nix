@@ -126,7 +126,9 @@ let
         nuketown check --manifest "$out"
       '';
 
-  # What nuketown's own commands call: mounts, snapshots, ACLs, git, keys, secrets.
+  # What nuketown's own commands call: mounts, snapshots, ACLs, git, keys, secrets; perl empties
+  # an agent's kernel keyrings at a round (keyctl from a Perl, as the agent), util-linux's ipcrm
+  # its System V IPC.
   toolPath = with pkgs; [
     acl
     age
@@ -134,6 +136,7 @@ let
     git
     gnupg
     openssh
+    perl
     sops
     util-linux
   ];

@@ -19,7 +19,13 @@ import type { ResolvedAgent, ResolvedSecret, ResolvedTown } from "../town/types.
 import { type HomeFile, writeFilesAsAgent } from "./agent-files.ts";
 import { GUARDED_GIT_CONFIG, guardedFetchArgs } from "./git-guard.ts";
 import { createHome, exists, rollbackHome } from "./homes.ts";
-import { removeSpooledJobs, resetRuntimeDir, sweepTempDirs } from "./leftovers.ts";
+import {
+  clearKeyrings,
+  removeSpooledJobs,
+  removeSysvIpc,
+  resetRuntimeDir,
+  sweepTempDirs,
+} from "./leftovers.ts";
 import { observePackages } from "./packages.ts";
 import { ensurePersistSources, mountPersisted, readMounts } from "./persist.ts";
 import { presentPackages } from "./plan.ts";
@@ -181,11 +187,12 @@ export async function stopAgent(
 
 /**
  * Clear what the agent left outside its home: its files in the shared temp
- * dirs, its crontab and `at` jobs, its runtime dir (and TMPDIR). Warnings
- * for its directories that stay (they hold other users' files).
+ * dirs, its crontab and `at` jobs, its System V IPC objects and kernel
+ * keyrings, its runtime dir (and TMPDIR). Warnings for what stays (its
+ * directories that hold other users' files, keyrings it could not clear).
  */
 export async function clearLeftovers(
-  ctx: Pick<RoundContext, "town" | "leftovers">,
+  ctx: Pick<RoundContext, "town" | "leftovers" | "runner">,
   agent: Pick<ResolvedAgent, "name" | "uid" | "gid" | "runtimeDir">,
   options: { readonly removed?: boolean } = {},
 ): Promise<string[]> {
@@ -201,12 +208,18 @@ export async function clearLeftovers(
     skip: [town.agentsDir, town.persistDir, town.stateDir, town.runtimeDir],
     mounts: await readMounts(),
   });
+  await removeSysvIpc(agent.uid, ctx.runner);
+  const keyrings = await clearKeyrings(agent, ctx.runner);
   // A removed agent's runtime dir goes; a new round's is made afresh.
   if (options.removed) await rm(agent.runtimeDir, { recursive: true, force: true });
   else await resetRuntimeDir(agent);
-  return swept.kept.map(
-    (dir) => `${dir} stays: it is ${agent.name}'s but holds other users' files (or lies too deep)`,
-  );
+  return [
+    ...swept.kept.map(
+      (dir) =>
+        `${dir} stays: it is ${agent.name}'s but holds other users' files (or lies too deep)`,
+    ),
+    ...(keyrings === undefined ? [] : [keyrings]),
+  ];
 }
 
 export async function resetAgent(ctx: RoundContext, agent: ResolvedAgent): Promise<RoundResult> {

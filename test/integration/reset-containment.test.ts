@@ -4,10 +4,11 @@
  * here): as the agent, a process that keeps changing pid (fork, exit, fork),
  * a double-forked daemon outside the daemon's tree, a process in the agent
  * daemon's own cgroup, and one whose root parent never reaps it; files in
- * /tmp, /var/tmp, /dev/shm (nested too), in its TMPDIR, a crontab and an
- * `at` job. Three resets in a row: each leaves none of them, rolls the home
- * back (a new subvolume), keeps root's and another uid's files, and `up`
- * starts the agent's daemon again only once the reset is over. The round is
+ * /tmp, /var/tmp, /dev/shm (nested too), in its TMPDIR, a crontab, an `at`
+ * job, System V IPC objects and a key in its user keyring. Three resets in a
+ * row: each leaves none of them, rolls the home back (a new subvolume), keeps
+ * root's and another uid's files and IPC, and `up` starts the agent's daemon
+ * again only once the reset is over. The round is
  * slowed by a `git` that sleeps (the agent has a declared repo), so a
  * supervisor that restarted the daemon after its usual 1 s would do it in
  * the middle of the reset.
@@ -43,6 +44,27 @@ const TAG = `nt-rc-${process.pid}`;
 const AS_AGENT = ["setpriv", `--reuid=${UID}`, `--regid=${UID}`, "--clear-groups"];
 const CRONTABS = "/var/spool/cron/crontabs";
 const ATJOBS = "/var/spool/cron/atjobs";
+
+/** add_key(2) and keyctl(2), which Perl calls by number (perl-base has no syscall.ph). */
+const ADD_KEY = process.arch === "arm64" ? 217 : 248;
+const KEYCTL = process.arch === "arm64" ? 219 : 250;
+
+/** `ipcs -i` names a System V object that exists (it says "not found" on stderr otherwise). */
+function ipcExists(flag: "-m" | "-q" | "-s", id: string): boolean {
+  const shown = run("ipcs", [flag, "-i", id]);
+  return !/not found/.test(shown.stderr) && shown.stdout.trim() !== "";
+}
+
+/** As the agent: KEYCTL_SEARCH of its user keyring for the planted key. */
+function keyFound(): boolean {
+  const found = run(AS_AGENT[0]!, [
+    ...AS_AGENT.slice(1),
+    "perl",
+    "-e",
+    `my ($t, $d) = ("user", "${TAG}-key"); print syscall(${KEYCTL}, 10, -4, $t, $d, 0) > 0 ? "yes" : "no"`,
+  ]);
+  return found.stdout.trim() === "yes";
+}
 
 interface UpState {
   services: { name: string; pid?: number; restarts: number; since?: string }[];
@@ -86,6 +108,8 @@ describe("a reset against an agent that tries to outlive it", {
   let slowPath = "";
   const reapers: ChildProcess[] = [];
   const madeDirs: string[] = [];
+  /** ipcrm's arguments for each System V object planted (a reset that failed leaves them). */
+  const ipcMade: string[][] = [];
   const output = () => up?.output() ?? "";
   const upState = () => JSON.parse(readFileSync(town.path("run", "up.json"), "utf8")) as UpState;
   const daemon = () => upState().services.find((s) => s.name === `agent ${AGENT}`);
@@ -148,13 +172,23 @@ describe("a reset against an agent that tries to outlive it", {
       for (const name of existsSync(ATJOBS) ? readdirSync(ATJOBS) : [])
         if (name.startsWith(TAG)) rmSync(path.join(ATJOBS, name), { force: true });
       for (const dir of madeDirs.reverse()) rmSync(dir, { recursive: true, force: true });
+      for (const args of ipcMade) run("ipcrm", args);
+      run(AS_AGENT[0]!, [
+        ...AS_AGENT.slice(1),
+        "perl",
+        "-e",
+        `syscall(${KEYCTL}, 7, -4); syscall(${KEYCTL}, 7, -5)`,
+      ]);
     });
     up = town.up();
     await waitFor("the town", () => (output().includes("is up:") ? true : undefined), 120_000);
   });
 
   /** Everything the agent leaves running and lying around; the names to check after. */
-  function plant(round: number): { inCgroup: number } {
+  function plant(round: number): {
+    inCgroup: number;
+    ipc: { shm: string; msg: string; sem: string; other: string };
+  } {
     const running = daemon()?.pid;
     assert.ok(running, "the agent daemon runs");
     // Fork, exit, fork: a new pid every millisecond or so, never more than one alive. Its
@@ -234,7 +268,29 @@ describe("a reset against an agent that tries to outlive it", {
       mode: 0o700,
     });
     chownSync(path.join(ATJOBS, `${TAG}-a0001`), UID, UID);
-    return { inCgroup: inCgroup.pid ?? 0 };
+    // Kernel objects that outlive every process of the uid: System V shared memory, a message
+    // queue and a semaphore set, and a key in its user keyring; another uid's segment beside.
+    const ipc = mustRun(AS_AGENT[0]!, [
+      ...AS_AGENT.slice(1),
+      "perl",
+      "-e",
+      `my ($t, $d, $p) = ("user", "${TAG}-key", "remembered"); syscall(${ADD_KEY}, $t, $d, $p, length $p, -4) > 0 or die "add_key: $!"; print join(" ", shmget(0, 4096, 01600), msgget(0, 01600), semget(0, 1, 01600))`,
+    ]);
+    const [shm, msg, sem] = ipc.trim().split(" ").map(Number);
+    assert.ok(keyFound(), "the key is in the agent's user keyring");
+    const otherShm = mustRun("setpriv", [
+      `--reuid=${OTHER_UID}`,
+      `--regid=${OTHER_UID}`,
+      "--clear-groups",
+      "perl",
+      "-e",
+      "print shmget(0, 4096, 01600)",
+    ]).trim();
+    ipcMade.push(["-m", String(shm)], ["-q", String(msg)], ["-s", String(sem)], ["-m", otherShm]);
+    return {
+      inCgroup: inCgroup.pid ?? 0,
+      ipc: { shm: String(shm), msg: String(msg), sem: String(sem), other: otherShm },
+    };
   }
 
   it("gives the agent's daemon and login shells a private TMPDIR", async () => {
@@ -255,7 +311,7 @@ describe("a reset against an agent that tries to outlive it", {
         const d = daemon();
         return d?.pid !== undefined && existsSync(`/proc/${d.pid}`) ? d : undefined;
       });
-      plant(round);
+      const planted = plant(round);
       const markers = [`${TAG}-churn`, `4242${round}`, `4243${round}`, `4244${round}`];
       await waitFor("every planted process", () =>
         markers.every((m) => live(m).length > 0) ? true : undefined,
@@ -320,6 +376,14 @@ describe("a reset against an agent that tries to outlive it", {
         path.join(ATJOBS, `${TAG}-a0001`),
       ])
         assert.throws(() => lstatSync(gone), `${gone} outlived the reset`);
+      for (const [flag, id] of [
+        ["-m", planted.ipc.shm],
+        ["-q", planted.ipc.msg],
+        ["-s", planted.ipc.sem],
+      ] as const)
+        assert.ok(!ipcExists(flag, id), `System V object ${flag} ${id} outlived the reset`);
+      assert.ok(ipcExists("-m", planted.ipc.other), "another uid's shared memory stays");
+      assert.ok(!keyFound(), "the key in its user keyring outlived the reset");
       for (const stays of [`/tmp/${TAG}-root`, `/tmp/${TAG}-other`, `/tmp/${TAG}-dir/other`])
         assert.ok(existsSync(stays), `${stays} (not the agent's) stays`);
       assert.equal(readFileSync("/etc/passwd", "utf8").length > 0, true);

@@ -26,7 +26,15 @@ import { renderLoginProfile } from "../../src/approval/wrappers.ts";
 import { hidepidCheck } from "../../src/commands/doctor.ts";
 import { agentServiceEnv } from "../../src/commands/up.ts";
 import { placeAsRoot } from "../../src/host/agent-files.ts";
-import { removeSpooledJobs, sweepTempDirs } from "../../src/host/leftovers.ts";
+import {
+  ipcrmArgs,
+  keysOwnedBy,
+  removeSpooledJobs,
+  SYSV_TABLES,
+  type SysvKind,
+  sweepTempDirs,
+  sysvObjectsOf,
+} from "../../src/host/leftovers.ts";
 import { fstabPath } from "../../src/host/persist.ts";
 import { agentTmpDir } from "../../src/host/render/units.ts";
 import { scanProcesses } from "../../src/host/stop.ts";
@@ -225,6 +233,61 @@ describe("sweeping the agent's files out of shared temp dirs", () => {
     assert.ok(!existsSync(path.join(crontabs, "ada")));
     assert.ok(existsSync(path.join(crontabs, "bob")));
     assert.ok(!existsSync(path.join(at, "a0001")));
+  });
+});
+
+describe("System V IPC and keyrings a round clears", () => {
+  // The kernel's own header for each table (the real objects are test/integration's).
+  const header = (kind: SysvKind) => readFileSync(SYSV_TABLES[kind], "utf8").split("\n")[0] ?? "";
+  /** A row with these values under the header's names, every other column 0. */
+  const row = (kind: SysvKind, values: Record<string, number>) =>
+    header(kind)
+      .trim()
+      .split(/\s+/)
+      .map((column) => String(values[column] ?? 0).padStart(10))
+      .join(" ");
+
+  it("finds the objects the uid owns or created, by the kernel's column names", () => {
+    for (const [kind, idColumn] of [
+      ["shm", "shmid"],
+      ["sem", "semid"],
+      ["msg", "msqid"],
+    ] as const) {
+      const table = [
+        header(kind),
+        row(kind, { [idColumn]: 7, uid: 60430, cuid: 60430 }),
+        row(kind, { [idColumn]: 8, uid: 60431, cuid: 60430 }),
+        row(kind, { [idColumn]: 9, uid: 60430, cuid: 0 }),
+        row(kind, { [idColumn]: 10, uid: 60431, cuid: 60431 }),
+        "",
+      ].join("\n");
+      assert.deepEqual(
+        sysvObjectsOf(kind, table, 60430).map((o) => o.id),
+        [7, 8, 9],
+        kind,
+      );
+      assert.deepEqual(sysvObjectsOf(kind, header(kind), 60430), [], `${kind}: none`);
+    }
+    assert.deepEqual(sysvObjectsOf("shm", "", 60430), [], "no table");
+    assert.deepEqual(
+      ipcrmArgs([
+        { kind: "shm", id: 7 },
+        { kind: "sem", id: 0 },
+        { kind: "msg", id: 3 },
+      ]),
+      ["-m", "7", "-s", "0", "-q", "3"],
+    );
+  });
+
+  it("counts the keys a uid owns from /proc/key-users", () => {
+    const keyUsers = [
+      "    0:    93 92/92 87/1000000 2385/25000000",
+      "60430:     4 4/4 4/200 57/20000",
+      "604301:     9 9/9 9/200 57/20000",
+    ].join("\n");
+    assert.equal(keysOwnedBy(keyUsers, 60430), 4);
+    assert.equal(keysOwnedBy(keyUsers, 0), 92);
+    assert.equal(keysOwnedBy(keyUsers, 60431), 0);
   });
 });
 
