@@ -32,6 +32,7 @@ import { loadTown } from "../src/town/load.ts";
 import { formatProblem } from "../src/town/problems.ts";
 import type { ResolvedAgent, ResolvedTown } from "../src/town/types.ts";
 import { cleanupHost, isRoot, makeTempRoot, mustRun, run } from "../test/support/host.ts";
+import { type Spent, timingRunner } from "./timing-runner.ts";
 
 const PREFIX = "nt-test-bench-";
 const UID_MIN = 60900;
@@ -53,29 +54,6 @@ const FLAT_GOAL = 1.5;
 const BACKEND_GOAL = 20;
 const NOOP_GOAL_MS = 1000;
 const NOOP_RUNS = 10;
-
-/** Time spent in each program the runner started, e.g. "btrfs subvolume delete". */
-type Spent = Map<string, number>;
-
-/** The real runner, recording how long each program took (the profile of a reset). */
-function timingRunner(spent: Spent): Runner {
-  return {
-    async run(program, args, options) {
-      const t0 = performance.now();
-      try {
-        return await systemRunner.run(program, args, options);
-      } finally {
-        const key =
-          program === process.execPath
-            ? "node (as-agent file writer)"
-            : program === "btrfs"
-              ? `btrfs ${args.slice(0, 2).join(" ")}`
-              : program;
-        spent.set(key, (spent.get(key) ?? 0) + performance.now() - t0);
-      }
-    },
-  };
-}
 
 interface Bench {
   readonly root: string;

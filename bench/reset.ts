@@ -29,35 +29,12 @@ import { loadTown } from "../src/town/load.ts";
 import { formatProblem } from "../src/town/problems.ts";
 import type { ResolvedAgent, ResolvedTown } from "../src/town/types.ts";
 import { cleanupHost, isRoot, makeTempRoot, run } from "../test/support/host.ts";
+import { type Spent, timingRunner } from "./timing-runner.ts";
 
 const AGENT = { name: "nt-test-rcb", uid: 60944 };
 const RUNS = 30;
 const WARMUP = 3;
 const GOAL_MS = 50;
-
-/** Time spent in each program the runner started. */
-type Spent = Map<string, number>;
-
-function timingRunner(spent: Spent): Runner {
-  return {
-    async run(program, args, options) {
-      const t0 = performance.now();
-      try {
-        return await systemRunner.run(program, args, options);
-      } finally {
-        const key =
-          program === process.execPath || program.endsWith("/bin/node")
-            ? "node (as-agent file writer)"
-            : program === "btrfs"
-              ? `btrfs ${args.slice(0, 2).join(" ")}`
-              : program === "/bin/sh" && options?.uid !== undefined
-                ? "kill -9 -1 (as the agent)"
-                : program;
-        spent.set(key, (spent.get(key) ?? 0) + performance.now() - t0);
-      }
-    },
-  };
-}
 
 export async function benchReset(): Promise<number> {
   console.log("one reset");
