@@ -191,36 +191,17 @@ function placeFile(
   agent: Owner,
   entry: { path: string; mode: number; content: Buffer },
 ): void {
-  const parts = relative(agent, entry.path);
-  const name = parts.pop();
-  if (name === undefined) throw new Error(`${entry.path} names the home itself`);
-  const opened = openPath(home, agent, parts);
-  const dir = opened.at(-1) ?? home;
-  try {
+  placeEntry(home, agent, entry.path, (dir, name) => {
     const temp = `.${name}.${randomBytes(6).toString("hex")}.tmp`;
     // No fsync: the home is rebuilt every round (and at every boot), so a crash costs nothing.
     dir.createFile(temp, entry.content, entry.mode, agent.uid, agent.gid);
-    try {
-      dir.rename(temp, name);
-    } catch (error) {
-      try {
-        dir.unlink(temp);
-      } catch {}
-      throw error;
-    }
-  } finally {
-    closeAll(opened);
-  }
+    return temp;
+  });
 }
 
 /** A new link renamed over whatever is there (a directory there makes it fail). */
 function placeLink(home: AnchoredDir, agent: Owner, entry: { path: string; link: string }): void {
-  const parts = relative(agent, entry.path);
-  const name = parts.pop();
-  if (name === undefined) throw new Error(`${entry.path} names the home itself`);
-  const opened = openPath(home, agent, parts);
-  const dir = opened.at(-1) ?? home;
-  try {
+  placeEntry(home, agent, entry.path, (dir, name) => {
     const temp = `.${name}.link.tmp`;
     try {
       dir.unlink(temp);
@@ -228,6 +209,28 @@ function placeLink(home: AnchoredDir, agent: Owner, entry: { path: string; link:
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
     }
     dir.symlink(entry.link, temp, agent.uid, agent.gid);
+    return temp;
+  });
+}
+
+/**
+ * Make an entry under a temporary name in the directory of `file` (reached
+ * through descriptors), then rename it over `file`; the temporary one goes
+ * when the rename fails.
+ */
+function placeEntry(
+  home: AnchoredDir,
+  agent: Owner,
+  file: string,
+  make: (dir: AnchoredDir, name: string) => string,
+): void {
+  const parts = relative(agent, file);
+  const name = parts.pop();
+  if (name === undefined) throw new Error(`${file} names the home itself`);
+  const opened = openPath(home, agent, parts);
+  const dir = opened.at(-1) ?? home;
+  try {
+    const temp = make(dir, name);
     try {
       dir.rename(temp, name);
     } catch (error) {
