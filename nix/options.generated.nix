@@ -182,6 +182,24 @@ in
           default = [ "terminal" "desktop" "chat" "web" ];
           description = "Where requests are shown.";
         };
+        askLimit = mkOption {
+          type = types.submodule {
+            options = {
+              requests = mkOption {
+                type = types.ints.between 1 10000;
+                default = 60;
+                description = "Requests one agent may put to the humans within `minutes`.";
+              };
+              minutes = mkOption {
+                type = types.ints.between 1 1440;
+                default = 10;
+                description = "The window the requests are counted in.";
+              };
+            };
+          };
+          default = { };
+          description = "How often one agent may ask a human. Every request that reaches a human notifies the approvers and is audited, even one its agent cancels at once; past the limit the agent's requests are denied at once (exit 17) and folded into one audit record per burst, until older ones leave the window.";
+        };
       };
     };
     default = { };

@@ -16,6 +16,7 @@ import { ensureDir, writeFileAtomic } from "../os/files.ts";
 import { type Runner, systemRunner } from "../os/process.ts";
 import { parseGroup, parseMountinfo, parsePasswd } from "../os/tables.ts";
 import type { ResolvedTown } from "../town/types.ts";
+import { AskLimit, DEFAULT_ASK_LIMIT } from "./ask-limit.ts";
 import { DenialBursts } from "./bursts.ts";
 import type { ApprovalChannel, DecideResult, HumanAnswer } from "./channel.ts";
 import { readApprovalMode } from "./mode.ts";
@@ -75,6 +76,7 @@ export class ApprovalDaemon {
   #mountedTmpfs = false;
   readonly #unlocked = new Map<string, { agent: string; secret: string; timer: NodeJS.Timeout }>();
   readonly #bursts: DenialBursts;
+  readonly #asks: AskLimit;
 
   constructor(options: DaemonOptions) {
     this.#town = options.town;
@@ -86,6 +88,7 @@ export class ApprovalDaemon {
     this.#authDir = path.join(options.town.runtimeDir, "control-auth");
     this.#decryptor = options.decryptor;
     this.#runner = options.runner ?? systemRunner;
+    this.#asks = new AskLimit(options.town.approval.askLimit ?? DEFAULT_ASK_LIMIT, this.#clock);
     this.#bursts = new DenialBursts({
       record: async (summary) => {
         await this.#audit.append("denials.suppressed", { ...summary });
@@ -340,6 +343,9 @@ export class ApprovalDaemon {
         reason: policy.reason ?? "allowed by policy",
       };
     }
+    // A human is asked: counted here, where nothing awaits between the count and the ask.
+    const ask = this.#asks.take(agent.name);
+    if (!ask.ok) return { decision: "denied", by: { kind: "limit" }, reason: ask.reason };
     return undefined;
   }
 

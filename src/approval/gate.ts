@@ -52,7 +52,7 @@ export const GATE_EXIT = {
   unreachable: 14,
   refused: 15,
   testModeDenied: 16,
-  /** Too many of the agent's requests already wait for a human: no human said no. */
+  /** Too many of the agent's requests wait for a human, or it asked too often: no human said no. */
   tooManyWaiting: 17,
   /** Approved, but what was approved changed before it could start (a script rewritten): nothing ran. */
   changed: 18,

@@ -76,7 +76,7 @@ export type ApprovalRequest = z.infer<typeof RequestSchema>;
 export type DecisionKind = "approved" | "denied" | "timeout" | "cancelled";
 
 export interface DecidedBy {
-  /** `limit`: the agent already had as many requests waiting as it may. */
+  /** `limit`: the agent already had as many requests waiting as it may, or asked too often (approval.askLimit). */
   readonly kind: "human" | "policy" | "test-mode" | "daemon" | "limit";
   /** The human's id (Unix user, or chat id), when a human decided. */
   readonly id?: string;

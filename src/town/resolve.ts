@@ -140,6 +140,7 @@ function normalize(
       timeout: decl.approval.timeout,
       channels: [...decl.approval.channels],
       approversGroup: decl.approval.group,
+      askLimit: { ...decl.approval.askLimit },
     },
     chat: {
       transport: chatTransport,

@@ -729,6 +729,20 @@ export const TownSchema = z.strictObject({
         .array(z.enum(["terminal", "desktop", "chat", "web"]))
         .default(["terminal", "desktop", "chat", "web"])
         .meta({ description: "Where requests are shown." }),
+      askLimit: z
+        .strictObject({
+          requests: z.int().min(1).max(10000).default(60).meta({
+            description: "Requests one agent may put to the humans within `minutes`.",
+          }),
+          minutes: z.int().min(1).max(1440).default(10).meta({
+            description: "The window the requests are counted in.",
+          }),
+        })
+        .prefault({})
+        .meta({
+          description:
+            "How often one agent may ask a human. Every request that reaches a human notifies the approvers and is audited, even one its agent cancels at once; past the limit the agent's requests are denied at once (exit 17) and folded into one audit record per burst, until older ones leave the window.",
+        }),
     })
     .prefault({}),
   dashboard: z

@@ -253,6 +253,11 @@ export interface ResolvedTown {
     readonly channels: readonly ("terminal" | "desktop" | "chat" | "web")[];
     /** Unix group of the humans who may approve; owns the control socket. */
     readonly approversGroup: string;
+    /**
+     * Requests one agent may put to the humans within `minutes`. Absent in a
+     * manifest an older nuketown wrote: the schema's default then.
+     */
+    readonly askLimit?: { readonly requests: number; readonly minutes: number };
   };
   readonly chat: {
     readonly transport: "local" | "matrix" | "xmpp";

@@ -341,4 +341,58 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
     const verified = await nuketownAs(MAYOR, ["audit", "verify"]);
     assert.equal(verified.code, 0, verified.stderr);
   });
+
+  // Last: it spends the agent's asks for the next 10 minutes.
+  it("cuts off an agent that floods the humans with requests it cancels at once", async (t) => {
+    const before = audit().length;
+    const codes: (number | null)[] = [];
+    let cutOff: Outcome | undefined;
+    // Eight at a time (the waiting cap), each killed by the agent once the humans were asked.
+    for (let batch = 0; batch < 15 && !cutOff; batch++) {
+      const asks = Array.from({ length: 8 }, () => asAgent(["sudo", "true"]));
+      let settled = 0;
+      for (const ask of asks) void ask.then(() => settled++);
+      for (let i = 0; i < 150; i++) {
+        const list = await nuketownAs(MAYOR, ["approvals", "--json"]);
+        const waiting = list.code === 0 ? (JSON.parse(list.stdout) as unknown[]).length : 0;
+        if (waiting + settled >= 8) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await asAgent(["pkill", "-TERM", "-u", AGENT, "-x", "sudo"]);
+      for (const result of await Promise.all(asks)) {
+        codes.push(result.code);
+        if (result.code === 17) cutOff ??= result;
+      }
+    }
+    assert.ok(cutOff, `never cut off: ${codes.join(" ")}`);
+    assert.match(
+      cutOff.stderr,
+      /has asked the humans 60 times in 10 minutes \(approval\.askLimit\): no more until /,
+    );
+    const records = audit().slice(before);
+    const cancelled = records.filter(
+      (r) => r.event === "decision" && r.data.decision === "cancelled" && r.data.agent === AGENT,
+    ).length;
+    const limited = codes.filter((c) => c === 17).length;
+    // Every request that reached a human in this file so far counts (answered, cancelled, timed
+    // out): at most 60 in all.
+    const asked = audit().filter(
+      (r) =>
+        r.event === "decision" &&
+        r.data.agent === AGENT &&
+        (["cancelled", "timeout"].includes(String(r.data.decision)) ||
+          (r.data as { by?: { kind?: string } }).by?.kind === "human"),
+    ).length;
+    assert.ok(asked <= 60, `${asked} requests reached a human`);
+    // Past the limit, the denials are folded: a few records, not two per request.
+    assert.ok(
+      records.length <= 2 * cancelled + 8,
+      `${records.length} records for ${cancelled} cancelled and ${limited} cut off`,
+    );
+    t.diagnostic(
+      `${codes.length} sudos: ${cancelled} reached the humans and were cancelled, ${limited} cut off (exit 17); ${records.length} audit records`,
+    );
+    const verified = await nuketownAs(MAYOR, ["audit", "verify"]);
+    assert.equal(verified.code, 0, verified.stderr);
+  });
 });
