@@ -347,7 +347,7 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
     const before = audit().length;
     const codes: (number | null)[] = [];
     let cutOff: Outcome | undefined;
-    // Eight at a time (the waiting cap), each killed by the agent once the humans were asked.
+    // Eight at a time (the waiting cap), each given up once the humans were asked.
     for (let batch = 0; batch < 15 && !cutOff; batch++) {
       const asks = Array.from({ length: 8 }, () => asAgent(["sudo", "true"]));
       let settled = 0;
@@ -358,7 +358,13 @@ describe("an approval is bound to what the human saw", { skip: !isRoot() && "nee
         if (waiting + settled >= 8) break;
         await new Promise((r) => setTimeout(r, 100));
       }
-      await asAgent(["pkill", "-TERM", "-u", AGENT, "-x", "sudo"]);
+      // The agent gives up on each (Ctrl-C at its terminal, which reaches sudo though it runs as
+      // root; sent here by root as a stand-in): sudo passes it to the gate, whose connection closes.
+      run("pkill", [
+        "-INT",
+        "-f",
+        `sudo -n ${path.join(testPrefix(root), "libexec", "nuketown", "sudo-gate")}`,
+      ]);
       for (const result of await Promise.all(asks)) {
         codes.push(result.code);
         if (result.code === 17) cutOff ??= result;
