@@ -208,7 +208,11 @@ export async function clearLeftovers(
     skip: [town.agentsDir, town.persistDir, town.stateDir, town.runtimeDir],
     mounts: await readMounts(),
   });
-  await removeSysvIpc(agent.uid, ctx.runner);
+  // ipcrm missing (util-linux) must not fail a round half-way: said, and tried next round.
+  const ipc = await removeSysvIpc(agent.uid, ctx.runner).then(
+    () => undefined,
+    (error: Error) => `its System V IPC objects were not removed: ${error.message}`,
+  );
   const keyrings = await clearKeyrings(agent, ctx.runner);
   // A removed agent's runtime dir goes; a new round's is made afresh.
   if (options.removed) await rm(agent.runtimeDir, { recursive: true, force: true });
@@ -218,7 +222,7 @@ export async function clearLeftovers(
       (dir) =>
         `${dir} stays: it is ${agent.name}'s but holds other users' files (or lies too deep)`,
     ),
-    ...(keyrings === undefined ? [] : [keyrings]),
+    ...[ipc, keyrings].filter((warning) => warning !== undefined),
   ];
 }
 
